@@ -1,0 +1,522 @@
+/* api: routing and the admin API. Every byte from the peer is bounded and
+ * validated here before it reaches the hub; errors are JSON with a code a
+ * developer can act on. */
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "auth.h"
+#include "hub.h"
+#include "log.h"
+#include "metrics.h"
+#include "msg.h"
+#include "sse.h"
+#include "stream.h"
+#include "util.h"
+
+#define MAX_DRAIN (16 << 20)     /* body bytes read past the limit to answer 413 cleanly */
+#define JSON_DEPTH 32
+#define MAX_REASON 256
+
+static const struct config *cfg;
+
+void api_init(const struct config *c)
+{
+	cfg = c;
+}
+
+struct request {
+	FCGX_Request *fcgi;
+	const char *method;
+	char path[256];
+	const char *query;
+	char *body;
+	size_t body_len;
+	struct auth_identity who;
+};
+
+enum handler_result { HANDLED, HANDED_OFF };
+
+/* ---- answers -------------------------------------------------------------- */
+
+static const char *status_text(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 413: return "Payload Too Large";
+	case 429: return "Too Many Requests";
+	case 503: return "Service Unavailable";
+	default: return "Internal Server Error";
+	}
+}
+
+static void respond(struct request *r, int status, const char *content_type, const char *extra_headers,
+		    const char *body, size_t len)
+{
+	FCGX_FPrintF(r->fcgi->out, "Status: %d %s\r\nContent-Type: %s\r\nCache-Control: no-store\r\n%s\r\n", status,
+		     status_text(status), content_type, extra_headers ? extra_headers : "");
+	FCGX_PutStr(body, (int)len, r->fcgi->out);
+}
+
+static void respond_json(struct request *r, int status, const char *extra_headers, const struct buf *b)
+{
+	respond(r, status, "application/json", extra_headers, b->data, b->len);
+}
+
+static void respond_ok(struct request *r, const char *data_json)
+{
+	struct buf b = { 0 };
+	buf_printf(&b, "{\"success\":true,\"data\":%s}", data_json);
+	respond_json(r, 200, NULL, &b);
+	free(b.data);
+}
+
+static void respond_error(struct request *r, int status, const char *code, const char *message,
+			  const char *extra_headers)
+{
+	struct buf b = { 0 };
+	buf_puts(&b, "{\"success\":false,\"error\":{\"code\":");
+	buf_json_str(&b, code);
+	buf_puts(&b, ",\"message\":");
+	buf_json_str(&b, message);
+	buf_puts(&b, "}}");
+	respond_json(r, status, extra_headers, &b);
+	free(b.data);
+}
+
+/* ---- request input -------------------------------------------------------- */
+
+/* Reads the whole body, keeping at most max bytes. Returns 0, or -1 when it
+ * was longer (the rest is read and dropped, up to MAX_DRAIN, so the front
+ * server sees our 413 instead of a broken pipe). */
+static int read_body(struct request *r, size_t max)
+{
+	char scratch[8192];
+	size_t cap = 0, total = 0;
+	int over = 0;
+
+	for (;;) {
+		int n;
+		if (!over && r->body_len == cap) {
+			cap = cap ? cap * 2 : 4096;
+			if (cap > max + 1)
+				cap = max + 1;
+			r->body = xrealloc(r->body, cap + 1);
+		}
+		if (!over) {
+			n = FCGX_GetStr(r->body + r->body_len, (int)(cap - r->body_len), r->fcgi->in);
+			if (n <= 0)
+				break;
+			r->body_len += (size_t)n;
+			if (r->body_len > max)
+				over = 1;
+			total = r->body_len;
+		} else {
+			n = FCGX_GetStr(scratch, sizeof(scratch), r->fcgi->in);
+			if (n <= 0 || total > MAX_DRAIN)
+				break;
+			total += (size_t)n;
+		}
+	}
+	if (r->body)
+		r->body[r->body_len] = '\0';
+	return over ? -1 : 0;
+}
+
+/* ---- authentication -------------------------------------------------------- */
+
+static int authenticate(struct request *r)
+{
+	char **env = r->fcgi->envp;
+	int too_long = 0;
+	const char *why = "";
+	char *token = auth_find_token(FCGX_GetParam("HTTP_AUTHORIZATION", env), FCGX_GetParam("HTTP_COOKIE", env),
+				      r->query, &too_long);
+	enum auth_result res;
+
+	if (!token) {
+		if (too_long) {
+			res = AUTH_INVALID_TOKEN;
+			why = "the token is longer than 8192 bytes";
+		} else {
+			res = AUTH_MISSING_TOKEN;
+			why = "send a token: Authorization: Bearer, the token cookie or the token query parameter";
+		}
+		auth_count_failure(res);
+	} else {
+		res = auth_verify(token, strlen(token), &r->who, &why);
+		memset(token, 0, strlen(token));
+		free(token);
+	}
+	if (res == AUTH_OK)
+		return 0;
+	if (res == AUTH_MISSING_TOKEN)
+		respond_error(r, 401, auth_result_code(res), why, "WWW-Authenticate: Bearer\r\n");
+	else
+		respond_error(r, 401, auth_result_code(res), why, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
+	log_info("event=auth_failed path=%s reason=%s", r->path, auth_result_code(res));
+	return -1;
+}
+
+static int authenticate_admin(struct request *r)
+{
+	if (authenticate(r) < 0)
+		return -1;
+	if (!r->who.admin) {
+		respond_error(r, 403, "forbidden", "this route needs an admin token", NULL);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- handlers ---------------------------------------------------------------- */
+
+static enum handler_result handle_stream(struct request *r)
+{
+	char *leid = NULL;
+	const char *hdr;
+	struct stream *s;
+	enum hub_attach_result res;
+	int fd;
+
+	if (read_body(r, 0) < 0) {
+		respond_error(r, 413, "payload_too_large", "a stream request has no body", NULL);
+		return HANDLED;
+	}
+	if (authenticate(r) < 0)
+		return HANDLED;
+	hdr = FCGX_GetParam("HTTP_LAST_EVENT_ID", r->fcgi->envp);
+	if (hdr && *hdr)
+		leid = xstrdup(hdr);
+	else
+		leid = util_query_param(r->query ? r->query : "", "last_event_id", SSE_MAX_ID * 3, NULL);
+	/* An id we could never have sent is simply unknown: resumed=false. */
+	if (leid && !sse_valid_id(leid, strlen(leid))) {
+		free(leid);
+		leid = xstrdup("\n");
+	}
+
+	fd = r->fcgi->ipcFd;
+	s = stream_new(fd, (uint16_t)r->fcgi->requestId, r->who.user, r->who.admin, r->who.exp);
+	res = hub_attach(s, leid);
+	free(leid);
+	switch (res) {
+	case HUB_ATTACHED:
+		return HANDED_OFF;
+	case HUB_TOO_MANY_CLIENTS:
+		METRIC_ADD(rejected_limit_total, 1);
+		respond_error(r, 503, "too_many_clients", "the hub holds --max-clients streams", "Retry-After: 5\r\n");
+		break;
+	case HUB_TOO_MANY_USER_CLIENTS:
+		METRIC_ADD(rejected_limit_total, 1);
+		respond_error(r, 429, "too_many_user_clients", "this user has --max-clients-per-user streams open",
+			      "Retry-After: 5\r\n");
+		break;
+	case HUB_STOPPING:
+		respond_error(r, 503, "shutting_down", "the hub is stopping; reconnect shortly", "Retry-After: 1\r\n");
+		break;
+	}
+	stream_free(s);
+	return HANDLED;
+}
+
+/* Parses the JSON object body. Answers 400/413 itself and returns NULL. */
+static struct json_object *parse_body(struct request *r)
+{
+	struct json_object *obj;
+
+	if (read_body(r, (size_t)cfg->max_message_bytes) < 0) {
+		respond_error(r, 413, "payload_too_large", "the body is larger than --max-message-bytes", NULL);
+		return NULL;
+	}
+	if (!r->body_len) {
+		respond_error(r, 400, "invalid_json", "the body is empty; send a JSON object", NULL);
+		return NULL;
+	}
+	if (!util_utf8_valid(r->body, r->body_len)) {
+		respond_error(r, 400, "invalid_json", "the body is not valid UTF-8", NULL);
+		return NULL;
+	}
+	obj = util_json_parse(r->body, r->body_len, JSON_DEPTH);
+	if (!obj || !json_object_is_type(obj, json_type_object)) {
+		json_object_put(obj);
+		respond_error(r, 400, "invalid_json", "the body must be one complete JSON object", NULL);
+		return NULL;
+	}
+	return obj;
+}
+
+/* A user id field: a non-empty printable string of at most 128 bytes, or an
+ * integer (turned into its decimal text). Returns a new string or NULL. */
+static char *user_id_field(struct json_object *v)
+{
+	if (json_object_is_type(v, json_type_int)) {
+		char num[32];
+		snprintf(num, sizeof(num), "%" PRId64, json_object_get_int64(v));
+		return xstrdup(num);
+	}
+	if (json_object_is_type(v, json_type_string)) {
+		const char *s = json_object_get_string(v);
+		size_t len = (size_t)json_object_get_string_len(v);
+		if (len == 0 || len > AUTH_MAX_USER || strlen(s) != len)
+			return NULL;
+		for (size_t i = 0; i < len; i++)
+			if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+				return NULL;
+		return xstrdup(s);
+	}
+	return NULL;
+}
+
+static int client_id_valid(const char *s, size_t len)
+{
+	if (len != 36)
+		return 0;
+	for (size_t i = 0; i < 36; i++) {
+		int dash = i == 8 || i == 13 || i == 18 || i == 23;
+		if (dash ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	}
+	return 1;
+}
+
+/* Reads the target field of a publish or disconnect body into *key.
+ * Returns 0, or -1 after answering 400. */
+static int target_field(struct request *r, struct json_object *obj, enum msg_target target, char **key)
+{
+	struct json_object *v;
+
+	*key = NULL;
+	if (target == MSG_USER) {
+		if (!json_object_object_get_ex(obj, "user_id", &v) || !(*key = user_id_field(v))) {
+			respond_error(r, 400, "invalid_field",
+				      "user_id must be a non-empty string of at most 128 printable bytes, or an integer", NULL);
+			return -1;
+		}
+	} else if (target == MSG_CLIENT) {
+		if (!json_object_object_get_ex(obj, "client_id", &v) || !json_object_is_type(v, json_type_string) ||
+		    !client_id_valid(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
+			respond_error(r, 400, "invalid_field", "client_id must be a client id from a connected event", NULL);
+			return -1;
+		}
+		*key = xstrdup(json_object_get_string(v));
+	}
+	return 0;
+}
+
+static void handle_publish(struct request *r, enum msg_target target)
+{
+	struct json_object *obj, *v, *data;
+	const char *event, *given_id = NULL;
+	char *key = NULL, id[SSE_MAX_ID + 1];
+	long retry = -1, recipients = 0;
+	struct buf enc = { 0 }, out = { 0 };
+	struct msg *m;
+
+	if (authenticate_admin(r) < 0 || !(obj = parse_body(r)))
+		return;
+	if (target_field(r, obj, target, &key) < 0)
+		goto done;
+	if (!json_object_object_get_ex(obj, "event", &v) || !json_object_is_type(v, json_type_string) ||
+	    !sse_valid_event(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
+		respond_error(r, 400, "invalid_field", "event must be a string of 1 to 64 bytes without CR, LF or NUL", NULL);
+		goto done;
+	}
+	event = json_object_get_string(v);
+	if (!json_object_object_get_ex(obj, "data", &data)) {
+		respond_error(r, 400, "invalid_field", "data is required (any JSON value)", NULL);
+		goto done;
+	}
+	if (json_object_object_get_ex(obj, "id", &v)) {
+		if (!json_object_is_type(v, json_type_string) ||
+		    !sse_valid_id(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
+			respond_error(r, 400, "invalid_field", "id must be a string of 1 to 128 bytes without CR, LF or NUL", NULL);
+			goto done;
+		}
+		given_id = json_object_get_string(v);
+	}
+	if (json_object_object_get_ex(obj, "retry", &v)) {
+		if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0 ||
+		    json_object_get_int64(v) > 86400000) {
+			respond_error(r, 400, "invalid_field", "retry must be an integer number of milliseconds", NULL);
+			goto done;
+		}
+		retry = (long)json_object_get_int64(v);
+	}
+	if (given_id)
+		snprintf(id, sizeof(id), "%s", given_id);
+	else
+		hub_new_id(id, sizeof(id));
+	sse_encode(&enc, id, event, retry,
+		   json_object_to_json_string_ext(data, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	if (enc.len > (size_t)cfg->max_message_bytes) {
+		respond_error(r, 413, "payload_too_large", "the encoded event is larger than --max-message-bytes", NULL);
+		goto done;
+	}
+	m = msg_new(target, key, id, enc.data, enc.len);
+	if (hub_publish(m, &recipients) < 0) {
+		msg_unref(m);
+		respond_error(r, 503, "shutting_down", "the hub is stopping", NULL);
+		goto done;
+	}
+	msg_unref(m);
+	buf_puts(&out, "{\"id\":");
+	buf_json_str(&out, id);
+	buf_printf(&out, ",\"recipients\":%ld}", recipients);
+	respond_ok(r, out.data);
+	log_debug("event=publish target=%s id=\"%s\" bytes=%zu recipients=%ld",
+		  target == MSG_BROADCAST ? "broadcast" : target == MSG_USER ? "user" : "client", id, enc.len, recipients);
+done:
+	free(enc.data);
+	free(out.data);
+	free(key);
+	json_object_put(obj);
+}
+
+static void handle_disconnect(struct request *r)
+{
+	struct json_object *obj, *v;
+	enum msg_target target;
+	const char *reason = "disconnected";
+	char *key = NULL;
+	struct buf data = { 0 }, enc = { 0 }, out = { 0 };
+	struct msg *final;
+	long closed;
+
+	if (authenticate_admin(r) < 0 || !(obj = parse_body(r)))
+		return;
+	target = json_object_object_get_ex(obj, "client_id", NULL) ? MSG_CLIENT : MSG_USER;
+	if (json_object_object_get_ex(obj, "client_id", NULL) && json_object_object_get_ex(obj, "user_id", NULL)) {
+		respond_error(r, 400, "invalid_field", "give user_id or client_id, not both", NULL);
+		goto done;
+	}
+	if (target_field(r, obj, target, &key) < 0)
+		goto done;
+	if (json_object_object_get_ex(obj, "reason", &v)) {
+		if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) > MAX_REASON) {
+			respond_error(r, 400, "invalid_field", "reason must be a string of at most 256 bytes", NULL);
+			goto done;
+		}
+		reason = json_object_get_string(v);
+	}
+	buf_puts(&data, "{\"reason\":");
+	buf_json_str(&data, reason);
+	buf_puts(&data, "}");
+	sse_encode(&enc, NULL, "disconnect", -1, data.data);
+	final = msg_new(target, key, NULL, enc.data, enc.len);
+	closed = hub_disconnect(final);
+	msg_unref(final);
+	buf_printf(&out, "{\"closed\":%ld}", closed);
+	respond_ok(r, out.data);
+	log_info("event=disconnect_request target=%s closed=%ld", target == MSG_USER ? "user" : "client", closed);
+done:
+	free(data.data);
+	free(enc.data);
+	free(out.data);
+	free(key);
+	json_object_put(obj);
+}
+
+static void handle_stats(struct request *r)
+{
+	struct buf b = { 0 };
+
+	if (authenticate_admin(r) < 0)
+		return;
+	hub_stats_json(&b);
+	respond_ok(r, b.data);
+	free(b.data);
+}
+
+static void handle_health(struct request *r)
+{
+	respond_ok(r, "{\"status\":\"ok\"}");
+}
+
+static void handle_metrics(struct request *r)
+{
+	struct buf b = { 0 };
+
+	if (!cfg->metrics_public && authenticate_admin(r) < 0)
+		return;
+	metrics_render(&b);
+	respond(r, 200, "text/plain; version=0.0.4", NULL, b.data, b.len);
+	free(b.data);
+}
+
+/* ---- routing -------------------------------------------------------------- */
+
+enum route_kind { R_STREAM, R_HEALTH, R_STATS, R_BROADCAST, R_TO_USER, R_TO_CLIENT, R_DISCONNECT, R_METRICS };
+
+static const struct route {
+	const char *path, *method;
+	enum route_kind kind;
+} routes[] = {
+	{ "/sse/stream", "GET", R_STREAM },
+	{ "/api/sse/health", "GET", R_HEALTH },
+	{ "/api/sse/stats", "GET", R_STATS },
+	{ "/api/sse/broadcast", "POST", R_BROADCAST },
+	{ "/api/sse/send-to-user", "POST", R_TO_USER },
+	{ "/api/sse/send-to-client", "POST", R_TO_CLIENT },
+	{ "/api/sse/disconnect", "POST", R_DISCONNECT },
+	{ "/metrics", "GET", R_METRICS },
+};
+
+int api_handle(FCGX_Request *req)
+{
+	struct request r = { .fcgi = req };
+	char **env = req->envp;
+	const char *uri = FCGX_GetParam("REQUEST_URI", env);
+	const struct route *route = NULL;
+	enum handler_result res = HANDLED;
+	size_t plen;
+
+	METRIC_ADD(requests_total, 1);
+	if (!uri)
+		uri = FCGX_GetParam("DOCUMENT_URI", env);
+	if (!uri)
+		uri = FCGX_GetParam("SCRIPT_NAME", env);
+	r.method = FCGX_GetParam("REQUEST_METHOD", env);
+	r.query = FCGX_GetParam("QUERY_STRING", env);
+	if (!r.method)
+		r.method = "";
+	plen = uri ? strcspn(uri, "?") : 0;
+	if (plen >= sizeof(r.path))
+		plen = 0; /* no route is that long: 404 */
+	memcpy(r.path, uri ? uri : "", plen);
+	r.path[plen] = '\0';
+	if (!r.query && uri && uri[plen] == '?')
+		r.query = uri + plen + 1;
+
+	for (size_t i = 0; i < ARRAY_LEN(routes); i++)
+		if (strcmp(routes[i].path, r.path) == 0)
+			route = &routes[i];
+	if (!route) {
+		respond_error(&r, 404, "not_found", "no such route", NULL);
+	} else if (strcmp(route->method, r.method) != 0) {
+		char allow[32];
+		snprintf(allow, sizeof(allow), "Allow: %s\r\n", route->method);
+		respond_error(&r, 405, "method_not_allowed", route->method[0] == 'G' ? "use GET" : "use POST", allow);
+	} else {
+		switch (route->kind) {
+		case R_STREAM: res = handle_stream(&r); break;
+		case R_HEALTH: handle_health(&r); break;
+		case R_STATS: handle_stats(&r); break;
+		case R_BROADCAST: handle_publish(&r, MSG_BROADCAST); break;
+		case R_TO_USER: handle_publish(&r, MSG_USER); break;
+		case R_TO_CLIENT: handle_publish(&r, MSG_CLIENT); break;
+		case R_DISCONNECT: handle_disconnect(&r); break;
+		case R_METRICS: handle_metrics(&r); break;
+		}
+	}
+	free(r.body);
+	return res == HANDED_OFF;
+}

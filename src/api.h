@@ -1,0 +1,19 @@
+/* api: one FastCGI request, answered in the acceptor thread that read it:
+ * routing, authentication, the admin API (stats, publish, disconnect,
+ * metrics, health), and the hand-off of /sse/stream to a loop. */
+#ifndef SSEHUB_API_H
+#define SSEHUB_API_H
+
+#include <fcgiapp.h>
+
+#include "config.h"
+
+/* Sets the options the handlers read; cfg must outlive the module. */
+void api_init(const struct config *cfg);
+
+/* Handles the accepted request req. Returns 1 when the connection was handed
+ * to a stream loop (the caller must then FCGX_Free(req, 0) without closing
+ * the fd), 0 when the answer is written and the caller should finish it. */
+int api_handle(FCGX_Request *req);
+
+#endif

@@ -1,0 +1,518 @@
+/* auth: JWT checks around libjwt 1.10.2. libjwt verifies signatures only;
+ * the algorithm pin, the size cap and every claim are checked here. */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jwt.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "auth.h"
+#include "log.h"
+#include "util.h"
+
+#define MAX_KEYS 32
+#define MAX_KEY_FILE (1 << 20)
+
+struct key {
+	unsigned char *bytes;
+	size_t len;
+};
+
+struct keyset {
+	struct key keys[MAX_KEYS];
+	int n;
+};
+
+static const struct config *conf;
+static jwt_alg_t pinned_alg;
+static int pinned_hmac;
+static struct keyset *active;
+static pthread_rwlock_t keys_lock = PTHREAD_RWLOCK_INITIALIZER;
+static uint64_t failures[AUTH__COUNT];
+
+static const char *const result_codes[AUTH__COUNT] = {
+	"ok", "missing_token", "invalid_token", "token_expired", "token_not_yet_valid",
+	"wrong_algorithm", "wrong_issuer", "wrong_audience", "missing_user",
+};
+
+const char *auth_result_code(enum auth_result r)
+{
+	return (unsigned)r < AUTH__COUNT ? result_codes[r] : "invalid_token";
+}
+
+void auth_count_failure(enum auth_result r)
+{
+	if ((unsigned)r < AUTH__COUNT && r != AUTH_OK)
+		__atomic_add_fetch(&failures[r], 1, __ATOMIC_RELAXED);
+}
+
+uint64_t auth_failures(enum auth_result r)
+{
+	return (unsigned)r < AUTH__COUNT ? __atomic_load_n(&failures[r], __ATOMIC_RELAXED) : 0;
+}
+
+static void keyset_free(struct keyset *ks)
+{
+	if (!ks)
+		return;
+	for (int i = 0; i < ks->n; i++) {
+		/* wipe key material before it returns to the allocator */
+		memset(ks->keys[i].bytes, 0, ks->keys[i].len);
+		free(ks->keys[i].bytes);
+	}
+	free(ks);
+}
+
+static int keyset_add(struct keyset *ks, const char *bytes, size_t len, char *err, size_t errlen)
+{
+	if (ks->n >= MAX_KEYS) {
+		snprintf(err, errlen, "more than %d keys", MAX_KEYS);
+		return -1;
+	}
+	ks->keys[ks->n].bytes = (unsigned char *)xstrndup(bytes, len);
+	ks->keys[ks->n].len = len;
+	ks->n++;
+	return 0;
+}
+
+/* A secret file: its bytes, less one trailing newline. */
+static int load_secret(struct keyset *ks, const char *path, char *err, size_t errlen)
+{
+	size_t len;
+	char *data = util_read_file(path, MAX_KEY_FILE, &len);
+	int rc;
+
+	if (!data) {
+		snprintf(err, errlen, "cannot read secret file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (len > 0 && data[len - 1] == '\n')
+		len--;
+	if (len > 0 && data[len - 1] == '\r')
+		len--;
+	if (len == 0) {
+		snprintf(err, errlen, "secret file %s is empty", path);
+		rc = -1;
+	} else {
+		rc = keyset_add(ks, data, len, err, errlen);
+	}
+	memset(data, 0, len);
+	free(data);
+	return rc;
+}
+
+/* A PEM file: one key per "-----BEGIN ... -----END ...-----" block. */
+static int load_pem(struct keyset *ks, const char *path, char *err, size_t errlen)
+{
+	size_t len;
+	char *data = util_read_file(path, MAX_KEY_FILE, &len);
+	const char *p;
+	int found = 0, rc = 0;
+
+	if (!data) {
+		snprintf(err, errlen, "cannot read key file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	p = data;
+	while ((p = strstr(p, "-----BEGIN ")) != NULL) {
+		const char *end = strstr(p, "-----END ");
+		const char *stop;
+		if (!end || !(stop = strstr(end + 9, "-----"))) {
+			snprintf(err, errlen, "key file %s: unterminated PEM block", path);
+			rc = -1;
+			break;
+		}
+		stop += 5;
+		if (strstr(p, "PRIVATE KEY") && strstr(p, "PRIVATE KEY") < stop) {
+			snprintf(err, errlen, "key file %s holds a private key: give the public key", path);
+			rc = -1;
+			break;
+		}
+		if (keyset_add(ks, p, (size_t)(stop - p), err, errlen) < 0) {
+			rc = -1;
+			break;
+		}
+		found++;
+		p = stop;
+	}
+	if (rc == 0 && !found) {
+		snprintf(err, errlen, "key file %s holds no PEM key", path);
+		rc = -1;
+	}
+	free(data);
+	return rc;
+}
+
+static struct keyset *load_keys(char *err, size_t errlen)
+{
+	struct keyset *ks = xcalloc(1, sizeof(*ks));
+	int i;
+
+	if (pinned_hmac) {
+		for (i = 0; i < conf->n_secret_files; i++)
+			if (load_secret(ks, conf->secret_files[i], err, errlen) < 0)
+				goto fail;
+	} else {
+		for (i = 0; i < conf->n_pubkey_files; i++)
+			if (load_pem(ks, conf->pubkey_files[i], err, errlen) < 0)
+				goto fail;
+	}
+	if (ks->n == 0) {
+		snprintf(err, errlen, pinned_hmac ? "--jwt-alg %s needs --jwt-secret-file"
+						  : "--jwt-alg %s needs --jwt-public-key-file",
+			 conf->jwt_alg);
+		goto fail;
+	}
+	return ks;
+fail:
+	keyset_free(ks);
+	return NULL;
+}
+
+int auth_init(const struct config *cfg)
+{
+	char err[512];
+
+	conf = cfg;
+	pinned_alg = jwt_str_alg(cfg->jwt_alg);
+	if (pinned_alg == JWT_ALG_INVAL || pinned_alg == JWT_ALG_NONE) {
+		fprintf(stderr, "ssehub: --jwt-alg %s is not one of HS256 HS384 HS512 RS256 RS384 RS512 ES256 ES384 ES512\n",
+			cfg->jwt_alg);
+		return -1;
+	}
+	pinned_hmac = pinned_alg == JWT_ALG_HS256 || pinned_alg == JWT_ALG_HS384 || pinned_alg == JWT_ALG_HS512;
+	if (pinned_hmac && cfg->n_pubkey_files) {
+		fprintf(stderr, "ssehub: --jwt-public-key-file is for RS*/ES* algorithms, but --jwt-alg is %s\n", cfg->jwt_alg);
+		return -1;
+	}
+	if (!pinned_hmac && cfg->n_secret_files) {
+		fprintf(stderr, "ssehub: --jwt-secret-file is for HS* algorithms, but --jwt-alg is %s\n", cfg->jwt_alg);
+		return -1;
+	}
+	active = load_keys(err, sizeof(err));
+	if (!active) {
+		fprintf(stderr, "ssehub: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
+int auth_reload(void)
+{
+	char err[512];
+	struct keyset *fresh = load_keys(err, sizeof(err)), *old;
+
+	if (!fresh) {
+		log_warn("event=keys_reload_failed reason=\"%s\" keeping=old_keys", err);
+		return -1;
+	}
+	pthread_rwlock_wrlock(&keys_lock);
+	old = active;
+	active = fresh;
+	pthread_rwlock_unlock(&keys_lock);
+	keyset_free(old);
+	log_info("event=keys_reloaded keys=%d", fresh->n);
+	return 0;
+}
+
+void auth_shutdown(void)
+{
+	keyset_free(active);
+	active = NULL;
+}
+
+/* The "alg" of the token's header, read before any verification so that a
+ * token naming another algorithm never reaches libjwt. */
+static enum auth_result check_header(const char *token, size_t hlen, const char **why)
+{
+	char *json = NULL;
+	size_t jlen;
+	struct json_object *hdr, *alg;
+	enum auth_result r = AUTH_INVALID_TOKEN;
+
+	if (util_b64url_decode(token, hlen, &json, &jlen) < 0) {
+		*why = "the token header is not base64url";
+		return r;
+	}
+	hdr = util_json_parse(json, jlen, 8);
+	if (!hdr || !json_object_is_type(hdr, json_type_object)) {
+		*why = "the token header is not a JSON object";
+	} else if (!json_object_object_get_ex(hdr, "alg", &alg) || !json_object_is_type(alg, json_type_string)) {
+		*why = "the token header has no alg";
+	} else if (strcmp(json_object_get_string(alg), conf->jwt_alg) != 0) {
+		*why = "the token is signed with another algorithm than the one configured";
+		r = AUTH_WRONG_ALGORITHM;
+	} else {
+		r = AUTH_OK;
+	}
+	json_object_put(hdr);
+	free(json);
+	return r;
+}
+
+static int claim_number(struct json_object *claims, const char *name, int64_t *out, int *present)
+{
+	struct json_object *v;
+
+	*present = 0;
+	if (!json_object_object_get_ex(claims, name, &v))
+		return 0;
+	*present = 1;
+	if (json_object_is_type(v, json_type_int)) {
+		*out = json_object_get_int64(v);
+		return 0;
+	}
+	if (json_object_is_type(v, json_type_double)) {
+		double d = json_object_get_double(v);
+		if (d != d || d > 9e15 || d < -9e15)
+			return -1;
+		*out = (int64_t)d;
+		return 0;
+	}
+	return -1;
+}
+
+/* 1 when v is the string want, or an array holding it. */
+static int claim_matches(struct json_object *v, const char *want)
+{
+	if (!v)
+		return 0;
+	if (json_object_is_type(v, json_type_string))
+		return strcmp(json_object_get_string(v), want) == 0;
+	if (json_object_is_type(v, json_type_array)) {
+		size_t n = json_object_array_length(v);
+		for (size_t i = 0; i < n; i++) {
+			struct json_object *e = json_object_array_get_idx(v, i);
+			if (json_object_is_type(e, json_type_string) && strcmp(json_object_get_string(e), want) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+static int user_from_claim(struct json_object *v, char *out)
+{
+	if (json_object_is_type(v, json_type_int)) {
+		snprintf(out, AUTH_MAX_USER + 1, "%" PRId64, json_object_get_int64(v));
+		return 0;
+	}
+	if (json_object_is_type(v, json_type_string)) {
+		const char *s = json_object_get_string(v);
+		size_t len = (size_t)json_object_get_string_len(v);
+		if (len == 0 || len > AUTH_MAX_USER || strlen(s) != len)
+			return -1;
+		for (size_t i = 0; i < len; i++)
+			if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+				return -1;
+		memcpy(out, s, len + 1);
+		return 0;
+	}
+	return -1;
+}
+
+static enum auth_result check_claims(struct json_object *claims, struct auth_identity *id, const char **why)
+{
+	int64_t now = util_wall_s(), exp = 0, nbf = 0, iat = 0;
+	int has_exp, has_nbf, has_iat;
+	struct json_object *v = NULL;
+
+	if (claim_number(claims, "exp", &exp, &has_exp) < 0 || claim_number(claims, "nbf", &nbf, &has_nbf) < 0 ||
+	    claim_number(claims, "iat", &iat, &has_iat) < 0) {
+		*why = "exp, nbf and iat must be numbers";
+		return AUTH_INVALID_TOKEN;
+	}
+	if (!has_exp && conf->jwt_require_exp) {
+		*why = "the token has no exp claim";
+		return AUTH_INVALID_TOKEN;
+	}
+	if (has_exp && now > exp + conf->jwt_leeway) {
+		*why = "the token has expired";
+		return AUTH_TOKEN_EXPIRED;
+	}
+	if (has_nbf && now + conf->jwt_leeway < nbf) {
+		*why = "the token is not valid yet (nbf)";
+		return AUTH_NOT_YET_VALID;
+	}
+	if (has_iat && now + conf->jwt_leeway < iat) {
+		*why = "the token was issued in the future (iat)";
+		return AUTH_NOT_YET_VALID;
+	}
+	if (conf->jwt_issuer) {
+		if (!json_object_object_get_ex(claims, "iss", &v) || !json_object_is_type(v, json_type_string) ||
+		    strcmp(json_object_get_string(v), conf->jwt_issuer) != 0) {
+			*why = "the token's iss is not the configured issuer";
+			return AUTH_WRONG_ISSUER;
+		}
+	}
+	if (conf->jwt_audience) {
+		v = NULL;
+		json_object_object_get_ex(claims, "aud", &v);
+		if (!claim_matches(v, conf->jwt_audience)) {
+			*why = "the token's aud does not name the configured audience";
+			return AUTH_WRONG_AUDIENCE;
+		}
+	}
+	if (!json_object_object_get_ex(claims, conf->user_claim, &v) && !json_object_object_get_ex(claims, "sub", &v)) {
+		*why = "the token names no user (user claim or sub)";
+		return AUTH_MISSING_USER;
+	}
+	if (user_from_claim(v, id->user) < 0) {
+		*why = "the user id must be a non-empty string of at most 128 printable bytes, or an integer";
+		return AUTH_MISSING_USER;
+	}
+	v = NULL;
+	json_object_object_get_ex(claims, conf->admin_claim, &v);
+	id->admin = claim_matches(v, conf->admin_value);
+	id->exp = has_exp ? exp : 0;
+	return AUTH_OK;
+}
+
+static enum auth_result verify(const char *token, size_t len, struct auth_identity *id, const char **why)
+{
+	const char *dot1, *dot2;
+	enum auth_result r;
+	jwt_t *jwt = NULL;
+	char *grants;
+	struct json_object *claims;
+
+	*why = "the token is malformed";
+	if (len == 0)
+		return AUTH_MISSING_TOKEN;
+	if (len > AUTH_MAX_TOKEN) {
+		*why = "the token is longer than 8192 bytes";
+		return AUTH_INVALID_TOKEN;
+	}
+	if (strlen(token) != len)
+		return AUTH_INVALID_TOKEN;
+	dot1 = memchr(token, '.', len);
+	dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token)) : NULL;
+	if (!dot1 || !dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token)) || dot2 + 1 == token + len)
+		return AUTH_INVALID_TOKEN;
+	r = check_header(token, (size_t)(dot1 - token), why);
+	if (r != AUTH_OK)
+		return r;
+
+	pthread_rwlock_rdlock(&keys_lock);
+	for (int i = 0; i < active->n && !jwt; i++) {
+		if (jwt_decode(&jwt, token, active->keys[i].bytes, (int)active->keys[i].len) != 0)
+			jwt = NULL;
+	}
+	pthread_rwlock_unlock(&keys_lock);
+	if (!jwt) {
+		*why = "the signature does not verify with any configured key";
+		return AUTH_INVALID_TOKEN;
+	}
+	if (jwt_get_alg(jwt) != pinned_alg) {
+		jwt_free(jwt);
+		*why = "the token is signed with another algorithm than the one configured";
+		return AUTH_WRONG_ALGORITHM;
+	}
+	grants = jwt_get_grants_json(jwt, NULL);
+	jwt_free(jwt);
+	claims = grants ? json_tokener_parse(grants) : NULL;
+	free(grants);
+	if (!claims || !json_object_is_type(claims, json_type_object)) {
+		json_object_put(claims);
+		*why = "the claims are not a JSON object";
+		return AUTH_INVALID_TOKEN;
+	}
+	r = check_claims(claims, id, why);
+	json_object_put(claims);
+	return r;
+}
+
+enum auth_result auth_verify(const char *token, size_t len, struct auth_identity *id, const char **why)
+{
+	const char *reason = NULL;
+	enum auth_result r;
+
+	memset(id, 0, sizeof(*id));
+	r = verify(token, len, id, &reason);
+	auth_count_failure(r);
+	if (why)
+		*why = r == AUTH_OK ? "" : reason;
+	return r;
+}
+
+/* The value of cookie name in a Cookie header ("a=1; b=2"), or NULL. */
+static char *cookie_value(const char *header, const char *name, int *too_long)
+{
+	size_t nlen = strlen(name);
+	const char *p = header;
+
+	while (*p) {
+		const char *end;
+		size_t seglen;
+		while (*p == ' ' || *p == ';')
+			p++;
+		end = strchr(p, ';');
+		seglen = end ? (size_t)(end - p) : strlen(p);
+		if (seglen > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
+			const char *v = p + nlen + 1;
+			size_t vlen = seglen - nlen - 1;
+			while (vlen > 0 && v[vlen - 1] == ' ')
+				vlen--;
+			if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"') {
+				v++;
+				vlen -= 2;
+			}
+			if (vlen > AUTH_MAX_TOKEN) {
+				*too_long = 1;
+				return NULL;
+			}
+			return xstrndup(v, vlen);
+		}
+		if (!end)
+			break;
+		p = end + 1;
+	}
+	return NULL;
+}
+
+char *auth_find_token(const char *authorization, const char *cookie, const char *query, int *too_long)
+{
+	char *t;
+
+	*too_long = 0;
+	if (authorization && strncasecmp(authorization, "Bearer ", 7) == 0) {
+		const char *v = authorization + 7;
+		size_t vlen;
+		while (*v == ' ')
+			v++;
+		vlen = strlen(v);
+		while (vlen > 0 && v[vlen - 1] == ' ')
+			vlen--;
+		if (vlen > AUTH_MAX_TOKEN) {
+			*too_long = 1;
+			return NULL;
+		}
+		if (vlen > 0)
+			return xstrndup(v, vlen);
+	}
+	if (cookie && conf->token_cookie[0]) {
+		t = cookie_value(cookie, conf->token_cookie, too_long);
+		if (t && *t)
+			return t;
+		free(t);
+		if (*too_long)
+			return NULL;
+	}
+	if (query && conf->token_query[0]) {
+		t = util_query_param(query, conf->token_query, AUTH_MAX_TOKEN * 3, too_long);
+		if (t && *t) {
+			if (strlen(t) > AUTH_MAX_TOKEN) {
+				free(t);
+				*too_long = 1;
+				return NULL;
+			}
+			return t;
+		}
+		free(t);
+	}
+	return NULL;
+}

@@ -1,0 +1,60 @@
+/* auth: JWT verification with the configured algorithm pinned, every claim
+ * checked by us (libjwt 1.10 checks none), keys re-readable on SIGHUP, and
+ * token extraction from header, cookie and query. Thread-safe.
+ * Never logs a token, a secret or a key. */
+#ifndef SSEHUB_AUTH_H
+#define SSEHUB_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+#define AUTH_MAX_TOKEN 8192
+#define AUTH_MAX_USER 128
+
+enum auth_result {
+	AUTH_OK = 0,
+	AUTH_MISSING_TOKEN,
+	AUTH_INVALID_TOKEN,
+	AUTH_TOKEN_EXPIRED,
+	AUTH_NOT_YET_VALID,
+	AUTH_WRONG_ALGORITHM,
+	AUTH_WRONG_ISSUER,
+	AUTH_WRONG_AUDIENCE,
+	AUTH_MISSING_USER,
+	AUTH__COUNT
+};
+
+struct auth_identity {
+	char user[AUTH_MAX_USER + 1];
+	int admin;
+	int64_t exp;             /* 0 when the token has no exp */
+};
+
+/* Loads the keys named by cfg, which must outlive the module. Returns 0, or
+ * -1 after printing why to stderr. */
+int auth_init(const struct config *cfg);
+/* Re-reads the key files. On any error the old keys stay and -1 is
+ * returned (the reason is logged, without key material). */
+int auth_reload(void);
+void auth_shutdown(void);
+
+/* Verifies token[0..len) and fills id. Counts failures per reason.
+ * A human-readable reason for the developer goes to why (may be NULL). */
+enum auth_result auth_verify(const char *token, size_t len, struct auth_identity *id, const char **why);
+
+/* Finds the token from, in order, an "Authorization: Bearer" value, the
+ * configured cookie in a Cookie header, the configured query parameter.
+ * Any argument may be NULL. Returns a new string the caller frees, or NULL
+ * when no source holds one. *too_long is set when one was over the cap. */
+char *auth_find_token(const char *authorization, const char *cookie, const char *query, int *too_long);
+
+/* The error code string ("missing_token", ...) of a result. */
+const char *auth_result_code(enum auth_result r);
+/* Counts a failure found before verification (no token, token too long). */
+void auth_count_failure(enum auth_result r);
+/* Failures counted so far for a reason. */
+uint64_t auth_failures(enum auth_result r);
+
+#endif

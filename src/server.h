@@ -1,0 +1,20 @@
+/* server: the FastCGI listening socket (fd 0 from spawn-fcgi or lighttpd, or
+ * our own unix/TCP socket) and the acceptor threads that read each request
+ * with libfcgi and route it. */
+#ifndef SSEHUB_SERVER_H
+#define SSEHUB_SERVER_H
+
+#include "config.h"
+
+/* Opens the socket named by cfg->listen, or checks that fd 0 is a listening
+ * socket. Returns 0, or -1 after printing a clear reason to stderr. */
+int server_listen(const struct config *cfg);
+
+/* Starts cfg->acceptors threads. Returns 0 or -1. */
+int server_start(const struct config *cfg);
+
+/* Stops accepting, waits up to wait_ms for acceptors busy with a request,
+ * closes the socket and removes the unix socket file we created. */
+void server_stop(long wait_ms);
+
+#endif
