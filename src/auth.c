@@ -391,11 +391,15 @@ static enum auth_result verify(const char *token, size_t len, struct auth_identi
 		return AUTH_INVALID_TOKEN;
 	dot1 = memchr(token, '.', len);
 	dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token)) : NULL;
-	if (!dot1 || !dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token)) || dot2 + 1 == token + len)
+	if (!dot1 || !dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token)))
 		return AUTH_INVALID_TOKEN;
 	r = check_header(token, (size_t)(dot1 - token), why);
 	if (r != AUTH_OK)
 		return r;
+	if (dot2 + 1 == token + len) {
+		*why = "the token has no signature";
+		return AUTH_INVALID_TOKEN;
+	}
 
 	pthread_rwlock_rdlock(&keys_lock);
 	for (int i = 0; i < active->n && !jwt; i++) {

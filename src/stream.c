@@ -269,9 +269,10 @@ static int build_iov(struct stream *s, struct iovec *iov, unsigned char (*hdr)[F
 		for (size_t start = 0; start < m->len && niov < IOV_BATCH - 1; start += RECORD_MAX) {
 			size_t clen = m->len - start < RECORD_MAX ? m->len - start : RECORD_MAX;
 			if (off < pos + FCGI_HEADER_LEN) {
+				size_t skip = off > pos ? off - pos : 0;
 				fill_header(hdr[niov], FCGI_STDOUT, s->request_id, clen);
-				iov[niov].iov_base = hdr[niov] + (off - pos);
-				iov[niov].iov_len = FCGI_HEADER_LEN - (off - pos);
+				iov[niov].iov_base = hdr[niov] + skip;
+				iov[niov].iov_len = FCGI_HEADER_LEN - skip;
 				niov++;
 			}
 			if (off < pos + FCGI_HEADER_LEN + clen) {

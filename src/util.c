@@ -264,13 +264,18 @@ struct json_object *util_json_parse(const char *s, size_t len, int depth)
 	if (!tok)
 		return NULL;
 	obj = json_tokener_parse_ex(tok, s, (int)len);
-	/* json_tokener_continue here means the input ended mid-value. */
+	end = json_tokener_get_parse_end(tok);
+	if (!obj && json_tokener_get_error(tok) == json_tokener_continue) {
+		/* A number at the very end is only complete once the tokener sees
+		 * the end of input (a NUL); anything else still open is truncated. */
+		obj = json_tokener_parse_ex(tok, "", 1);
+		end = len;
+	}
 	if (json_tokener_get_error(tok) != json_tokener_success) {
 		json_object_put(obj);
 		json_tokener_free(tok);
 		return NULL;
 	}
-	end = json_tokener_get_parse_end(tok);
 	json_tokener_free(tok);
 	while (end < len && (s[end] == ' ' || s[end] == '\t' || s[end] == '\r' || s[end] == '\n'))
 		end++;

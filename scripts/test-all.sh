@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# README command 2: installs what is missing, builds ssehub (warnings are
+# errors), and runs every test: C unit tests, the integration suite against
+# real nginx/lighttpd/spawn-fcgi, the same again under ASan+UBSan, and a
+# benchmark smoke run. Ends with one line: "N passed, N failed[, N skipped]".
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+art="$root/tests/artifacts"
+rm -rf "$art"
+mkdir -p "$art"
+PY=/usr/bin/python3
+JOBS=$(nproc 2>/dev/null || echo 2)
+passed=0 failed=0 skipped=0
+skip_notes=()
+
+count_tap() { # file -> adds to totals
+	local p f
+	p=$(grep -c '^ok ' "$1" || true)
+	f=$(grep -c '^not ok ' "$1" || true)
+	passed=$((passed + p)); failed=$((failed + f))
+	echo "   $2: $p passed, $f failed"
+}
+
+count_junit() { # junit.xml label
+	local line p f s
+	if [ ! -s "$1" ]; then
+		echo "   $2: no result file (the runner crashed)"; failed=$((failed + 1)); return
+	fi
+	line=$($PY - "$1" <<'PYEOF'
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+suites = [r] if r.tag == "testsuite" else r.findall("testsuite")
+t = sum(int(s.get("tests", 0)) for s in suites)
+f = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+s = sum(int(s.get("skipped", 0)) for s in suites)
+print(t - f - s, f, s)
+PYEOF
+)
+	read -r p f s <<<"$line"
+	passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+	echo "   $2: $p passed, $f failed, $s skipped"
+	if [ "$s" -gt 0 ]; then
+		skip_notes+=("$2: $s skipped (reasons in $art/$2.log, 'SKIPPED' lines)")
+	fi
+}
+
+stage() { echo; echo "== $*"; }
+
+stage "dependencies"
+bash scripts/deps.sh test || { echo "0 passed, 1 failed"; exit 1; }
+
+stage "build (warnings are errors)"
+if ! { autoreconf -fi && ./configure -q --enable-werror && make -j"$JOBS"; } >"$art/build.log" 2>&1; then
+	tail -40 "$art/build.log"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+echo "   built src/ssehub"
+
+stage "C unit tests"
+make -j"$JOBS" check >"$art/make-check.log" 2>&1
+count_tap tests/unit/test_unit.log unit
+
+run_pytest() { # label binary
+	SSEHUB_BIN="$2" timeout 1200 $PY -m pytest -q -p no:cacheprovider -rs \
+		--junitxml="$art/$1.xml" tests/integration >"$art/$1.log" 2>&1
+	tail -15 "$art/$1.log" | sed 's/^/   | /'
+	count_junit "$art/$1.xml" "$1"
+}
+
+stage "integration tests (nginx, lighttpd, spawn-fcgi)"
+run_pytest integration "$root/src/ssehub"
+
+stage "ASan + UBSan build: unit and integration tests again"
+san="$root/build-asan"
+rm -rf "$san"; mkdir -p "$san"
+if (cd "$san" && "$root/configure" -q --enable-werror --enable-asan --enable-ubsan && make -j"$JOBS") >"$art/build-asan.log" 2>&1; then
+	export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$art/asan"
+	export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$art/ubsan"
+	(cd "$san" && make -j"$JOBS" check) >"$art/make-check-asan.log" 2>&1
+	count_tap "$san/tests/unit/test_unit.log" unit-asan
+	run_pytest integration-asan "$san/src/ssehub"
+	unset ASAN_OPTIONS UBSAN_OPTIONS
+	if ls "$art"/asan.* "$art"/ubsan.* >/dev/null 2>&1; then
+		echo "   sanitizer reports:"; head -50 "$art"/asan.* "$art"/ubsan.* 2>/dev/null | sed 's/^/   | /'
+		failed=$((failed + 1))
+	else
+		echo "   no sanitizer report"; passed=$((passed + 1))
+	fi
+else
+	tail -30 "$art/build-asan.log"; failed=$((failed + 1))
+fi
+
+if [ -x bench/run.sh ]; then
+	stage "benchmark smoke run (bench/run.sh --quick)"
+	if timeout 300 bash bench/run.sh --quick >"$art/bench-quick.log" 2>&1; then
+		passed=$((passed + 1)); echo "   ok"; tail -12 "$art/bench-quick.log" | sed 's/^/   | /'
+	else
+		failed=$((failed + 1)); echo "   FAILED"; tail -30 "$art/bench-quick.log" | sed 's/^/   | /'
+	fi
+fi
+
+echo
+for n in "${skip_notes[@]+"${skip_notes[@]}"}"; do echo "skipped: $n"; done
+if [ "$skipped" -gt 0 ]; then
+	echo "$passed passed, $failed failed, $skipped skipped"
+else
+	echo "$passed passed, $failed failed"
+fi
+[ "$failed" -eq 0 ]
