@@ -401,7 +401,9 @@ static void add_stream(struct loop *l, struct stream *s)
 		if (s->resumed >= 0)
 			buf_puts(&data, s->resumed ? ",\"resumed\":true" : ",\"resumed\":false");
 		buf_puts(&data, "}");
-		sse_encode(&b, NULL, "connected", l->cfg->retry_ms, data.data);
+		/* the stream opens with the reconnection delay, in a block of its own */
+		buf_printf(&b, "retry: %ld\n\n", l->cfg->retry_ms);
+		sse_encode(&b, NULL, "connected", -1, data.data);
 		free(data.data);
 	}
 	enqueue_text(l, s, &b);
