@@ -158,6 +158,9 @@ int server_listen(const struct config *cfg)
 			return -1;
 		}
 		listen_fd = 0;
+		/* spawn-fcgi listens with a backlog of 1024 by default; a full
+		 * backlog makes nginx answer 502 during a reconnect storm. */
+		listen(listen_fd, BACKLOG);
 	}
 	if (listen_fd < 0)
 		return -1;
