@@ -1,5 +1,6 @@
 /* hub: registry, order, history. See hub.h for the ordering contract. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <pthread.h>
@@ -453,10 +454,15 @@ int hub_history_save(const char *path)
 	char tmp[4096];
 	FILE *f;
 	size_t i;
+	int fd;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	f = fopen(tmp, "w");
+	/* 0600: the history holds private send-to-user payloads */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	f = fd >= 0 ? fdopen(fd, "w") : NULL;
 	if (!f) {
+		if (fd >= 0)
+			close(fd);
 		log_error("event=history_save_failed path=%s error=\"%s\"", path, strerror(errno));
 		return -1;
 	}
