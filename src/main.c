@@ -19,6 +19,7 @@
 #include "stream.h"
 
 #define STOP_FLUSH_MS 1500       /* time streams get to take their last bytes */
+#define STOP_ACCEPTOR_WAIT_MS 400 /* then acceptors finishing an answer */
 
 static int write_pid_file(const char *path)
 {
@@ -87,8 +88,9 @@ int main(int argc, char **argv)
 	}
 	log_info("event=stopping signal=%s clients=%ld", sig == SIGINT ? "INT" : "TERM", hub_total_clients());
 	hub_set_stopping();
-	server_stop(STOP_FLUSH_MS);
+	server_stop_accepting();
 	loops_stop(cfg.shutdown_spread_ms, STOP_FLUSH_MS);
+	server_stop(STOP_ACCEPTOR_WAIT_MS);
 	if (cfg.history_file)
 		hub_history_save(cfg.history_file);
 	hub_free();

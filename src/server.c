@@ -259,15 +259,21 @@ int server_start(const struct config *cfg)
 	return 0;
 }
 
+void server_stop_accepting(void)
+{
+	/* never read: every acceptor's poll sees it readable from now on */
+	if (wake_pipe[1] >= 0) {
+		ssize_t rc = write(wake_pipe[1], "x", 1);
+		(void)rc;
+	}
+}
+
 void server_stop(long wait_ms)
 {
 	int64_t deadline = util_mono_ms() + wait_ms;
 	struct timespec pause = { 0, 10 * 1000000 };
 
-	if (wake_pipe[1] >= 0) {
-		ssize_t rc = write(wake_pipe[1], "x", 1);
-		(void)rc;
-	}
+	server_stop_accepting();
 	while (__atomic_load_n(&running, __ATOMIC_ACQUIRE) > 0 && util_mono_ms() < deadline)
 		nanosleep(&pause, NULL);
 	if (__atomic_load_n(&running, __ATOMIC_ACQUIRE) == 0) {

@@ -13,6 +13,9 @@ int server_listen(const struct config *cfg);
 /* Starts cfg->acceptors threads. Returns 0 or -1. */
 int server_start(const struct config *cfg);
 
+/* Tells the acceptors to stop taking connections; returns at once. */
+void server_stop_accepting(void);
+
 /* Stops accepting, waits up to wait_ms for acceptors busy with a request,
  * closes the socket and removes the unix socket file we created. */
 void server_stop(long wait_ms);
