@@ -4,7 +4,7 @@
 # Usage: scripts/deps.sh [build|demo|test]   (default: test, the superset)
 set -euo pipefail
 
-build_pkgs="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev libjwt-dev uuid-dev"
+build_pkgs="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev libjwt-dev uuid-dev libssl-dev"
 demo_pkgs="$build_pkgs nginx python3-jwt curl"
 test_pkgs="$demo_pkgs lighttpd spawn-fcgi python3-pytest python3-cryptography valgrind"
 

@@ -15,10 +15,15 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 passed=0 failed=0 skipped=0
 skip_notes=()
 
-count_tap() { # file -> adds to totals
+count_tap() { # file label -> adds to totals
 	local p f
-	p=$(grep -c '^ok ' "$1" || true)
-	f=$(grep -c '^not ok ' "$1" || true)
+	p=$(grep -c '^ok ' "$1" 2>/dev/null || true)
+	f=$(grep -c '^not ok ' "$1" 2>/dev/null || true)
+	# A program that died before its plan line failed, whatever it printed.
+	if ! grep -q '^1\.\.[0-9]' "$1" 2>/dev/null || grep -q 'exit status: [1-9]' "$1" 2>/dev/null; then
+		[ "$f" -eq 0 ] && f=1
+		echo "   $2: crashed or ended early (see $1)"
+	fi
 	passed=$((passed + p)); failed=$((failed + f))
 	echo "   $2: $p passed, $f failed"
 }
@@ -86,7 +91,7 @@ if (cd "$san" && autoreconf -fi && ./configure -q --enable-werror --enable-asan 
 	count_tap "$san/tests/unit/test_unit.log" unit-asan
 	run_pytest integration-asan "$san/src/ssehub"
 	unset ASAN_OPTIONS UBSAN_OPTIONS
-	if ls "$art"/asan.* "$art"/ubsan.* >/dev/null 2>&1; then
+	if compgen -G "$art/asan.*" >/dev/null || compgen -G "$art/ubsan.*" >/dev/null; then
 		echo "   sanitizer reports:"; head -50 "$art"/asan.* "$art"/ubsan.* 2>/dev/null | sed 's/^/   | /'
 		failed=$((failed + 1))
 	else

@@ -5,6 +5,13 @@
 #include <inttypes.h>
 #include <jwt.h>
 #include <json-c/json.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/objects.h>
+#include <openssl/opensslv.h>
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+#include <openssl/ec.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,12 +113,63 @@ static int load_secret(struct keyset *ks, const char *path, char *err, size_t er
 	return rc;
 }
 
+/* The curve an ES* algorithm needs, by NID. */
+static int es_curve(jwt_alg_t alg)
+{
+	switch (alg) {
+	case JWT_ALG_ES256: return NID_X9_62_prime256v1;
+	case JWT_ALG_ES384: return NID_secp384r1;
+	case JWT_ALG_ES512: return NID_secp521r1;
+	default: return NID_undef;
+	}
+}
+
+/* 1 when pem[0..len) is a public key libjwt can use for the pinned
+ * algorithm: parsed the way libjwt parses it, of the right type and curve.
+ * A file that merely looks like PEM must never replace working keys. */
+static int pem_key_usable(const char *pem, size_t len, char *err, size_t errlen)
+{
+	BIO *bio = BIO_new_mem_buf(pem, (int)len);
+	EVP_PKEY *key = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+	int ok = 0;
+
+	BIO_free(bio);
+	if (!key) {
+		snprintf(err, errlen, "not a PEM public key (SubjectPublicKeyInfo, \"BEGIN PUBLIC KEY\")");
+		return 0;
+	}
+	if (pinned_alg == JWT_ALG_RS256 || pinned_alg == JWT_ALG_RS384 || pinned_alg == JWT_ALG_RS512) {
+		ok = EVP_PKEY_base_id(key) == EVP_PKEY_RSA;
+		if (!ok)
+			snprintf(err, errlen, "not an RSA key, but --jwt-alg is %s", conf->jwt_alg);
+	} else if (EVP_PKEY_base_id(key) != EVP_PKEY_EC) {
+		snprintf(err, errlen, "not an EC key, but --jwt-alg is %s", conf->jwt_alg);
+	} else {
+		int nid = NID_undef;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+		char group[64];
+		if (EVP_PKEY_get_group_name(key, group, sizeof(group), NULL))
+			nid = OBJ_sn2nid(group);
+#else
+		const EC_KEY *ec = EVP_PKEY_get0_EC_KEY(key);
+		if (ec)
+			nid = EC_GROUP_get_curve_name(EC_KEY_get0_group(ec));
+#endif
+		ok = nid != NID_undef && nid == es_curve(pinned_alg);
+		if (!ok)
+			snprintf(err, errlen, "EC key on the wrong curve for --jwt-alg %s", conf->jwt_alg);
+	}
+	EVP_PKEY_free(key);
+	return ok;
+}
+
 /* A PEM file: one key per "-----BEGIN ... -----END ...-----" block. */
 static int load_pem(struct keyset *ks, const char *path, char *err, size_t errlen)
 {
 	size_t len;
 	char *data = util_read_file(path, MAX_KEY_FILE, &len);
 	const char *p;
+	char why[160];
 	int found = 0, rc = 0;
 
 	if (!data) {
@@ -130,6 +188,11 @@ static int load_pem(struct keyset *ks, const char *path, char *err, size_t errle
 		stop += 5;
 		if (strstr(p, "PRIVATE KEY") && strstr(p, "PRIVATE KEY") < stop) {
 			snprintf(err, errlen, "key file %s holds a private key: give the public key", path);
+			rc = -1;
+			break;
+		}
+		if (!pem_key_usable(p, (size_t)(stop - p), why, sizeof(why))) {
+			snprintf(err, errlen, "key file %s: key %d: %s", path, found + 1, why);
 			rc = -1;
 			break;
 		}
@@ -330,7 +393,7 @@ static enum auth_result check_claims(struct json_object *claims, struct auth_ide
 		*why = "the token has no exp claim";
 		return AUTH_INVALID_TOKEN;
 	}
-	if (has_exp && now > exp + conf->jwt_leeway) {
+	if (has_exp && now >= exp + conf->jwt_leeway) {
 		*why = "the token has expired";
 		return AUTH_TOKEN_EXPIRED;
 	}
@@ -368,7 +431,8 @@ static enum auth_result check_claims(struct json_object *claims, struct auth_ide
 	v = NULL;
 	json_object_object_get_ex(claims, conf->admin_claim, &v);
 	id->admin = claim_matches(v, conf->admin_value);
-	id->exp = has_exp ? exp : 0;
+	/* the same instant the check above refuses the token from */
+	id->exp = has_exp ? exp + conf->jwt_leeway : 0;
 	return AUTH_OK;
 }
 

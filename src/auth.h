@@ -29,7 +29,7 @@ enum auth_result {
 struct auth_identity {
 	char user[AUTH_MAX_USER + 1];
 	int admin;
-	int64_t exp;             /* 0 when the token has no exp */
+	int64_t exp;             /* first second the token is refused (exp + leeway); 0: no exp */
 };
 
 /* Loads the keys named by cfg, which must outlive the module. Returns 0, or

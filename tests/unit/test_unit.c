@@ -116,7 +116,9 @@ static void test_parsers(void)
 	o = util_json_parse("{\"a\":1}", 7, 8);
 	ok(o && json_object_is_type(o, json_type_object), "valid JSON object parses");
 	json_object_put(o);
-	ok(util_json_parse("{\"a\":1} ", 8, 8) != NULL, "trailing whitespace is fine");
+	o = util_json_parse("{\"a\":1} ", 8, 8);
+	ok(o != NULL, "trailing whitespace is fine");
+	json_object_put(o);
 	ok(util_json_parse("{\"a\":1}x", 8, 8) == NULL, "trailing garbage is rejected");
 	ok(util_json_parse("{\"a\":1", 6, 8) == NULL, "truncated JSON is rejected");
 	ok(util_json_parse("{\"a\":1}{}", 9, 8) == NULL, "two values are rejected");
