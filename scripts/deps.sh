@@ -15,6 +15,12 @@ case "${1:-test}" in
 	*) echo "usage: $0 [build|demo|test]" >&2; exit 2 ;;
 esac
 
+# Node.js runs the independent EventSource client and the browser tests; any
+# node >= 18 will do, so one already on the machine is kept.
+if [ "${1:-test}" = test ] && ! command -v node >/dev/null 2>&1; then
+	want="$want nodejs npm"
+fi
+
 missing=""
 for p in $want; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

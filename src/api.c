@@ -136,16 +136,16 @@ static int read_body(struct request *r, size_t max)
 static int authenticate(struct request *r)
 {
 	char **env = r->fcgi->envp;
-	int too_long = 0;
+	int bad = 0;
 	const char *why = "";
 	char *token = auth_find_token(FCGX_GetParam("HTTP_AUTHORIZATION", env), FCGX_GetParam("HTTP_COOKIE", env),
-				      r->query, &too_long);
+				      r->query, &bad);
 	enum auth_result res;
 
 	if (!token) {
-		if (too_long) {
+		if (bad) {
 			res = AUTH_INVALID_TOKEN;
-			why = "the token is longer than 8192 bytes";
+			why = "the token is longer than 8192 bytes or badly URL-encoded";
 		} else {
 			res = AUTH_MISSING_TOKEN;
 			why = "send a token: Authorization: Bearer, the token cookie or the token query parameter";
@@ -194,10 +194,14 @@ static enum handler_result handle_stream(struct request *r)
 	if (authenticate(r) < 0)
 		return HANDLED;
 	hdr = FCGX_GetParam("HTTP_LAST_EVENT_ID", r->fcgi->envp);
-	if (hdr && *hdr)
+	if (hdr && *hdr) {
 		leid = xstrdup(hdr);
-	else
-		leid = util_query_param(r->query ? r->query : "", "last_event_id", SSE_MAX_ID * 3, NULL);
+	} else {
+		int bad = 0;
+		leid = util_query_param(r->query ? r->query : "", "last_event_id", SSE_MAX_ID * 3, &bad);
+		if (bad)
+			leid = xstrdup("\n");
+	}
 	/* An id we could never have sent is simply unknown: resumed=false. */
 	if (leid && !sse_valid_id(leid, strlen(leid))) {
 		free(leid);

@@ -508,7 +508,7 @@ enum auth_result auth_verify(const char *token, size_t len, struct auth_identity
 }
 
 /* The value of cookie name in a Cookie header ("a=1; b=2"), or NULL. */
-static char *cookie_value(const char *header, const char *name, int *too_long)
+static char *cookie_value(const char *header, const char *name, int *bad)
 {
 	size_t nlen = strlen(name);
 	const char *p = header;
@@ -530,7 +530,7 @@ static char *cookie_value(const char *header, const char *name, int *too_long)
 				vlen -= 2;
 			}
 			if (vlen > AUTH_MAX_TOKEN) {
-				*too_long = 1;
+				*bad = 1;
 				return NULL;
 			}
 			return xstrndup(v, vlen);
@@ -542,11 +542,11 @@ static char *cookie_value(const char *header, const char *name, int *too_long)
 	return NULL;
 }
 
-char *auth_find_token(const char *authorization, const char *cookie, const char *query, int *too_long)
+char *auth_find_token(const char *authorization, const char *cookie, const char *query, int *bad)
 {
 	char *t;
 
-	*too_long = 0;
+	*bad = 0;
 	if (authorization && strncasecmp(authorization, "Bearer ", 7) == 0) {
 		const char *v = authorization + 7;
 		size_t vlen;
@@ -556,26 +556,26 @@ char *auth_find_token(const char *authorization, const char *cookie, const char 
 		while (vlen > 0 && v[vlen - 1] == ' ')
 			vlen--;
 		if (vlen > AUTH_MAX_TOKEN) {
-			*too_long = 1;
+			*bad = 1;
 			return NULL;
 		}
 		if (vlen > 0)
 			return xstrndup(v, vlen);
 	}
 	if (cookie && conf->token_cookie[0]) {
-		t = cookie_value(cookie, conf->token_cookie, too_long);
+		t = cookie_value(cookie, conf->token_cookie, bad);
 		if (t && *t)
 			return t;
 		free(t);
-		if (*too_long)
+		if (*bad)
 			return NULL;
 	}
 	if (query && conf->token_query[0]) {
-		t = util_query_param(query, conf->token_query, AUTH_MAX_TOKEN * 3, too_long);
+		t = util_query_param(query, conf->token_query, AUTH_MAX_TOKEN * 3, bad);
 		if (t && *t) {
 			if (strlen(t) > AUTH_MAX_TOKEN) {
 				free(t);
-				*too_long = 1;
+				*bad = 1;
 				return NULL;
 			}
 			return t;

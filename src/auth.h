@@ -47,8 +47,9 @@ enum auth_result auth_verify(const char *token, size_t len, struct auth_identity
 /* Finds the token from, in order, an "Authorization: Bearer" value, the
  * configured cookie in a Cookie header, the configured query parameter.
  * Any argument may be NULL. Returns a new string the caller frees, or NULL
- * when no source holds one. *too_long is set when one was over the cap. */
-char *auth_find_token(const char *authorization, const char *cookie, const char *query, int *too_long);
+ * when no source holds one. *bad is set when a source held one that cannot
+ * be used (over 8 KB, or badly %-encoded): the caller refuses the request. */
+char *auth_find_token(const char *authorization, const char *cookie, const char *query, int *bad);
 
 /* The error code string ("missing_token", ...) of a result. */
 const char *auth_result_code(enum auth_result r);

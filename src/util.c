@@ -176,7 +176,7 @@ long util_url_decode(char *dst, const char *src, size_t len)
 	return (long)n;
 }
 
-char *util_query_param(const char *query, const char *name, size_t max, int *too_long)
+char *util_query_param(const char *query, const char *name, size_t max, int *bad)
 {
 	size_t nlen = strlen(name);
 	const char *p = query;
@@ -189,13 +189,15 @@ char *util_query_param(const char *query, const char *name, size_t max, int *too
 			size_t vlen = seglen - nlen - 1;
 			char *out;
 			if (vlen > max) {
-				if (too_long)
-					*too_long = 1;
+				if (bad)
+					*bad = 1;
 				return NULL;
 			}
 			out = xmalloc(vlen + 1);
 			if (util_url_decode(out, v, vlen) < 0) {
 				free(out);
+				if (bad)
+					*bad = 1;
 				return NULL;
 			}
 			return out;

@@ -38,10 +38,10 @@ int util_b64url_decode(const char *in, size_t len, char **out, size_t *outlen);
 long util_url_decode(char *dst, const char *src, size_t len);
 
 /* Finds parameter name in a query string ("a=1&b=2") and returns its
- * URL-decoded value as a new string, or NULL when absent or malformed.
- * A value longer than max bytes (encoded) is not returned: *too_long is set
- * instead (too_long may be NULL). */
-char *util_query_param(const char *query, const char *name, size_t max, int *too_long);
+ * URL-decoded value as a new string, or NULL. When the parameter is present
+ * but unusable (longer than max encoded bytes, or a bad %-escape or %00),
+ * NULL is returned and *bad is set (bad may be NULL). */
+char *util_query_param(const char *query, const char *name, size_t max, int *bad);
 
 /* Reads a whole file of at most max bytes into a new NUL-terminated buffer.
  * Returns it (length in *len), or NULL with errno set (EFBIG when too big). */
