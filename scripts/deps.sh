@@ -6,7 +6,7 @@ set -euo pipefail
 
 build_pkgs="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev libjwt-dev uuid-dev libssl-dev"
 demo_pkgs="$build_pkgs nginx python3-jwt curl"
-test_pkgs="$demo_pkgs lighttpd spawn-fcgi python3-pytest python3-cryptography valgrind"
+test_pkgs="$demo_pkgs lighttpd spawn-fcgi python3-pytest python3-cryptography valgrind chromium fonts-dejavu-core"
 
 case "${1:-test}" in
 	build) want=$build_pkgs ;;
@@ -15,8 +15,9 @@ case "${1:-test}" in
 	*) echo "usage: $0 [build|demo|test]" >&2; exit 2 ;;
 esac
 
-# Node.js runs the independent EventSource client and the browser tests; any
-# node >= 18 will do, so one already on the machine is kept.
+# Node.js runs the independent EventSource client (node >= 18) and the
+# browser tests (node >= 20, which tests/browser/run.sh checks). A node
+# already on the machine is kept; Debian's is installed only when none is.
 if [ "${1:-test}" = test ] && ! command -v node >/dev/null 2>&1; then
 	want="$want nodejs npm"
 fi

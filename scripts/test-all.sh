@@ -16,16 +16,22 @@ passed=0 failed=0 skipped=0
 skip_notes=()
 
 count_tap() { # file label -> adds to totals
-	local p f
+	local p f s
 	p=$(grep -c '^ok ' "$1" 2>/dev/null || true)
 	f=$(grep -c '^not ok ' "$1" 2>/dev/null || true)
+	s=$(grep -ci '^ok .*# skip' "$1" 2>/dev/null || true)
+	p=$((p - s))
+	if [ "$s" -gt 0 ]; then
+		skipped=$((skipped + s))
+		skip_notes+=("$2: $s skipped: $(grep -i '^ok .*# skip' "$1" | sed 's/.*# [Ss][Kk][Ii][Pp] *//' | sort -u | tr '\n' ';')")
+	fi
 	# A program that died before its plan line failed, whatever it printed.
 	if ! grep -q '^1\.\.[0-9]' "$1" 2>/dev/null || grep -q 'exit status: [1-9]' "$1" 2>/dev/null; then
 		[ "$f" -eq 0 ] && f=1
 		echo "   $2: crashed or ended early (see $1)"
 	fi
 	passed=$((passed + p)); failed=$((failed + f))
-	echo "   $2: $p passed, $f failed"
+	echo "   $2: $p passed, $f failed, $s skipped"
 }
 
 count_junit() { # junit.xml label
@@ -77,6 +83,29 @@ run_pytest() { # label binary
 
 stage "integration tests (nginx, lighttpd, spawn-fcgi)"
 run_pytest integration "$root/src/ssehub"
+
+run_tap() { # label script
+	timeout 600 bash "$2" >"$art/$1.log" 2>&1
+	local rc=$?
+	grep -A12 '^not ok ' "$art/$1.log" | sed 's/^/   | /'
+	count_tap "$art/$1.log" "$1"
+	if [ $rc -ne 0 ] && ! grep -q '^not ok ' "$art/$1.log"; then
+		echo "   $1: exited $rc without a failed test"; failed=$((failed + 1))
+	fi
+}
+
+stage "browser tests (headless Chromium, demo page behind nginx)"
+run_tap browser tests/browser/run.sh
+
+stage "install tests (make install DESTDIR, init script, systemd units)"
+run_tap install tests/install/run.sh
+
+stage "make distcheck (the tarball builds, tests and installs out of tree)"
+if timeout 900 make -j"$JOBS" distcheck >"$art/distcheck.log" 2>&1; then
+	passed=$((passed + 1)); echo "   ok"
+else
+	failed=$((failed + 1)); echo "   FAILED"; tail -30 "$art/distcheck.log" | sed 's/^/   | /'
+fi
 
 stage "ASan + UBSan build: unit and integration tests again"
 # A copy of the sources of its own: the tree above is configured in place,

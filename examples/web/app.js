@@ -1,435 +1,578 @@
-// ssehub demo page: one EventSource on /sse/stream, an admin panel for the
-// publish API, and the stats table. Plain browser JavaScript, no build step.
+// ssehub demo page: the same stream through the two transports of
+// sse-client.js side by side (EventSource, and fetch() with an Authorization
+// header), an admin panel for the publish API, a live chart of /metrics and
+// the stats table. Plain browser JavaScript, no build step.
 //
-// Tokens come from the URL hash (#token=...&admin=...): the hash never leaves
-// the browser, unlike a query string. EventSource cannot send headers, so the
-// stream token goes in the `token` query parameter; admin calls use
-// `Authorization: Bearer`. Nothing is stored in localStorage.
-'use strict';
+// Tokens come from the URL hash (#token=...&admin=...&hub=...): the hash never
+// leaves the browser, unlike a query string. Nothing is stored in
+// localStorage. `hub` is the hub's origin when it is not this site (the front
+// server must then answer CORS, see examples/nginx/ssehub.conf).
+import { SSEClient } from './sse-client.js';
 
-(function () {
-  const $ = (id) => document.getElementById(id);
+const $ = (id) => document.getElementById(id);
 
-  const LOG_LIMIT = 500;
-  const STATS_INTERVAL_MS = 2000;
-  const BACKOFF_MIN_MS = 1000;
-  const BACKOFF_MAX_MS = 30000;
-  // Events ssehub itself sends, plus the unnamed default ("message").
-  const BUILTIN_EVENTS = ['connected', 'ping', 'disconnect', 'token_expired', 'message'];
+const LOG_LIMIT = 300;
+const STATS_INTERVAL_MS = 2000;
+const CHART_INTERVAL_MS = 1000;
+const CHART_POINTS = 60;
+// Events ssehub itself sends, plus the unnamed default ("message").
+const BUILTIN_EVENTS = ['connected', 'ping', 'disconnect', 'token_expired', 'message'];
 
-  const ui = {
-    status: $('status'),
-    statusDetail: $('status-detail'),
-    factUser: $('fact-user'),
-    factClient: $('fact-client'),
-    factLastId: $('fact-last-id'),
-    factPing: $('fact-ping'),
-    streamForm: $('stream-form'),
-    streamToken: $('stream-token'),
-    extraEvents: $('extra-events'),
-    disconnect: $('disconnect'),
-    showPings: $('show-pings'),
-    log: $('log'),
-    clearLog: $('clear-log'),
-    adminToken: $('admin-token'),
-    broadcastForm: $('broadcast-form'),
-    userForm: $('user-form'),
-    sendResult: $('send-result'),
-    statsUpdated: $('stats-updated'),
-    statsError: $('stats-error'),
-    statsUsers: $('stats-users'),
-    statsTotal: $('stats-total'),
+const ui = {
+  tokensForm: $('tokens-form'),
+  streamToken: $('stream-token'),
+  adminToken: $('admin-token'),
+  hub: $('hub'),
+  factUser: $('fact-user'),
+  extraEvents: $('extra-events'),
+  closeAll: $('close-all'),
+  showPings: $('show-pings'),
+  clearLogs: $('clear-logs'),
+  esTokenIn: $('es-token-in'),
+  broadcastForm: $('broadcast-form'),
+  userForm: $('user-form'),
+  sendResult: $('send-result'),
+  statsUpdated: $('stats-updated'),
+  statsError: $('stats-error'),
+  statsUsers: $('stats-users'),
+  statsTotal: $('stats-total'),
+  chart: $('chart'),
+  chartSource: $('chart-source'),
+  chartConn: $('chart-conn'),
+  chartRate: $('chart-rate'),
+};
+
+// ---- small helpers -------------------------------------------------------
+
+function timeOfDay(date) {
+  return (date || new Date()).toLocaleTimeString([], { hour12: false });
+}
+
+function hashParams() {
+  return new URLSearchParams(window.location.hash.replace(/^#/, ''));
+}
+
+// The claims of a JWT, for display only (the server does the verifying).
+function jwtClaims(token) {
+  try {
+    const part = token.split('.')[1];
+    const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
+    const padded = b64 + '='.repeat((4 - (b64.length % 4)) % 4);
+    const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    return null;
+  }
+}
+
+function userOfClaims(claims) {
+  if (!claims) return null;
+  const id = claims.user_id !== undefined ? claims.user_id : claims.sub;
+  return id === undefined || id === null ? null : String(id);
+}
+
+function splitNames(text) {
+  return text.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
+function streamToken() {
+  return ui.streamToken.value.trim();
+}
+
+// An absolute URL on the hub (this site when the hub field is empty).
+function hubUrl(path) {
+  const hub = ui.hub.value.trim().replace(/\/+$/, '');
+  return new URL(hub ? hub + path : path, window.location.href).toString();
+}
+
+function hubIsCrossOrigin() {
+  return new URL(hubUrl('/')).origin !== window.location.origin;
+}
+
+// ---- the two stream panels ------------------------------------------------
+
+// Event names the clients listen for: the built-in ones, the "also listen
+// for" field and the events this page sends.
+const listened = new Set(BUILTIN_EVENTS);
+
+function makePanel(prefix, transport) {
+  return {
+    transport,
+    client: null,
+    token: '',          // the token lastEventId belongs to
+    lastEventId: '',
+    ui: {
+      status: $(prefix + '-status'),
+      detail: $(prefix + '-detail'),
+      client: $(prefix + '-client'),
+      lastId: $(prefix + '-last-id'),
+      ping: $(prefix + '-ping'),
+      log: $(prefix + '-log'),
+      connect: $(prefix + '-connect'),
+      close: $(prefix + '-close'),
+    },
   };
+}
 
-  // ---- small helpers -----------------------------------------------------
+const panels = [makePanel('es', 'eventsource'), makePanel('fx', 'fetch')];
 
-  function timeOfDay(date) {
-    return (date || new Date()).toLocaleTimeString([], { hour12: false });
+function addLogEntry(panel, kind, name, fields) {
+  const li = document.createElement('li');
+  li.className = 'entry ' + kind;
+
+  const time = document.createElement('span');
+  time.className = 'time';
+  time.textContent = timeOfDay();
+  li.appendChild(time);
+
+  const ev = document.createElement('span');
+  ev.className = 'event';
+  ev.textContent = name;
+  li.appendChild(ev);
+
+  if (fields.id) {
+    const id = document.createElement('span');
+    id.className = 'id';
+    id.textContent = 'id ' + fields.id;
+    li.appendChild(id);
+  }
+  if (fields.text !== undefined) {
+    const data = document.createElement('code');
+    data.className = 'data';
+    data.textContent = fields.text;
+    li.appendChild(data);
   }
 
-  function hashParams() {
-    return new URLSearchParams(window.location.hash.replace(/^#/, ''));
+  const log = panel.ui.log;
+  log.insertBefore(li, log.firstChild);
+  while (log.childElementCount > LOG_LIMIT) log.removeChild(log.lastChild);
+}
+
+function logNote(panel, text) {
+  addLogEntry(panel, 'note', '·', { text });
+}
+
+function setStatus(panel, state, detail) {
+  panel.ui.status.textContent = state;
+  panel.ui.status.className = 'status ' + state;
+  panel.ui.detail.textContent = detail || '';
+}
+
+function onStreamEvent(panel, msg) {
+  const data = msg.data;
+  switch (msg.event) {
+    case 'connected':
+      panel.ui.client.textContent = data && data.client_id ? data.client_id : '?';
+      if (data && data.resumed === false) {
+        logNote(panel, 'the hub did not know last event id ' + panel.lastEventId +
+                ' (too old, or ssehub restarted without its history file): events may be missing');
+      }
+      addLogEntry(panel, 'builtin', msg.event, { text: msg.raw });
+      return;
+    case 'ping':
+      panel.ui.ping.textContent = timeOfDay();
+      if (ui.showPings.checked) addLogEntry(panel, 'ping', msg.event, { text: msg.raw });
+      return;
+    case 'disconnect':
+    case 'token_expired':
+      // The client closes itself after these (its stopOn option).
+      addLogEntry(panel, 'builtin', msg.event, { text: msg.raw });
+      return;
+    default:
+      if (msg.id) {
+        panel.lastEventId = msg.id;
+        panel.ui.lastId.textContent = msg.id;
+      }
+      addLogEntry(panel, 'message', msg.event, { id: msg.id, text: msg.raw });
   }
+}
 
-  // The claims of a JWT, for display only (the server does the verifying).
-  function jwtClaims(token) {
-    try {
-      const part = token.split('.')[1];
-      const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
-      const padded = b64 + '='.repeat((4 - (b64.length % 4)) % 4);
-      const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
-      return JSON.parse(new TextDecoder().decode(bytes));
-    } catch (e) {
-      return null;
-    }
-  }
-
-  function userOfClaims(claims) {
-    if (!claims) return null;
-    const id = claims.user_id !== undefined ? claims.user_id : claims.sub;
-    return id === undefined || id === null ? null : String(id);
-  }
-
-  function splitNames(text) {
-    return text.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-  }
-
-  // ---- status and log ----------------------------------------------------
-
-  // state: 'connecting' | 'connected' | 'reconnecting' | 'closed'
-  function setStatus(state, detail) {
-    ui.status.textContent = state;
-    ui.status.className = 'status ' + state;
-    ui.statusDetail.textContent = detail || '';
-  }
-
-  function addLogEntry(kind, name, fields) {
-    const li = document.createElement('li');
-    li.className = 'entry ' + kind;
-
-    const time = document.createElement('span');
-    time.className = 'time';
-    time.textContent = timeOfDay();
-    li.appendChild(time);
-
-    const ev = document.createElement('span');
-    ev.className = 'event';
-    ev.textContent = name;
-    li.appendChild(ev);
-
-    if (fields.id) {
-      const id = document.createElement('span');
-      id.className = 'id';
-      id.textContent = 'id ' + fields.id;
-      li.appendChild(id);
-    }
-    if (fields.text !== undefined) {
-      const data = document.createElement('code');
-      data.className = 'data';
-      data.textContent = fields.text;
-      li.appendChild(data);
-    }
-
-    ui.log.insertBefore(li, ui.log.firstChild);
-    while (ui.log.childElementCount > LOG_LIMIT) {
-      ui.log.removeChild(ui.log.lastChild);
-    }
-  }
-
-  function logNote(text) {
-    addLogEntry('note', '·', { text: text });
-  }
-
-  // ---- the stream --------------------------------------------------------
-
-  const stream = {
-    source: null,        // the current EventSource, or null
-    wanted: false,       // false once the user or the server closed it
-    retryTimer: null,
-    backoffMs: BACKOFF_MIN_MS,
-    token: '',           // the token lastEventId belongs to
-    lastEventId: '',     // id of the last real message (never connected/ping)
-    listened: new Set(BUILTIN_EVENTS),
-  };
-
-  function onStreamEvent(e) {
-    let data = null;
-    try {
-      data = JSON.parse(e.data);
-    } catch (err) {
-      data = e.data;
-    }
-
-    switch (e.type) {
-      case 'connected':
-        ui.factClient.textContent = data && data.client_id ? data.client_id : '?';
-        setStatus('connected', 'since ' + timeOfDay());
-        stream.backoffMs = BACKOFF_MIN_MS;
-        if (data && data.resumed === false) {
-          logNote('server did not know last event id ' + stream.lastEventId +
-                  ' (too old, or ssehub restarted): some events may be missing');
-        }
-        addLogEntry('builtin', e.type, { text: e.data });
-        return;
-      case 'ping':
-        ui.factPing.textContent = timeOfDay();
-        if (ui.showPings.checked) addLogEntry('ping', e.type, { text: e.data });
-        return;
-      case 'disconnect':
-      case 'token_expired': {
-        addLogEntry('builtin', e.type, { text: e.data });
-        // The server ended the stream on purpose: reconnecting would only be
-        // refused again (or log the user back in), so stop here.
-        const why = e.type === 'token_expired'
-          ? 'token expired: get a new token and reconnect'
-          : 'closed by the server' + (data && data.reason ? ': ' + data.reason : '');
-        closeStream(why);
+function onStateChange(panel, info) {
+  switch (info.state) {
+    case 'connected':
+      setStatus(panel, 'connected', 'since ' + timeOfDay());
+      return;
+    case 'reconnecting': {
+      if (!info.waiting) {
+        setStatus(panel, 'reconnecting', info.detail + '…');
         return;
       }
-      default:
-        if (e.lastEventId) {
-          stream.lastEventId = e.lastEventId;
-          ui.factLastId.textContent = e.lastEventId;
-        }
-        addLogEntry('message', e.type, { id: e.lastEventId, text: e.data });
-    }
-  }
-
-  function listenFor(name) {
-    if (!stream.listened.has(name)) {
-      stream.listened.add(name);
-      if (stream.source) stream.source.addEventListener(name, onStreamEvent);
-    }
-  }
-
-  function clearRetry() {
-    if (stream.retryTimer !== null) {
-      clearTimeout(stream.retryTimer);
-      stream.retryTimer = null;
-    }
-  }
-
-  function dropSource() {
-    if (stream.source) {
-      stream.source.close();
-      stream.source = null;
-    }
-  }
-
-  function closeStream(detail) {
-    stream.wanted = false;
-    clearRetry();
-    dropSource();
-    setStatus('closed', detail);
-  }
-
-  function streamUrl(token) {
-    let url = '/sse/stream?token=' + encodeURIComponent(token);
-    // The browser sends Last-Event-ID itself when *it* reconnects; a new
-    // EventSource starts without one, so pass it as a query parameter and
-    // ssehub replays what we missed.
-    if (stream.lastEventId) url += '&last_event_id=' + encodeURIComponent(stream.lastEventId);
-    return url;
-  }
-
-  function openStream(isRetry) {
-    clearRetry();
-    dropSource();
-    const token = ui.streamToken.value.trim();
-    if (!token) {
-      closeStream('no stream token: open this page as …/#token=<JWT>');
+      const seconds = (info.delayMs / 1000).toFixed(1);
+      setStatus(panel, 'reconnecting', info.detail + '; next attempt in ' + seconds + ' s');
+      logNote(panel, info.detail + ', next attempt in ' + seconds + ' s');
       return;
     }
-    if (token !== stream.token) {
-      // Another identity: the previous stream's position means nothing.
-      stream.token = token;
-      stream.lastEventId = '';
-      ui.factLastId.textContent = '–';
-    }
-    splitNames(ui.extraEvents.value).forEach(listenFor);
-
-    stream.wanted = true;
-    setStatus(isRetry ? 'reconnecting' : 'connecting');
-    const source = new EventSource(streamUrl(token));
-    stream.source = source;
-    stream.listened.forEach((name) => source.addEventListener(name, onStreamEvent));
-
-    source.onerror = () => {
-      if (stream.source !== source) return;
-      if (source.readyState === EventSource.CONNECTING) {
-        // Network error or the stream ended: the browser retries by itself
-        // after the server's `retry:` delay, sending Last-Event-ID.
-        setStatus('reconnecting', 'the browser retries on its own');
-        return;
-      }
-      // CLOSED: the browser gave up for good. It does that on any answer
-      // other than 200 text/event-stream, such as 401 (bad token) or a 502
-      // from the front server while ssehub restarts. Find out which.
-      dropSource();
-      diagnose(token);
-    };
-  }
-
-  // Ask the same URL once with fetch() to learn the status and ssehub's
-  // error code, then either retry with backoff or stop for good.
-  async function diagnose(token) {
-    let status = 0;
-    let error = null;
-    const abort = new AbortController();
-    try {
-      const res = await fetch(streamUrl(token), {
-        cache: 'no-store',
-        signal: abort.signal,
-      });
-      status = res.status;
-      if (status === 200) {
-        abort.abort();          // a working stream: do not keep it open twice
-      } else {
-        const body = await res.json().catch(() => null);
-        error = body && body.error ? body.error : null;
-      }
-    } catch (e) {
-      status = 0;               // network error: server or front server down
-    }
-    if (!stream.wanted) return; // closed meanwhile
-
-    const what = error ? error.code + ': ' + error.message : (status ? 'HTTP ' + status : 'no answer');
-    const permanent = status === 400 || status === 401 || status === 403 || status === 404;
-    if (permanent) {
-      logNote('stream refused (' + what + ')');
-      closeStream('stream refused: ' + what);
+    case 'closed':
+      setStatus(panel, 'closed', info.detail);
+      if (info.error || /server/.test(info.detail)) logNote(panel, info.detail);
       return;
-    }
-    const delay = stream.backoffMs;
-    stream.backoffMs = Math.min(stream.backoffMs * 2, BACKOFF_MAX_MS);
-    logNote('stream failed (' + what + '), new attempt in ' + delay / 1000 + ' s');
-    setStatus('reconnecting', what + '; next attempt at ' + timeOfDay(new Date(Date.now() + delay)));
-    stream.retryTimer = setTimeout(() => openStream(true), delay);
+    default:
+      setStatus(panel, info.state, info.detail);
   }
+}
 
-  // ---- admin API ---------------------------------------------------------
+// The EventSource panel's cookie mode. A real application sets this cookie
+// from its server at login (HttpOnly; Secure; SameSite=Lax, Domain= the
+// common parent when the hub is on a sibling host); the demo sets it from
+// JavaScript. Path /sse/: it goes with stream requests only.
+function setTokenCookie(token) {
+  const secure = window.location.protocol === 'https:' ? '; Secure' : '';
+  document.cookie = token
+    ? 'token=' + token + '; path=/sse/; SameSite=Strict' + secure
+    : 'token=; path=/sse/; max-age=0';
+}
 
-  async function callApi(method, path, body) {
+function stopPanel(panel, detail) {
+  if (panel.client) {
+    panel.client.close(detail);
+    panel.client = null;
+  }
+  if (panel.transport === 'eventsource') setTokenCookie('');
+}
+
+function startPanel(panel) {
+  stopPanel(panel);
+  const token = streamToken();
+  if (!token) {
+    setStatus(panel, 'closed', 'no stream token: open this page as …/#token=<JWT>');
+    return;
+  }
+  if (token !== panel.token) {
+    // Another identity: the previous stream's position means nothing.
+    panel.token = token;
+    panel.lastEventId = '';
+    panel.ui.lastId.textContent = '–';
+  }
+  const options = {
+    transport: panel.transport,
+    token: streamToken,
+    lastEventId: panel.lastEventId,
+  };
+  if (panel.transport === 'eventsource') {
+    options.tokenIn = ui.esTokenIn.value;
+    if (options.tokenIn === 'cookie') {
+      setTokenCookie(token);
+      options.withCredentials = hubIsCrossOrigin();
+    }
+  }
+  const client = new SSEClient(hubUrl('/sse/stream'), options);
+  client.onState((info) => { if (panel.client === client) onStateChange(panel, info); });
+  listened.forEach((name) => client.on(name, (msg) => onStreamEvent(panel, msg)));
+  panel.client = client;
+  client.connect();
+}
+
+function listenFor(name) {
+  if (listened.has(name)) return;
+  listened.add(name);
+  panels.forEach((panel) => {
+    if (panel.client) panel.client.on(name, (msg) => onStreamEvent(panel, msg));
+  });
+}
+
+panels.forEach((panel) => {
+  panel.ui.connect.addEventListener('click', () => startPanel(panel));
+  panel.ui.close.addEventListener('click', () => stopPanel(panel, 'closed by you'));
+});
+
+ui.esTokenIn.addEventListener('change', () => startPanel(panels[0]));
+
+// ---- admin API -------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function callApi(method, path, body) {
+  const token = ui.adminToken.value.trim();
+  if (!token) throw new ApiError(0, 'paste an admin token first (or open the page with #admin=<JWT>)');
+  const init = { method, headers: { Authorization: 'Bearer ' + token }, cache: 'no-store' };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(hubUrl(path), init);
+  const json = await res.json().catch(() => null);
+  if (!res.ok || !json || json.success !== true) {
+    const err = json && json.error ? json.error.code + ': ' + json.error.message : 'no JSON answer';
+    throw new ApiError(res.status, 'HTTP ' + res.status + ' ' + err);
+  }
+  return json.data;
+}
+
+function showResult(text, isError) {
+  ui.sendResult.textContent = timeOfDay() + '  ' + text;
+  ui.sendResult.className = 'result' + (isError ? ' error' : '');
+}
+
+// Reads the common fields of a publish form; throws on bad JSON.
+function messageFromForm(form) {
+  const event = form.elements.event.value.trim();
+  let data;
+  try {
+    data = JSON.parse(form.elements.data.value);
+  } catch (e) {
+    throw new Error('data is not valid JSON: ' + e.message);
+  }
+  listenFor(event);   // show the event this page is about to send
+  return { event, data };
+}
+
+async function publish(path, form, extra) {
+  try {
+    const body = Object.assign(messageFromForm(form), extra);
+    const data = await callApi('POST', path, body);
+    showResult(path + ' → id ' + data.id + ', ' + data.recipients + ' recipient(s)', false);
+  } catch (e) {
+    showResult(path + ' → ' + e.message, true);
+  }
+}
+
+ui.broadcastForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  const id = ui.broadcastForm.elements.id.value.trim();
+  publish('/api/sse/broadcast', ui.broadcastForm, id ? { id } : {});
+});
+
+ui.userForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  publish('/api/sse/send-to-user', ui.userForm, { user_id: ui.userForm.elements.user_id.value.trim() });
+});
+
+// ---- stats -------------------------------------------------------------------
+
+let statsBusy = false;
+
+function renderStats(data) {
+  ui.statsTotal.textContent = String(data.total_clients);
+  const users = Object.entries(data.user_clients || {})
+    .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  ui.statsUsers.replaceChildren(...users.map(([user, count]) => {
+    const tr = document.createElement('tr');
+    const name = document.createElement('td');
+    name.textContent = user;
+    const n = document.createElement('td');
+    n.textContent = String(count);
+    tr.append(name, n);
+    return tr;
+  }));
+}
+
+async function refreshStats() {
+  if (statsBusy || document.hidden) return;
+  if (!ui.adminToken.value.trim()) {
+    ui.statsError.hidden = false;
+    ui.statsError.textContent = 'stats need an admin token';
+    return;
+  }
+  statsBusy = true;
+  try {
+    renderStats(await callApi('GET', '/api/sse/stats'));
+    ui.statsError.hidden = true;
+    ui.statsUpdated.textContent = 'updated ' + timeOfDay();
+  } catch (e) {
+    ui.statsError.hidden = false;
+    ui.statsError.textContent = e.message;
+  } finally {
+    statsBusy = false;
+  }
+}
+
+// ---- live chart ----------------------------------------------------------------
+// Active connections and messages per second over the last minute. From
+// /metrics (admin token, or --metrics-public; the front server may also
+// restrict it by address), else from /api/sse/stats, which has no message
+// counter.
+
+const chart = {
+  points: [],           // {conn, rate}; rate null when unknown
+  lastSent: null,       // {t, sent} of the previous /metrics sample
+  metricsRefused: false, // /metrics said 401/403/404: use stats until the token changes
+  busy: false,
+};
+
+function metricValue(text, name) {
+  const m = new RegExp('^' + name + ' ([0-9.e+]+)$', 'm').exec(text);
+  return m ? Number(m[1]) : null;
+}
+
+// One sample: {conn, sent (total messages sent, or null), source}.
+async function sampleHub() {
+  if (!chart.metricsRefused) {
     const token = ui.adminToken.value.trim();
-    if (!token) throw new Error('paste an admin token first (or open the page with #admin=<JWT>)');
-    const init = {
-      method: method,
-      headers: { Authorization: 'Bearer ' + token },
+    const res = await fetch(hubUrl('/metrics'), {
+      headers: token ? { Authorization: 'Bearer ' + token } : {},
       cache: 'no-store',
-    };
-    if (body !== undefined) {
-      init.headers['Content-Type'] = 'application/json';
-      init.body = JSON.stringify(body);
-    }
-    const res = await fetch(path, init);
-    const json = await res.json().catch(() => null);
-    if (!res.ok || !json || json.success !== true) {
-      const err = json && json.error ? json.error.code + ': ' + json.error.message : 'no JSON answer';
-      throw new Error('HTTP ' + res.status + ' ' + err);
-    }
-    return json.data;
-  }
-
-  function showResult(text, isError) {
-    ui.sendResult.textContent = timeOfDay() + '  ' + text;
-    ui.sendResult.className = 'result' + (isError ? ' error' : '');
-  }
-
-  // Reads the common fields of a publish form; throws on bad JSON.
-  function messageFromForm(form) {
-    const event = form.elements.event.value.trim();
-    let data;
-    try {
-      data = JSON.parse(form.elements.data.value);
-    } catch (e) {
-      throw new Error('data is not valid JSON: ' + e.message);
-    }
-    // Make sure this page shows the event it is about to send.
-    listenFor(event);
-    return { event: event, data: data };
-  }
-
-  async function publish(path, form, extra) {
-    try {
-      const body = Object.assign(messageFromForm(form), extra);
-      const data = await callApi('POST', path, body);
-      showResult(path + ' → id ' + data.id + ', ' + data.recipients + ' recipient(s)', false);
-    } catch (e) {
-      showResult(path + ' → ' + e.message, true);
-    }
-  }
-
-  ui.broadcastForm.addEventListener('submit', (e) => {
-    e.preventDefault();
-    const id = ui.broadcastForm.elements.id.value.trim();
-    publish('/api/sse/broadcast', ui.broadcastForm, id ? { id: id } : {});
-  });
-
-  ui.userForm.addEventListener('submit', (e) => {
-    e.preventDefault();
-    publish('/api/sse/send-to-user', ui.userForm,
-            { user_id: ui.userForm.elements.user_id.value.trim() });
-  });
-
-  // ---- stats -------------------------------------------------------------
-
-  let statsBusy = false;
-
-  function renderStats(data) {
-    ui.statsTotal.textContent = String(data.total_clients);
-    const users = Object.entries(data.user_clients || {})
-      .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
-    const rows = users.map(([user, count]) => {
-      const tr = document.createElement('tr');
-      const name = document.createElement('td');
-      name.textContent = user;
-      const n = document.createElement('td');
-      n.textContent = String(count);
-      tr.append(name, n);
-      return tr;
     });
-    ui.statsUsers.replaceChildren(...rows);
+    if (res.ok) {
+      const text = await res.text();
+      const conn = metricValue(text, 'sse_active_connections');
+      if (conn !== null) return { conn, sent: metricValue(text, 'sse_messages_sent_total'), source: '/metrics' };
+    }
+    if (res.status === 401 || res.status === 403 || res.status === 404) chart.metricsRefused = true;
   }
+  const stats = await callApi('GET', '/api/sse/stats');
+  return { conn: stats.total_clients, sent: null, source: '/api/sse/stats (no message rate)' };
+}
 
-  async function refreshStats() {
-    if (statsBusy || document.hidden) return;
-    if (!ui.adminToken.value.trim()) {
-      ui.statsError.hidden = false;
-      ui.statsError.textContent = 'stats need an admin token';
+async function chartTick() {
+  if (chart.busy || document.hidden) return;
+  chart.busy = true;
+  try {
+    const s = await sampleHub();
+    const now = performance.now();
+    let rate = null;
+    if (s.sent !== null && chart.lastSent !== null && s.sent >= chart.lastSent.sent) {
+      rate = (s.sent - chart.lastSent.sent) / ((now - chart.lastSent.t) / 1000);
+    }
+    chart.lastSent = s.sent !== null ? { t: now, sent: s.sent } : null;
+    chart.points.push({ conn: s.conn, rate });
+    ui.chartSource.textContent = 'from ' + s.source + ', last 60 s';
+    ui.chartConn.textContent = String(s.conn);
+    ui.chartRate.textContent = rate === null ? 'n/a' : rate.toFixed(1);
+  } catch (e) {
+    chart.points.push({ conn: null, rate: null });
+    chart.lastSent = null;
+    ui.chartSource.textContent = e instanceof ApiError ? e.message : 'hub unreachable';
+    ui.chartConn.textContent = '–';
+    ui.chartRate.textContent = '–';
+  } finally {
+    chart.busy = false;
+  }
+  while (chart.points.length > CHART_POINTS) chart.points.shift();
+  drawChart();
+}
+
+// The smallest "nice" number (1, 2, 5 x 10^n) at or above v; at least 1.
+function niceCeil(v) {
+  if (!(v > 1)) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  return [1, 2, 5, 10].map((m) => m * p).find((n) => n >= v);
+}
+
+function drawChart() {
+  const canvas = ui.chart;
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth;
+  const h = canvas.clientHeight;
+  if (!w || !h) return;
+  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+    canvas.width = Math.round(w * dpr);
+    canvas.height = Math.round(h * dpr);
+  }
+  const css = getComputedStyle(document.documentElement);
+  const color = (name) => css.getPropertyValue(name).trim();
+  const ctx = canvas.getContext('2d');
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+
+  const pad = { left: 34, right: 34, top: 8, bottom: 18 };
+  const pw = w - pad.left - pad.right;
+  const ph = h - pad.top - pad.bottom;
+  const pts = chart.points;
+  const connMax = niceCeil(Math.max(0, ...pts.map((p) => p.conn || 0)));
+  const rateMax = niceCeil(Math.max(0, ...pts.map((p) => p.rate || 0)));
+  const step = pw / CHART_POINTS;
+  const xOf = (i) => pad.left + pw - step / 2 - (pts.length - 1 - i) * step;   // newest on the right
+  const yOf = (v, max) => pad.top + ph - (v / max) * ph;
+
+  ctx.font = '11px system-ui, sans-serif';
+  ctx.lineWidth = 1;
+  ctx.strokeStyle = color('--line');
+  ctx.fillStyle = color('--muted');
+  for (let i = 0; i <= 4; i++) {
+    const y = Math.round(pad.top + (ph * i) / 4) + 0.5;
+    ctx.beginPath();
+    ctx.moveTo(pad.left, y);
+    ctx.lineTo(pad.left + pw, y);
+    ctx.stroke();
+  }
+  ctx.textAlign = 'right';
+  ctx.fillText(String(connMax), pad.left - 4, pad.top + 9);
+  ctx.fillText('0', pad.left - 4, pad.top + ph);
+  ctx.textAlign = 'left';
+  ctx.fillText(String(rateMax), pad.left + pw + 4, pad.top + 9);
+  ctx.fillText('0', pad.left + pw + 4, pad.top + ph);
+  ctx.textAlign = 'center';
+  ctx.fillText('−60 s', pad.left + 14, h - 4);
+  ctx.fillText('now', pad.left + pw - 10, h - 4);
+
+  // messages/s: bars against the right scale
+  ctx.fillStyle = color('--rate');
+  const bar = Math.max(1, step - 2);
+  pts.forEach((p, i) => {
+    if (p.rate === null || p.rate <= 0) return;
+    const y = yOf(p.rate, rateMax);
+    ctx.fillRect(xOf(i) - bar / 2, y, bar, pad.top + ph - y);
+  });
+
+  // active connections: a line against the left scale, broken by gaps
+  ctx.strokeStyle = color('--ok');
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  let drawing = false;
+  pts.forEach((p, i) => {
+    if (p.conn === null) {
+      drawing = false;
       return;
     }
-    statsBusy = true;
-    try {
-      renderStats(await callApi('GET', '/api/sse/stats'));
-      ui.statsError.hidden = true;
-      ui.statsUpdated.textContent = 'updated ' + timeOfDay();
-    } catch (e) {
-      ui.statsError.hidden = false;
-      ui.statsError.textContent = e.message;
-    } finally {
-      statsBusy = false;
-    }
-  }
-
-  // ---- wiring ------------------------------------------------------------
-
-  // Shows whose stream this is; returns the user id, or null.
-  function showUser() {
-    const user = userOfClaims(jwtClaims(ui.streamToken.value.trim()));
-    ui.factUser.textContent = user === null ? '–' : user;
-    return user;
-  }
-
-  function applyHash() {
-    const params = hashParams();
-    if (params.has('token')) ui.streamToken.value = params.get('token');
-    if (params.has('admin')) ui.adminToken.value = params.get('admin');
-    const user = showUser();
-    if (user !== null && !ui.userForm.elements.user_id.value) {
-      ui.userForm.elements.user_id.value = user;
-    }
-  }
-
-  ui.streamForm.addEventListener('submit', (e) => {
-    e.preventDefault();
-    stream.backoffMs = BACKOFF_MIN_MS;
-    showUser();
-    openStream(false);
+    const x = xOf(i);
+    const y = yOf(p.conn, connMax);
+    if (drawing) ctx.lineTo(x, y);
+    else ctx.moveTo(x, y);
+    drawing = true;
   });
+  ctx.stroke();
+}
 
-  ui.disconnect.addEventListener('click', () => closeStream('closed by you'));
-  ui.clearLog.addEventListener('click', () => ui.log.replaceChildren());
-  ui.adminToken.addEventListener('change', refreshStats);
+// ---- wiring ------------------------------------------------------------------
 
-  window.addEventListener('hashchange', () => {
-    applyHash();
-    stream.backoffMs = BACKOFF_MIN_MS;
-    openStream(false);
-    refreshStats();
-  });
+function showUser() {
+  const user = userOfClaims(jwtClaims(streamToken()));
+  ui.factUser.textContent = user === null ? '' : '(user ' + user + ')';
+  return user;
+}
 
-  applyHash();
-  openStream(false);
+function applyHash() {
+  const params = hashParams();
+  if (params.has('token')) ui.streamToken.value = params.get('token');
+  if (params.has('admin')) ui.adminToken.value = params.get('admin');
+  if (params.has('hub')) ui.hub.value = params.get('hub');
+  const user = showUser();
+  if (user !== null && !ui.userForm.elements.user_id.value) ui.userForm.elements.user_id.value = user;
+}
+
+function startAll() {
+  splitNames(ui.extraEvents.value).forEach(listenFor);
+  showUser();
+  chart.metricsRefused = false;
+  panels.forEach(startPanel);
+}
+
+ui.tokensForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  startAll();
   refreshStats();
-  setInterval(refreshStats, STATS_INTERVAL_MS);
-})();
+});
+ui.closeAll.addEventListener('click', () => panels.forEach((p) => stopPanel(p, 'closed by you')));
+ui.clearLogs.addEventListener('click', () => panels.forEach((p) => p.ui.log.replaceChildren()));
+ui.adminToken.addEventListener('change', () => {
+  chart.metricsRefused = false;
+  refreshStats();
+});
+window.addEventListener('hashchange', () => {
+  applyHash();
+  startAll();
+  refreshStats();
+});
+window.addEventListener('resize', drawChart);
+
+applyHash();
+startAll();
+refreshStats();
+chartTick();
+setInterval(refreshStats, STATS_INTERVAL_MS);
+setInterval(chartTick, CHART_INTERVAL_MS);
