@@ -17,7 +17,6 @@
 #include "stream.h"
 #include "util.h"
 
-#define MAX_DRAIN (16 << 20)     /* body bytes read past the limit to answer 413 cleanly */
 #define JSON_DEPTH 32
 #define MAX_REASON 256
 
@@ -30,10 +29,12 @@ void api_init(const struct config *c)
 
 struct request {
 	FCGX_Request *fcgi;
+	const struct fcgi_in *in;
+	int fd_pressure;
 	const char *method;
 	char path[256];
 	const char *query;
-	char *body;
+	const char *body;            /* owned by in */
 	size_t body_len;
 	struct auth_identity who;
 };
@@ -94,41 +95,15 @@ static void respond_error(struct request *r, int status, const char *code, const
 
 /* ---- request input -------------------------------------------------------- */
 
-/* Reads the whole body, keeping at most max bytes. Returns 0, or -1 when it
- * was longer (the rest is read and dropped, up to MAX_DRAIN, so the front
- * server sees our 413 instead of a broken pipe). */
+/* The body, read by fcgi_in within --max-message-bytes. Returns 0, or -1
+ * when it was longer than max. */
 static int read_body(struct request *r, size_t max)
 {
-	char scratch[8192];
-	size_t cap = 0, total = 0;
-	int over = 0;
-
-	for (;;) {
-		int n;
-		if (!over && r->body_len == cap) {
-			cap = cap ? cap * 2 : 4096;
-			if (cap > max + 1)
-				cap = max + 1;
-			r->body = xrealloc(r->body, cap + 1);
-		}
-		if (!over) {
-			n = FCGX_GetStr(r->body + r->body_len, (int)(cap - r->body_len), r->fcgi->in);
-			if (n <= 0)
-				break;
-			r->body_len += (size_t)n;
-			if (r->body_len > max)
-				over = 1;
-			total = r->body_len;
-		} else {
-			n = FCGX_GetStr(scratch, sizeof(scratch), r->fcgi->in);
-			if (n <= 0 || total > MAX_DRAIN)
-				break;
-			total += (size_t)n;
-		}
-	}
-	if (r->body)
-		r->body[r->body_len] = '\0';
-	return over ? -1 : 0;
+	if (r->in->body_over || r->in->body.len > max)
+		return -1;
+	r->body = r->in->body.data;
+	r->body_len = r->in->body.len;
+	return 0;
 }
 
 /* ---- authentication -------------------------------------------------------- */
@@ -193,6 +168,12 @@ static enum handler_result handle_stream(struct request *r)
 	}
 	if (authenticate(r) < 0)
 		return HANDLED;
+	if (r->fd_pressure) {
+		METRIC_ADD(rejected_limit_total, 1);
+		respond_error(r, 503, "too_many_open_files",
+			      "the hub is out of file descriptors; raise its limit (ulimit -n)", "Retry-After: 5\r\n");
+		return HANDLED;
+	}
 	hdr = FCGX_GetParam("HTTP_LAST_EVENT_ID", r->fcgi->envp);
 	if (hdr && *hdr) {
 		leid = xstrdup(hdr);
@@ -474,9 +455,9 @@ static const struct route {
 	{ "/metrics", "GET", R_METRICS },
 };
 
-int api_handle(FCGX_Request *req)
+int api_handle(FCGX_Request *req, const struct fcgi_in *in, int fd_pressure)
 {
-	struct request r = { .fcgi = req };
+	struct request r = { .fcgi = req, .in = in, .fd_pressure = fd_pressure };
 	char **env = req->envp;
 	const char *uri = FCGX_GetParam("REQUEST_URI", env);
 	const struct route *route = NULL;
@@ -521,6 +502,5 @@ int api_handle(FCGX_Request *req)
 		case R_METRICS: handle_metrics(&r); break;
 		}
 	}
-	free(r.body);
 	return res == HANDED_OFF;
 }

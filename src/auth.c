@@ -441,7 +441,8 @@ static enum auth_result verify(const char *token, size_t len, struct auth_identi
 	const char *dot1, *dot2;
 	enum auth_result r;
 	jwt_t *jwt = NULL;
-	char *grants;
+	char *payload;
+	size_t plen;
 	struct json_object *claims;
 
 	*why = "the token is malformed";
@@ -480,10 +481,15 @@ static enum auth_result verify(const char *token, size_t len, struct auth_identi
 		*why = "the token is signed with another algorithm than the one configured";
 		return AUTH_WRONG_ALGORITHM;
 	}
-	grants = jwt_get_grants_json(jwt, NULL);
 	jwt_free(jwt);
-	claims = grants ? json_tokener_parse(grants) : NULL;
-	free(grants);
+	/* The claims are read from the signed bytes themselves, strictly: libjwt
+	 * hands the payload to its JSON parser as a C string, so anything after
+	 * a NUL would be signed but unseen. One parser, one reading. */
+	claims = NULL;
+	if (util_b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), &payload, &plen) == 0) {
+		claims = util_json_parse(payload, plen, 16);
+		free(payload);
+	}
 	if (!claims || !json_object_is_type(claims, json_type_object)) {
 		json_object_put(claims);
 		*why = "the claims are not a JSON object";

@@ -40,7 +40,9 @@ int auth_init(const struct config *cfg);
 int auth_reload(void);
 void auth_shutdown(void);
 
-/* Verifies token[0..len) and fills id. Counts failures per reason.
+/* Verifies token, a NUL-terminated string of len bytes (libjwt reads C
+ * strings; a NUL inside refuses the token), and fills id. Counts failures
+ * per reason.
  * A human-readable reason for the developer goes to why (may be NULL). */
 enum auth_result auth_verify(const char *token, size_t len, struct auth_identity *id, const char **why);
 

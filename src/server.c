@@ -1,8 +1,9 @@
-/* server: listening socket and acceptors. libfcgi's own accept is bypassed:
- * we accept, bound the peer's time with socket timeouts, and give libfcgi
- * the connected fd to parse (FCGX_Accept_r reads an already-set ipcFd; its
- * listen socket is -1 so that on a protocol error it returns instead of
- * accepting on its own). */
+/* server: listening socket and acceptors. libfcgi's own accept and reads
+ * are bypassed: we accept, fcgi_in reads the request within a deadline and
+ * checks it, and libfcgi parses a clean copy of its head from a memfd
+ * (FCGX_Accept_r reads an already-set ipcFd; its listen socket is -1 so that
+ * on an error it returns instead of accepting on its own), then writes the
+ * answer on the real connection. */
 #include <errno.h>
 #include <fcgiapp.h>
 #include <fcntl.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "fcgi_in.h"
 #include "log.h"
 #include "server.h"
 #include "util.h"
@@ -170,9 +172,39 @@ int server_listen(const struct config *cfg)
 	return 0;
 }
 
+/* Two descriptors kept open for the moment the process runs out: closing
+ * them lets one acceptor take a connection (and libfcgi its memfd) and
+ * answer it -- API requests are served, new streams refused with 503 --
+ * instead of leaving peers hanging in the backlog. */
+static int reserve[2] = { -1, -1 };
+static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void reserve_fill(void)
+{
+	for (int i = 0; i < 2; i++)
+		if (reserve[i] < 0)
+			reserve[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void reserve_release(void)
+{
+	for (int i = 0; i < 2; i++) {
+		if (reserve[i] >= 0)
+			close(reserve[i]);
+		reserve[i] = -1;
+	}
+}
+
+static void make_blocking(int fd)
+{
+	/* blocking from here: libfcgi reads and writes synchronously */
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+}
+
 /* Waits for a connection or the wake pipe. Returns the new fd, or -1 when
- * the server is stopping. */
-static int accept_one(void)
+ * the server is stopping. *pressure is set when the fd came from the reserve:
+ * the caller then holds reserve_lock and must call pressure_done. */
+static int accept_one(int *pressure)
 {
 	struct pollfd pfd[2] = { { .fd = listen_fd, .events = POLLIN }, { .fd = wake_pipe[0], .events = POLLIN } };
 
@@ -185,15 +217,26 @@ static int accept_one(void)
 		}
 		if (pfd[1].revents)
 			return -1;
+		*pressure = 0;
 		fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd >= 0) {
-			/* blocking from here: libfcgi reads and writes synchronously */
-			int flags = fcntl(fd, F_GETFL);
-			fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+			make_blocking(fd);
 			return fd;
 		}
+		if (errno == EMFILE || errno == ENFILE) {
+			pthread_mutex_lock(&reserve_lock);
+			reserve_release();
+			fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+			if (fd >= 0) {
+				make_blocking(fd);
+				*pressure = 1;
+				return fd;
+			}
+			reserve_fill();
+			pthread_mutex_unlock(&reserve_lock);
+		}
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-			/* out of descriptors: let the backlog hold the peer, try again soon */
+			/* still nothing: let the backlog hold the peer, try again soon */
 			static int64_t last_log;
 			int64_t now = util_mono_ms();
 			struct timespec pause = { 0, 50 * 1000000 };
@@ -207,33 +250,89 @@ static int accept_one(void)
 	}
 }
 
+/* Serves one accepted connection: our strict reader takes the request, a
+ * clean copy of its head goes through libfcgi (which then writes the answer
+ * on the real fd), and the fd is either handed to a stream loop or closed. */
+static void serve(int fd, int pressure)
+{
+	struct fcgi_in in;
+	FCGX_Request req;
+	int took_reserve = 0;
+	enum fcgi_in_result res = fcgi_in_read(fd, (size_t)conf->max_message_bytes, conf->request_timeout * 1000, &in);
+	int head;
+
+	if (res == FCGI_IN_PARAMS_TOO_LARGE)
+		fcgi_in_answer(fd, in.request_id, "431 Request Header Fields Too Large",
+			       "{\"success\":false,\"error\":{\"code\":\"headers_too_large\","
+			       "\"message\":\"the request headers are larger than 64 KiB\"}}");
+	if (res != FCGI_IN_OK) {
+		if (res == FCGI_IN_DROP)
+			log_debug("event=bad_fastcgi_request");
+		close(fd);
+		fcgi_in_free(&in);
+		return;
+	}
+	head = fcgi_in_head_fd(&in);
+	if (head < 0 && (errno == EMFILE || errno == ENFILE) && !pressure) {
+		/* the connection took the last descriptor: the reserve gives one */
+		pthread_mutex_lock(&reserve_lock);
+		reserve_release();
+		head = fcgi_in_head_fd(&in);
+		took_reserve = pressure = 1;
+	}
+	FCGX_InitRequest(&req, -1, 0);
+	req.ipcFd = head;
+	req.keepConnection = 1; /* so Accept_r reads this fd instead of accepting */
+	if (head < 0 || FCGX_Accept_r(&req) < 0) {
+		/* cannot happen with a head we built; libfcgi closed it */
+		log_error("event=request_head_rejected error=\"%s\"", strerror(errno));
+		FCGX_Free(&req, 1);
+		close(fd);
+		goto done;
+	}
+	/* libfcgi reads and writes through req.ipcFd: from now on, the peer */
+	close(head);
+	req.ipcFd = fd;
+	if (api_handle(&req, &in, pressure)) {
+		FCGX_Free(&req, 0); /* the fd now belongs to a stream loop */
+	} else {
+		/* The whole request is read, so close at once: libfcgi's lingering
+		 * close (shutdown, then wait up to 2 s for the peer) is for unread
+		 * input, and would hold this acceptor meanwhile. */
+		req.keepConnection = 0;
+		req.detached = 1;
+		FCGX_Finish_r(&req);
+	}
+done:
+	if (took_reserve) {
+		reserve_fill();
+		pthread_mutex_unlock(&reserve_lock);
+	}
+	fcgi_in_free(&in);
+}
+
 static void *acceptor_main(void *arg)
 {
-	FCGX_Request req;
 	struct timeval tv = { .tv_sec = conf->request_timeout, .tv_usec = 0 };
 
 	(void)arg;
 	for (;;) {
-		int fd = accept_one();
+		int pressure;
+		int fd = accept_one(&pressure);
 		if (fd < 0)
 			break;
-		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		/* bounds our blocking writes of answers to a peer that stops reading */
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		FCGX_InitRequest(&req, -1, 0);
-		req.ipcFd = fd;
-		req.keepConnection = 1; /* so Accept_r reads this fd instead of accepting */
-		if (FCGX_Accept_r(&req) < 0) {
-			/* libfcgi closed the fd after a protocol error or timeout */
-			log_debug("event=bad_fastcgi_request");
-			FCGX_Free(&req, 1);
-			continue;
-		}
-		if (api_handle(&req)) {
-			/* the fd now belongs to a stream loop */
-			FCGX_Free(&req, 0);
-		} else {
-			req.keepConnection = 0; /* we never reuse a connection */
-			FCGX_Finish_r(&req);
+		serve(fd, pressure);
+		if (pressure) {
+			static int64_t last_log;
+			int64_t now = util_mono_ms();
+			reserve_fill();
+			pthread_mutex_unlock(&reserve_lock);
+			if (now - last_log > 5000) {
+				last_log = now;
+				log_error("event=out_of_file_descriptors action=refusing_new_streams");
+			}
 		}
 	}
 	__atomic_sub_fetch(&running, 1, __ATOMIC_RELEASE);
@@ -242,6 +341,7 @@ static void *acceptor_main(void *arg)
 
 int server_start(const struct config *cfg)
 {
+	reserve_fill();
 	if (pipe2(wake_pipe, O_CLOEXEC) < 0) {
 		log_error("event=server_start_failed error=\"%s\"", strerror(errno));
 		return -1;

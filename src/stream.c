@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "fcgi_in.h"
 #include "log.h"
 #include "metrics.h"
 #include "sse.h"
@@ -107,26 +108,14 @@ size_t stream_framed_len(const struct msg *m)
 	return m->len + records * FCGI_HEADER_LEN;
 }
 
-static void fill_header(unsigned char *h, int type, uint16_t request_id, size_t len)
-{
-	h[0] = FCGI_VERSION_1;
-	h[1] = (unsigned char)type;
-	h[2] = (unsigned char)(request_id >> 8);
-	h[3] = (unsigned char)request_id;
-	h[4] = (unsigned char)(len >> 8);
-	h[5] = (unsigned char)len;
-	h[6] = 0;
-	h[7] = 0;
-}
-
 /* The records that end a response: an empty STDOUT and END_REQUEST. */
 static struct msg *end_records(uint16_t request_id)
 {
 	unsigned char rec[3 * FCGI_HEADER_LEN];
 	struct msg *m;
 
-	fill_header(rec, FCGI_STDOUT, request_id, 0);
-	fill_header(rec + 8, FCGI_END_REQUEST, request_id, 8);
+	fcgi_header(rec, FCGI_STDOUT, request_id, 0);
+	fcgi_header(rec + 8, FCGI_END_REQUEST, request_id, 8);
 	memset(rec + 16, 0, 8);               /* appStatus 0 */
 	rec[16 + 4] = FCGI_REQUEST_COMPLETE;
 	m = msg_new(MSG_PRIVATE, NULL, NULL, (const char *)rec, sizeof(rec));
@@ -270,7 +259,7 @@ static int build_iov(struct stream *s, struct iovec *iov, unsigned char (*hdr)[F
 			size_t clen = m->len - start < RECORD_MAX ? m->len - start : RECORD_MAX;
 			if (off < pos + FCGI_HEADER_LEN) {
 				size_t skip = off > pos ? off - pos : 0;
-				fill_header(hdr[niov], FCGI_STDOUT, s->request_id, clen);
+				fcgi_header(hdr[niov], FCGI_STDOUT, s->request_id, clen);
 				iov[niov].iov_base = hdr[niov] + skip;
 				iov[niov].iov_len = FCGI_HEADER_LEN - skip;
 				niov++;
