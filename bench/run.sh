@@ -198,6 +198,7 @@ http {
             include /etc/nginx/fastcgi_params;
             fastcgi_pass unix:$TMP/ssehub.sock;
             fastcgi_buffering off;
+            fastcgi_buffer_size 1k;
             fastcgi_read_timeout 300s;
         }
     }

@@ -74,7 +74,9 @@ struct conn {
 	int fd;
 	uint32_t gen;           /* bumped on every close; tags epoll entries */
 	uint8_t state, body_mode, chunk_state;
-	bool opened;            /* "connected" event seen */
+	bool opened;            /* open marker ("connected" event) seen */
+	bool churn_done;        /* churn mode: open; hang up after this read */
+	bool in_flight;         /* connect attempt started, not open and not ended */
 	bool error_response;    /* status != 200: body is diagnostics, not SSE */
 	uint16_t retries;
 	uint16_t chunk_digits;
@@ -110,11 +112,16 @@ static struct {
 	const char *ready_file;
 	bool quiet;
 	bool per_seq;
+	const char *open_event;   /* event that marks a stream open; ":" = first comment */
+	int sources;              /* bind to 127.0.0.1..127.0.0.<sources> in turn (-s) */
+	int max_pending;          /* connects in flight at most (-P; 0 = rate only) */
+	uint64_t cycles;          /* churn mode: connect-then-disconnect cycles (-C) */
 } opt = {
 	.host = "127.0.0.1", .port = 80, .path = "/sse/stream",
 	.query_param = "token", .streams = 100, .rate = 2000, .max_retries = 8,
 	.retry_delay_ms = 50, .header_timeout_s = 30, .duration_s = 0,
 	.timeout_s = 600, .ready_timeout_s = 0, .progress_s = 1,
+	.open_event = "connected",
 };
 
 static struct {
@@ -127,6 +134,8 @@ static struct {
 	uint64_t events_connected, messages_delivered, pings, comments, other_events;
 	uint64_t seq_errors, negative_latency;
 	uint64_t bytes_in;
+	uint64_t cycles_started, cycles_done, cycles_failed;  /* churn mode */
+	uint64_t in_flight;                                   /* attempts not yet open */
 	uint64_t status_count[600];
 	unsigned reports_conn, reports_http, reports_other;
 } st;
@@ -151,6 +160,8 @@ static struct seq_stat *seq_stats;  /* index = seq; allocated with -S */
 static uint32_t *retry_list;
 static size_t retry_n;
 static int next_queued;
+static uint32_t *restart_list;  /* churn mode: slots whose cycle ended */
+static size_t restart_n;
 
 static volatile sig_atomic_t got_signal;
 static uint64_t t_start_ms, t_ready_ms, t_last_msg_ms;
@@ -225,9 +236,19 @@ static void sse_free(struct sse_parser *s)
 
 static void check_ready(void);
 
+/* The connect attempt is over (opened, failed, retrying or closed): -P count. */
+static void leave_flight(struct conn *c)
+{
+	if (c->in_flight) {
+		c->in_flight = false;
+		st.in_flight--;
+	}
+}
+
 /* Closes the socket and frees per-connection buffers; state is left to the caller. */
 static void conn_close_fd(struct conn *c)
 {
+	leave_flight(c);
 	if (c->fd >= 0) {
 		close(c->fd);   /* also removes it from the epoll set */
 		c->fd = -1;
@@ -257,12 +278,16 @@ static bool err_is_retryable(int err)
 	}
 }
 
+static void churn_cycle_end(struct conn *c, bool failed);
+
 /* Marks a stream that never opened as failed for good. */
 static void conn_fail(struct conn *c, const char *what, int err)
 {
 	conn_close_fd(c);
 	c->state = CS_FINISHED;
 	st.connect_errors++;
+	if (opt.cycles)
+		churn_cycle_end(c, true);
 	if (st.reports_conn < MAX_REPORTS) {
 		st.reports_conn++;
 		if (err)
@@ -323,6 +348,8 @@ static void conn_end(struct conn *c, const char *why, bool clean)
 		conn_close_fd(c);
 		c->state = CS_FINISHED;
 		st.connect_errors++;
+		if (opt.cycles)
+			churn_cycle_end(c, true);
 		check_ready();
 		return;
 	}
@@ -344,15 +371,45 @@ static int conn_set_events(struct conn *c, uint32_t events, int op)
 	return epoll_ctl(epfd, op, c->fd, &ev);
 }
 
+/* -P: room for another connect attempt? */
+static bool may_start(void)
+{
+	return !opt.max_pending || st.in_flight < (uint64_t)opt.max_pending;
+}
+
 static void conn_start(struct conn *c)
 {
 	int fd;
 
 	st.connect_attempts++;
+	c->in_flight = true;
+	st.in_flight++;
 	fd = socket(server_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		conn_retry_or_fail(c, "socket", errno);
 		return;
+	}
+	if (opt.sources > 1) {
+		/*
+		 * Many connections to one address:port exhaust the kernel's cheap
+		 * ephemeral port search (it scans every port in use for that
+		 * destination on each connect). Spreading the source address
+		 * over 127.0.0.x keeps connect() O(1); the port is still chosen
+		 * at connect time (IP_BIND_ADDRESS_NO_PORT).
+		 */
+		static uint32_t next_src;
+		struct sockaddr_in src;
+		int one = 1;
+
+		memset(&src, 0, sizeof(src));
+		src.sin_family = AF_INET;
+		src.sin_addr.s_addr = htonl(0x7f000001u + next_src++ % (uint32_t)opt.sources);
+		setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
+			c->fd = fd;
+			conn_retry_or_fail(c, "bind", errno);
+			return;
+		}
 	}
 	c->fd = fd;
 	c->state = CS_CONNECTING;
@@ -365,6 +422,31 @@ static void conn_start(struct conn *c)
 	/* Even an immediate success goes through EPOLLOUT: one code path. */
 	if (conn_set_events(c, EPOLLOUT, EPOLL_CTL_ADD) < 0)
 		conn_retry_or_fail(c, "epoll_ctl", errno);
+}
+
+/* Churn mode: a cycle ended (opened and hung up, or failed); reuse the slot. */
+static void churn_cycle_end(struct conn *c, bool failed)
+{
+	if (failed)
+		st.cycles_failed++;
+	else
+		st.cycles_done++;
+	if (st.cycles_started < opt.cycles)
+		restart_list[restart_n++] = (uint32_t)(c - conns);
+}
+
+/* Churn mode: starts the next cycle in a finished slot. */
+static void churn_restart(struct conn *c)
+{
+	uint32_t gen = c->gen;
+
+	memset(c, 0, sizeof(*c));
+	c->gen = gen;
+	c->fd = -1;
+	c->last_seq = INT64_MIN;
+	c->token_idx = ntokens ? (uint32_t)(st.cycles_started % ntokens) : 0;
+	st.cycles_started++;
+	conn_start(c);
 }
 
 static size_t url_encode(char *out, size_t cap, const char *s)
@@ -518,18 +600,32 @@ static int json_find_int(const char *data, const char *quoted_key, int64_t *out)
 	return 0;
 }
 
+/* The stream is open (its open marker arrived). */
+static void mark_open(struct conn *c)
+{
+	if (c->opened)
+		return;
+	c->opened = true;
+	leave_flight(c);
+	st.streams_open++;
+	st.streams_opened_total++;
+	if (opt.cycles)         /* churn: the cycle is complete; conn_input hangs up */
+		c->churn_done = true;
+	check_ready();
+}
+
 static void on_event(struct conn *c, const char *name, const char *data)
 {
 	int64_t ts, seq;
 
 	if (strcmp(name, "connected") == 0) {
 		st.events_connected++;
-		if (!c->opened) {
-			c->opened = true;
-			st.streams_open++;
-			st.streams_opened_total++;
-			check_ready();
-		}
+		if (strcmp(opt.open_event, "connected") == 0)
+			mark_open(c);
+		return;
+	}
+	if (strcmp(name, opt.open_event) == 0 && !c->opened) {
+		mark_open(c);
 		return;
 	}
 	if (strcmp(name, "ping") == 0) {
@@ -587,6 +683,8 @@ static int sse_line(struct conn *c, const char *line, size_t len)
 	}
 	if (line[0] == ':') {
 		st.comments++;
+		if (opt.open_event[0] == ':' && !c->opened)
+			mark_open(c);
 		return 0;
 	}
 	colon = memchr(line, ':', len);
@@ -910,6 +1008,13 @@ static int conn_input(struct conn *c, const char *p, size_t len)
 	} else {
 		r = body_feed(c, p, len);
 	}
+	if (c->churn_done) {    /* churn mode: open, so hang up (rest of the read ignored) */
+		st.streams_open--;
+		conn_close_fd(c);
+		c->state = CS_FINISHED;
+		churn_cycle_end(c, false);
+		return 1;
+	}
 	if (r < 0) {
 		st.protocol_errors++;
 		if (c->opened)
@@ -1028,7 +1133,10 @@ static void signal_ready(bool complete)
 
 static void check_ready(void)
 {
-	if (!ready && st.streams_opened_total + st.connect_errors >= (uint64_t)opt.streams)
+	if (ready)
+		return;
+	if (opt.cycles ? st.cycles_done + st.cycles_failed >= opt.cycles :
+	    st.streams_opened_total + st.connect_errors >= (uint64_t)opt.streams)
 		signal_ready(true);
 }
 
@@ -1182,6 +1290,15 @@ static void usage(FILE *out)
 "  -i SEC      progress interval on stderr (1; 0 = none)\n"
 "  -Q          quiet: no progress or diagnostics on stderr\n"
 "  -S          per-seq latency lines (seq_N=count:.. min_ms:.. mean_ms:.. max_ms:..)\n"
+"  -O EVENT    event that marks a stream open (connected); ':' = its first comment\n"
+"              (Nchan's EventSource sends ': hi' and no connected event)\n"
+"  -s K        source addresses 127.0.0.1..127.0.0.K in turn (IPv4 target on\n"
+"              loopback; for more streams than one source's ports allow fast)\n"
+"  -P K        at most K connect attempts in flight (not yet open); with a\n"
+"              high -r the open rate is then what the server sustains\n"
+"  -C CYCLES   churn mode: -n streams at a time, each closed as soon as it is\n"
+"              open and replaced by the next, until CYCLES cycles have ended;\n"
+"              READY and stop when they have (cycles_* lines in the summary)\n"
 "Summary on stdout, key=value per line, after the READY line.\n");
 }
 
@@ -1248,6 +1365,16 @@ static void print_summary(const char *reason, uint64_t now)
 	printf("client_cpu_s=%.3f\n", cpu);
 	printf("client_cpu_after_ready_s=%.3f\n", cpu - cpu_at_ready);
 	printf("stop_reason=%s\n", reason);
+	if (opt.cycles) {
+		double secs = ready ? (double)(t_ready_ms - t_start_ms) / 1000 :
+			      (double)(now - t_start_ms) / 1000;
+
+		printf("cycles_requested=%" PRIu64 "\n", opt.cycles);
+		printf("cycles_done=%" PRIu64 "\n", st.cycles_done);
+		printf("cycles_failed=%" PRIu64 "\n", st.cycles_failed);
+		printf("cycles_time_s=%.3f\n", secs);
+		printf("cycles_per_s=%.1f\n", secs > 0 ? (double)st.cycles_done / secs : 0.0);
+	}
 	for (s = 1; seq_stats && s <= MAX_SEQ_STATS; s++) {
 		const struct seq_stat *q = &seq_stats[s];
 
@@ -1268,7 +1395,7 @@ int main(int argc, char **argv)
 	struct sigaction sa;
 	int ch, i;
 
-	while ((ch = getopt(argc, argv, "H:p:u:t:T:q:an:r:x:b:c:e:d:w:W:R:i:QSh")) != -1) {
+	while ((ch = getopt(argc, argv, "H:p:u:t:T:q:an:r:x:b:c:e:d:w:W:R:i:QSO:C:s:P:h")) != -1) {
 		switch (ch) {
 		case 'H': opt.host = optarg; break;
 		case 'p': opt.port = (int)parse_num(optarg, 'p'); break;
@@ -1290,6 +1417,10 @@ int main(int argc, char **argv)
 		case 'i': opt.progress_s = parse_num(optarg, 'i'); break;
 		case 'Q': opt.quiet = true; break;
 		case 'S': opt.per_seq = true; break;
+		case 'O': opt.open_event = optarg; break;
+		case 'C': opt.cycles = (uint64_t)parse_num(optarg, 'C'); break;
+		case 's': opt.sources = (int)parse_num(optarg, 's'); break;
+		case 'P': opt.max_pending = (int)parse_num(optarg, 'P'); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -1305,6 +1436,10 @@ int main(int argc, char **argv)
 	}
 	if (resolve_server() < 0 || load_tokens() < 0)
 		return 2;
+	if (opt.sources > 1 && (server_addr.ss_family != AF_INET || opt.sources > 254)) {
+		logf_err("sseload: -s wants an IPv4 target and at most 254 sources");
+		return 2;
+	}
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
@@ -1315,7 +1450,8 @@ int main(int argc, char **argv)
 	conns = calloc((size_t)opt.streams, sizeof(*conns));
 	/* one pass over the list can re-append every entry behind itself: 2N */
 	retry_list = calloc(2 * (size_t)opt.streams + 1, sizeof(*retry_list));
-	if (!conns || !retry_list) {
+	restart_list = calloc((size_t)opt.streams + 1, sizeof(*restart_list));
+	if (!conns || !retry_list || !restart_list) {
 		logf_err("sseload: out of memory");
 		return 2;
 	}
@@ -1355,7 +1491,7 @@ int main(int argc, char **argv)
 		for (k = 0, kept = 0; k < retry_n; k++) {
 			struct conn *c = &conns[retry_list[k]];
 
-			if (c->deadline_ms <= now && tokens_avail >= 1) {
+			if (c->deadline_ms <= now && tokens_avail >= 1 && may_start()) {
 				tokens_avail -= 1;
 				conn_start(c);
 			} else {
@@ -1364,12 +1500,27 @@ int main(int argc, char **argv)
 		}
 		/* conn_start may append again behind the scan: the loop sees those too */
 		retry_n = kept;
-		while (next_queued < opt.streams && tokens_avail >= 1) {
+		while (next_queued < opt.streams && tokens_avail >= 1 && may_start() &&
+		       (!opt.cycles || st.cycles_started < opt.cycles)) {
 			tokens_avail -= 1;
+			if (opt.cycles)
+				st.cycles_started++;
 			conn_start(&conns[next_queued++]);
 		}
+		/* churn mode: next cycles in the slots that finished one */
+		for (k = 0, kept = 0; k < restart_n; k++) {
+			if (tokens_avail >= 1 && may_start() && st.cycles_started < opt.cycles) {
+				tokens_avail -= 1;
+				churn_restart(&conns[restart_list[k]]);
+			} else if (st.cycles_started < opt.cycles) {
+				restart_list[kept++] = restart_list[k];
+			}
+		}
+		restart_n = kept;
 
-		timeout_ms = (next_queued < opt.streams || retry_n) ? 5 : 100;
+		timeout_ms = (next_queued < opt.streams || retry_n || restart_n) ? 5 : 100;
+		if (opt.cycles && next_queued < opt.streams && st.cycles_started >= opt.cycles)
+			timeout_ms = 100;  /* more slots than cycles */
 		n = epoll_wait(epfd, evs, MAX_EPOLL_EVENTS, timeout_ms);
 		if (n < 0 && errno != EINTR) {
 			logf_err("sseload: epoll_wait: %s", strerror(errno));
@@ -1400,6 +1551,8 @@ int main(int argc, char **argv)
 		}
 		if (got_signal)
 			reason = "signal";
+		else if (opt.cycles && st.cycles_done + st.cycles_failed >= opt.cycles)
+			reason = "cycles";
 		else if (opt.expected && st.messages_delivered >= opt.expected)
 			reason = "expected";
 		else if (ready && opt.duration_s > 0 &&

@@ -74,11 +74,13 @@ stage "C unit tests"
 make -j"$JOBS" check >"$art/make-check.log" 2>&1
 count_tap tests/unit/test_unit.log unit
 
-run_pytest() { # label binary
-	SSEHUB_BIN="$2" timeout 1200 $PY -m pytest -q -p no:cacheprovider -rs \
-		--junitxml="$art/$1.xml" tests/integration >"$art/$1.log" 2>&1
-	tail -15 "$art/$1.log" | sed 's/^/   | /'
-	count_junit "$art/$1.xml" "$1"
+run_pytest() { # label binary [pytest args...]
+	local label=$1 bin=$2
+	shift 2
+	SSEHUB_BIN="$bin" timeout 1500 $PY -m pytest -q -p no:cacheprovider -rs \
+		--junitxml="$art/$label.xml" "$@" tests/integration >"$art/$label.log" 2>&1
+	tail -15 "$art/$label.log" | sed 's/^/   | /'
+	count_junit "$art/$label.xml" "$label"
 }
 
 stage "integration tests (nginx, lighttpd, spawn-fcgi)"
@@ -118,7 +120,8 @@ if (cd "$san" && autoreconf -fi && ./configure -q --enable-werror --enable-asan 
 	export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$art/ubsan"
 	(cd "$san" && make -j"$JOBS" check) >"$art/make-check-asan.log" 2>&1
 	count_tap "$san/tests/unit/test_unit.log" unit-asan
-	run_pytest integration-asan "$san/src/ssehub"
+	# (valgrind runs on the plain build above; it cannot run an ASan binary)
+	run_pytest integration-asan "$san/src/ssehub" --deselect tests/integration/test_valgrind.py
 	unset ASAN_OPTIONS UBSAN_OPTIONS
 	if compgen -G "$art/asan.*" >/dev/null || compgen -G "$art/ubsan.*" >/dev/null; then
 		echo "   sanitizer reports:"; head -50 "$art"/asan.* "$art"/ubsan.* 2>/dev/null | sed 's/^/   | /'
@@ -129,6 +132,19 @@ if (cd "$san" && autoreconf -fi && ./configure -q --enable-werror --enable-asan 
 else
 	tail -30 "$art/build-asan.log"; failed=$((failed + 1))
 fi
+
+stage "fuzzing (libFuzzer + ASan/UBSan, 60 s per target)"
+# one test per target: it passes when it ran and found no crash
+timeout 900 bash tests/fuzz/run.sh "${FUZZ_SECONDS:-60}" >"$art/fuzz.log" 2>&1
+fuzz_rc=$?
+fz_ok=$(sed -n '/^== summary/,$p' "$art/fuzz.log" | grep -cE '^fuzz_.*crashes: 0$' || true)
+fz_bad=$(sed -n '/^== summary/,$p' "$art/fuzz.log" | grep -E '^fuzz_' | grep -cvE 'crashes: 0$' || true)
+sed -n '/^== summary/,$p' "$art/fuzz.log" | sed 's/^/   | /'
+if [ "$fuzz_rc" -ne 0 ] && [ "$fz_bad" -eq 0 ]; then
+	fz_bad=1; echo "   fuzzing failed to build or run (exit $fuzz_rc)"; tail -20 "$art/fuzz.log" | sed 's/^/   | /'
+fi
+passed=$((passed + fz_ok)); failed=$((failed + fz_bad))
+echo "   fuzz: $fz_ok passed, $fz_bad failed"
 
 if [ -x bench/run.sh ]; then
 	stage "benchmark smoke run (bench/run.sh --quick)"

@@ -213,37 +213,37 @@ void fcgi_header(unsigned char *h, int type, uint16_t request_id, size_t content
 	h[7] = 0;
 }
 
-int fcgi_in_head_fd(const struct fcgi_in *in)
+int fcgi_in_head_file(void)
+{
+	return memfd_create("ssehub-request-head", MFD_CLOEXEC);
+}
+
+int fcgi_in_write_head(const struct fcgi_in *in, int head_fd)
 {
 	struct buf b = { 0 };
 	unsigned char rec[FCGI_HEADER_LEN + 8];
-	int fd = memfd_create("ssehub-request", MFD_CLOEXEC);
 	size_t off = 0;
 	ssize_t n;
+	int rc = 0;
 
-	if (fd < 0)
-		return -1;
 	fcgi_header(rec, FCGI_BEGIN_REQUEST, in->request_id, 8);
 	memset(rec + FCGI_HEADER_LEN, 0, 8);
 	rec[FCGI_HEADER_LEN + 1] = FCGI_RESPONDER; /* flags 0: no keep-conn */
 	buf_append(&b, rec, sizeof(rec));
-	do {
+	for (;;) {
 		size_t k = in->params.len - off > RECORD_MAX ? RECORD_MAX : in->params.len - off;
 		fcgi_header(rec, FCGI_PARAMS, in->request_id, k);
 		buf_append(&b, rec, FCGI_HEADER_LEN);
-		if (k)
-			buf_append(&b, in->params.data + off, k);
-		off += k;
 		if (k == 0)
 			break;
-	} while (1);
-	n = write(fd, b.data, b.len);
-	free(b.data);
-	if (n < 0 || (size_t)n != b.len || lseek(fd, 0, SEEK_SET) != 0) {
-		close(fd);
-		return -1;
+		buf_append(&b, in->params.data + off, k);
+		off += k;
 	}
-	return fd;
+	n = pwrite(head_fd, b.data, b.len, 0);
+	if (n < 0 || (size_t)n != b.len || ftruncate(head_fd, (off_t)b.len) != 0 || lseek(head_fd, 0, SEEK_SET) != 0)
+		rc = -1;
+	free(b.data);
+	return rc;
 }
 
 int fcgi_in_answer(int fd, uint16_t request_id, const char *status, const char *json)

@@ -33,10 +33,14 @@ struct fcgi_in {
  * in->request_id is set. Release with fcgi_in_free in every case. */
 enum fcgi_in_result fcgi_in_read(int fd, size_t max_body, long timeout_ms, struct fcgi_in *in);
 
-/* Returns a new fd (memfd, at offset 0) holding a well-formed BEGIN_REQUEST
- * (responder, no keep-conn) and the validated PARAMS, for FCGX_Accept_r to
- * parse; -1 on error. */
-int fcgi_in_head_fd(const struct fcgi_in *in);
+/* Creates the file (a memfd) that fcgi_in_write_head fills; one per
+ * acceptor, reused for every request. Returns the fd or -1. */
+int fcgi_in_head_file(void);
+
+/* Replaces the content of head_fd with a well-formed BEGIN_REQUEST
+ * (responder, no keep-conn) and the validated PARAMS, and rewinds it, for
+ * FCGX_Accept_r to parse. Returns 0 or -1. */
+int fcgi_in_write_head(const struct fcgi_in *in, int head_fd);
 
 /* Writes a complete response (headers and body in STDOUT records, then the
  * end-of-request records) to fd. Returns 0 or -1. */

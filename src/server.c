@@ -145,7 +145,7 @@ bad:
 
 int server_listen(const struct config *cfg)
 {
-	conf = cfg;
+	server_init(cfg);
 	if (cfg->listen) {
 		if (strncmp(cfg->listen, "unix:", 5) == 0)
 			listen_fd = listen_unix(cfg->listen + 5, cfg->socket_mode);
@@ -173,8 +173,7 @@ int server_listen(const struct config *cfg)
 }
 
 /* Two descriptors kept open for the moment the process runs out: closing
- * them lets one acceptor take a connection (and libfcgi its memfd) and
- * answer it -- API requests are served, new streams refused with 503 --
+ * them lets one acceptor take a connection and answer it -- API requests are served, new streams refused with 503 --
  * instead of leaving peers hanging in the backlog. */
 static int reserve[2] = { -1, -1 };
 static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -201,9 +200,12 @@ static void make_blocking(int fd)
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 }
 
+enum { PRESSURE_NONE = 0, PRESSURE_LOCKED, PRESSURE_NO_LOCK };
+
 /* Waits for a connection or the wake pipe. Returns the new fd, or -1 when
- * the server is stopping. *pressure is set when the fd came from the reserve:
- * the caller then holds reserve_lock and must call pressure_done. */
+ * the server is stopping. *pressure says the process is out of descriptors
+ * (new streams must be refused): PRESSURE_LOCKED when the fd came from the
+ * reserve, and the caller then holds reserve_lock until it has answered. */
 static int accept_one(int *pressure)
 {
 	struct pollfd pfd[2] = { { .fd = listen_fd, .events = POLLIN }, { .fd = wake_pipe[0], .events = POLLIN } };
@@ -217,10 +219,20 @@ static int accept_one(int *pressure)
 		}
 		if (pfd[1].revents)
 			return -1;
-		*pressure = 0;
+		*pressure = PRESSURE_NONE;
 		fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd >= 0) {
 			make_blocking(fd);
+			if (reserve[0] < 0 || reserve[1] < 0) {
+				/* A refill failed at the limit: try again now. While it
+				 * still fails, no new stream may take a descriptor for
+				 * good, or the reserve would never come back. */
+				pthread_mutex_lock(&reserve_lock);
+				reserve_fill();
+				if (reserve[0] < 0 || reserve[1] < 0)
+					*pressure = PRESSURE_NO_LOCK;
+				pthread_mutex_unlock(&reserve_lock);
+			}
 			return fd;
 		}
 		if (errno == EMFILE || errno == ENFILE) {
@@ -229,7 +241,7 @@ static int accept_one(int *pressure)
 			fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 			if (fd >= 0) {
 				make_blocking(fd);
-				*pressure = 1;
+				*pressure = PRESSURE_LOCKED;
 				return fd;
 			}
 			reserve_fill();
@@ -250,16 +262,25 @@ static int accept_one(int *pressure)
 	}
 }
 
-/* Serves one accepted connection: our strict reader takes the request, a
- * clean copy of its head goes through libfcgi (which then writes the answer
- * on the real fd), and the fd is either handed to a stream loop or closed. */
-static void serve(int fd, int pressure)
+/* Each acceptor's file for the clean request head that libfcgi parses;
+ * made when the thread starts, so a request needs no descriptor but its own. */
+static __thread int head_file = -1;
+
+void server_init(const struct config *cfg)
 {
+	conf = cfg;
+}
+
+/* Our strict reader takes the request, a clean copy of its head goes through
+ * libfcgi (which then writes the answer on the real fd), and the fd is either
+ * handed to a stream loop or closed. */
+int server_serve(int fd, int pressure)
+{
+	int handed;
+
 	struct fcgi_in in;
 	FCGX_Request req;
-	int took_reserve = 0;
 	enum fcgi_in_result res = fcgi_in_read(fd, (size_t)conf->max_message_bytes, conf->request_timeout * 1000, &in);
-	int head;
 
 	if (res == FCGI_IN_PARAMS_TOO_LARGE)
 		fcgi_in_answer(fd, in.request_id, "431 Request Header Fields Too Large",
@@ -268,32 +289,34 @@ static void serve(int fd, int pressure)
 	if (res != FCGI_IN_OK) {
 		if (res == FCGI_IN_DROP)
 			log_debug("event=bad_fastcgi_request");
-		close(fd);
-		fcgi_in_free(&in);
-		return;
+		handed = res == FCGI_IN_DROP ? -1 : 0;
+		goto drop;
 	}
-	head = fcgi_in_head_fd(&in);
-	if (head < 0 && (errno == EMFILE || errno == ENFILE) && !pressure) {
-		/* the connection took the last descriptor: the reserve gives one */
-		pthread_mutex_lock(&reserve_lock);
-		reserve_release();
-		head = fcgi_in_head_fd(&in);
-		took_reserve = pressure = 1;
+	if (head_file < 0)
+		head_file = fcgi_in_head_file();
+	if (head_file < 0 || fcgi_in_write_head(&in, head_file) < 0) {
+		log_error("event=request_head_failed error=\"%s\"", strerror(errno));
+		fcgi_in_answer(fd, in.request_id, "503 Service Unavailable",
+			       "{\"success\":false,\"error\":{\"code\":\"too_many_open_files\","
+			       "\"message\":\"the hub is out of file descriptors\"}}");
+		handed = 0;
+		goto drop;
 	}
 	FCGX_InitRequest(&req, -1, 0);
-	req.ipcFd = head;
+	req.ipcFd = head_file;
 	req.keepConnection = 1; /* so Accept_r reads this fd instead of accepting */
-	if (head < 0 || FCGX_Accept_r(&req) < 0) {
-		/* cannot happen with a head we built; libfcgi closed it */
-		log_error("event=request_head_rejected error=\"%s\"", strerror(errno));
+	if (FCGX_Accept_r(&req) < 0) {
+		/* cannot happen with a head we built; libfcgi closed the file */
+		log_error("event=request_head_rejected");
+		head_file = -1;
 		FCGX_Free(&req, 1);
-		close(fd);
-		goto done;
+		handed = -1;
+		goto drop;
 	}
 	/* libfcgi reads and writes through req.ipcFd: from now on, the peer */
-	close(head);
 	req.ipcFd = fd;
-	if (api_handle(&req, &in, pressure)) {
+	handed = api_handle(&req, &in, pressure);
+	if (handed) {
 		FCGX_Free(&req, 0); /* the fd now belongs to a stream loop */
 	} else {
 		/* The whole request is read, so close at once: libfcgi's lingering
@@ -303,12 +326,12 @@ static void serve(int fd, int pressure)
 		req.detached = 1;
 		FCGX_Finish_r(&req);
 	}
-done:
-	if (took_reserve) {
-		reserve_fill();
-		pthread_mutex_unlock(&reserve_lock);
-	}
 	fcgi_in_free(&in);
+	return handed;
+drop:
+	close(fd);
+	fcgi_in_free(&in);
+	return handed;
 }
 
 static void *acceptor_main(void *arg)
@@ -316,6 +339,7 @@ static void *acceptor_main(void *arg)
 	struct timeval tv = { .tv_sec = conf->request_timeout, .tv_usec = 0 };
 
 	(void)arg;
+	head_file = fcgi_in_head_file();
 	for (;;) {
 		int pressure;
 		int fd = accept_one(&pressure);
@@ -323,8 +347,8 @@ static void *acceptor_main(void *arg)
 			break;
 		/* bounds our blocking writes of answers to a peer that stops reading */
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		serve(fd, pressure);
-		if (pressure) {
+		server_serve(fd, pressure != PRESSURE_NONE);
+		if (pressure == PRESSURE_LOCKED) {
 			static int64_t last_log;
 			int64_t now = util_mono_ms();
 			reserve_fill();
@@ -335,6 +359,8 @@ static void *acceptor_main(void *arg)
 			}
 		}
 	}
+	if (head_file >= 0)
+		close(head_file);
 	__atomic_sub_fetch(&running, 1, __ATOMIC_RELEASE);
 	return NULL;
 }

@@ -10,6 +10,16 @@
  * socket. Returns 0, or -1 after printing a clear reason to stderr. */
 int server_listen(const struct config *cfg);
 
+/* Sets the options the server reads (server_listen does it too). */
+void server_init(const struct config *cfg);
+
+/* Serves one accepted, blocking connection and takes fd over: reads the
+ * request strictly (fcgi_in), lets libfcgi parse a clean copy of its head,
+ * answers it or hands the fd to a stream loop (never when refuse_streams:
+ * those get 503). Returns 1 when it became a stream, 0 when it was
+ * answered, -1 when it was dropped without an answer. */
+int server_serve(int fd, int refuse_streams);
+
 /* Starts cfg->acceptors threads. Returns 0 or -1. */
 int server_start(const struct config *cfg);
 

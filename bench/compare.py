@@ -1,0 +1,1740 @@
+#!/usr/bin/python3
+"""compare.py: side-by-side benchmark of ssehub, Nchan and the seed's Go design.
+
+Run through bench/compare.sh. Starts each system in turn on loopback behind
+nginx (2 workers, reuseport), drives it with sseload (streams) and ssepost
+(publishers), stops it, and repeats the scenarios interleaved (A B C A B C)
+so that drift of a shared machine falls on every system alike; reports
+medians. See bench/README.md ("Comparison with Nchan and Go").
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PY = "/usr/bin/python3"
+NCHAN_SO = "/usr/lib/nginx/modules/ngx_nchan_module.so"
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+SYSTEMS = ("ssehub", "nchan", "gohub")
+LABEL = {"ssehub": "ssehub + nginx", "nchan": "Nchan (nginx module)",
+         "gohub": "Go hub + nginx"}
+SHORT = {"ssehub": "ssehub", "nchan": "Nchan", "gohub": "Go"}
+
+T_START = time.monotonic()
+
+
+def log(msg):
+    print("[%6.1fs] %s" % (time.monotonic() - T_START, msg), flush=True)
+
+
+def die(msg):
+    print("compare: " + msg, file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+# ---------------------------------------------------------------- /proc helpers
+
+def rss_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def pss_kb(pid):
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def threads(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def nfds(pid):
+    try:
+        return len(os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return 0
+
+
+def cpu_ticks(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return int(rest[11]) + int(rest[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def all_proc_ticks():
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                s = f.read()
+            comm = s[s.index("(") + 1:s.rindex(")")]
+            rest = s.rsplit(")", 1)[1].split()
+            out[int(d)] = (int(rest[11]) + int(rest[12]), comm)
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def sys_cpu():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    busy = v[0] + v[1] + v[2] + v[5] + v[6]
+    return busy, v[7] if len(v) > 7 else 0
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def kv_parse(text):
+    d = {}
+    for line in text.splitlines():
+        m = re.match(r"^([a-z0-9_]+)=(.*)$", line)
+        if m:
+            d[m.group(1)] = m.group(2)
+    return d
+
+
+def num(v, default=None):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def http_get(url, headers=None, timeout=5):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (OSError, ValueError):
+        return None, b""
+
+
+def stop_pid(pid, sig=signal.SIGTERM, secs=10):
+    """Signals one process we started, waits, then SIGKILLs it."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        try:
+            wpid, _ = os.waitpid(pid, os.WNOHANG)
+            if wpid == pid:
+                return
+        except ChildProcessError:
+            if not os.path.exists("/proc/%d" % pid):
+                return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+# ---------------------------------------------------------------- systems
+
+NGINX_HEAD = """{load}worker_processes 2;
+worker_rlimit_nofile {nofile};
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{
+    worker_connections {nofile};
+}}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp-body;
+    fastcgi_temp_path {d}/tmp-fastcgi;
+    proxy_temp_path {d}/tmp-proxy;
+    uwsgi_temp_path {d}/tmp-uwsgi;
+    scgi_temp_path {d}/tmp-scgi;
+{http_extra}    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+{locations}
+    }}
+}}
+"""
+
+LOC_SSEHUB = """        location / {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_pass unix:{d}/ssehub.sock;
+            fastcgi_buffering off;
+            fastcgi_buffer_size 1k;
+            fastcgi_keep_conn off;
+            fastcgi_read_timeout 300s;{extra}
+        }}"""
+
+LOC_GOHUB = """        location / {{
+            proxy_pass http://unix:{d}/gohub.sock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 300s;
+        }}"""
+
+# A subscriber joins its user channel and the broadcast channel (multiplexed).
+HTTP_NCHAN = """    nchan_shared_memory_size 256M;
+"""
+LOC_NCHAN = """        location = /sse/stream {{
+            nchan_subscriber eventsource;
+            nchan_subscriber_channel_id user_$arg_u broadcast;
+        }}
+        location = /pub {{
+            nchan_publisher;
+            nchan_channel_id $arg_id;
+        }}
+        location = /api/sse/health {{
+            return 200 '{{"success":true}}';
+        }}"""
+
+
+class System:
+    """One system under test: a backend (ssehub, gohub or none) and nginx."""
+
+    def __init__(self, name, env):
+        self.name = name
+        self.env = env
+        self.d = None
+        self.port = None
+        self.hub = None          # Popen of ssehub / gohub
+        self.nginx = None        # Popen of the nginx master
+        self.valgrind = None     # callgrind output file, when run under valgrind
+
+    def start(self, valgrind_out=None):
+        e = self.env
+        self.d = tempfile.mkdtemp(prefix="run-%s-" % self.name, dir=e.tmp)
+        os.chmod(self.d, 0o755)
+        self.port = free_port()
+        d = self.d
+        if self.name == "ssehub":
+            cmd = [e.ssehub_bin, "--listen", "unix:%s/ssehub.sock" % d,
+                   "--socket-mode", "0666", "--jwt-secret-file", e.secret,
+                   "--shutdown-spread", "0", "--log-level", "warn"] + e.ssehub_args
+            if valgrind_out:
+                cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + valgrind_out,
+                       "--log-file=%s/valgrind.log" % d] + cmd
+            self.hub = subprocess.Popen(cmd, stdout=open(d + "/hub.log", "w"),
+                                        stderr=subprocess.STDOUT)
+            sock = d + "/ssehub.sock"
+        elif self.name == "gohub":
+            self.hub = subprocess.Popen(
+                [e.gohub_bin, "-listen", "unix:%s/gohub.sock" % d, "-secret-file", e.secret],
+                stdout=open(d + "/hub.log", "w"), stderr=subprocess.STDOUT)
+            sock = d + "/gohub.sock"
+        else:
+            sock = None
+        if sock:
+            end = time.monotonic() + (60 if valgrind_out else 10)
+            while not os.path.exists(sock):
+                if self.hub.poll() is not None or time.monotonic() > end:
+                    self.stop()
+                    raise RuntimeError("%s did not start: %s" % (
+                        self.name, open(d + "/hub.log").read()[-500:]))
+                time.sleep(0.05)
+        loc = {"ssehub": LOC_SSEHUB, "gohub": LOC_GOHUB, "nchan": LOC_NCHAN}[self.name]
+        conf = NGINX_HEAD.format(
+            load=("load_module %s;\n" % NCHAN_SO) if self.name == "nchan" else "",
+            nofile=e.nofile, d=d, port=self.port,
+            http_extra=HTTP_NCHAN if self.name == "nchan" else "",
+            locations=loc.format(d=d, extra="".join(
+                "\n            " + x.strip() + ";" for x in e.ssehub_nginx_extra)))
+        with open(d + "/nginx.conf", "w") as f:
+            f.write(conf)
+        self.nginx = subprocess.Popen(
+            ["nginx", "-p", d, "-c", d + "/nginx.conf", "-e", d + "/nginx-error.log"],
+            stdout=subprocess.DEVNULL, stderr=open(d + "/nginx.out", "w"))
+        end = time.monotonic() + (60 if valgrind_out else 10)
+        while True:
+            st, _ = http_get("http://127.0.0.1:%d/api/sse/health" % self.port, timeout=2)
+            if st == 200 and len(self.nginx_pids()) >= 3:
+                break
+            if self.nginx.poll() is not None or time.monotonic() > end:
+                err = open(d + "/nginx-error.log").read()[-800:] if os.path.exists(
+                    d + "/nginx-error.log") else ""
+                self.stop()
+                raise RuntimeError("%s: nginx/health failed (status %s): %s" % (self.name, st, err))
+            time.sleep(0.05)
+
+    def nginx_pids(self):
+        if not self.nginx or self.nginx.poll() is not None:
+            return []
+        return [self.nginx.pid] + children(self.nginx.pid)
+
+    def hub_pids(self):
+        if self.hub and self.hub.poll() is None:
+            return [self.hub.pid]
+        return []
+
+    def pids(self):
+        return self.hub_pids() + self.nginx_pids()
+
+    def sample(self):
+        """Memory, fds and threads of the hub and of nginx (master + workers)."""
+        h, n = self.hub_pids(), self.nginx_pids()
+        return {
+            "hub_rss_kb": sum(rss_kb(p) for p in h),
+            "nginx_rss_kb": sum(rss_kb(p) for p in n),
+            "hub_pss_kb": sum(pss_kb(p) for p in h),
+            "nginx_pss_kb": sum(pss_kb(p) for p in n),
+            "hub_fds": sum(nfds(p) for p in h),
+            "nginx_fds": sum(nfds(p) for p in n),
+            "hub_threads": sum(threads(p) for p in h),
+            "nginx_workers": len(n) - 1 if n else 0,
+        }
+
+    def cpu(self):
+        return (sum(cpu_ticks(p) for p in self.hub_pids()),
+                sum(cpu_ticks(p) for p in self.nginx_pids()))
+
+    def clients(self):
+        """Streams the system itself reports (hub stats, Nchan channel info)."""
+        base = "http://127.0.0.1:%d" % self.port
+        if self.name == "nchan":
+            st, body = http_get(base + "/pub?id=broadcast", {"Accept": "application/json"})
+            if st == 200:
+                m = re.search(rb'"subscribers":\s*(\d+)', body)
+                return int(m.group(1)) if m else None
+            return 0 if st == 404 else None   # no channel yet: nobody subscribed
+        st, body = http_get(base + "/api/sse/stats",
+                            {"Authorization": "Bearer " + self.env.admin_token})
+        try:
+            return json.loads(body)["data"]["total_clients"]
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def stream_args(self):
+        if self.name == "nchan":
+            return ["-T", self.env.user_ids, "-q", "u", "-O", ":"]
+        return ["-T", self.env.user_tokens]
+
+    def pub_args(self):
+        if self.name == "nchan":
+            return ["-k", "nchan"]
+        return ["-k", "ssehub", "-T", self.env.admin_file]
+
+    def errors_logged(self):
+        out = []
+        p = self.d + "/nginx-error.log" if self.d else None
+        if p and os.path.exists(p):
+            for line in open(p, errors="replace"):
+                if re.search(r"\[(alert|crit|emerg|error)\]", line):
+                    out.append(line.strip())
+        return out
+
+    def stop(self):
+        """Stops nginx, then the hub; returns the hub's exit status."""
+        rc = None
+        if self.nginx:
+            pids = self.nginx_pids()
+            stop_pid(self.nginx.pid, signal.SIGTERM, 10)
+            for p in pids[1:]:
+                if os.path.exists("/proc/%d" % p):
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            self.nginx = None
+        if self.hub:
+            self.hub.send_signal(signal.SIGTERM)
+            try:
+                rc = self.hub.wait(60 if self.valgrind else 10)
+            except subprocess.TimeoutExpired:
+                self.hub.kill()
+                rc = "killed after SIGTERM: %s" % self.hub.wait()
+            self.hub = None
+        return rc
+
+
+# ---------------------------------------------------------------- load tools
+
+class Load:
+    """A running sseload."""
+
+    def __init__(self, env, system, n, extra, tag):
+        self.out = os.path.join(system.d, "load-%s.out" % tag)
+        self.err = os.path.join(system.d, "load-%s.err" % tag)
+        self.ready = os.path.join(system.d, "ready-%s" % tag)
+        cmd = [env.sseload, "-p", str(system.port), "-n", str(n), "-R", self.ready,
+               "-c", "60", "-i", "0.2", "-w", "400", "-s", "8"] + system.stream_args() + extra
+        self.p = subprocess.Popen(cmd, stdout=open(self.out, "w"), stderr=open(self.err, "w"))
+        self.t0 = time.monotonic()
+        env.loads.append(self)
+
+    def wait_ready(self, timeout):
+        end = time.monotonic() + timeout
+        while not os.path.exists(self.ready):
+            if self.p.poll() is not None or time.monotonic() > end:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def msgs(self):
+        """Messages delivered so far, from the last progress line."""
+        try:
+            with open(self.err, "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - 4096))
+                tail = f.read().decode(errors="replace")
+        except OSError:
+            return 0
+        m = re.findall(r"msgs=(\d+)", tail)
+        return int(m[-1]) if m else 0
+
+    def wait_msgs(self, target, idle_s, hard_s):
+        """Waits until target messages arrived (progress lines), or idle_s
+        without a new one, or hard_s in all; sseload keeps running."""
+        end = time.monotonic() + hard_s
+        last, last_t = -1, time.monotonic()
+        while self.p.poll() is None:
+            now = time.monotonic()
+            m = self.msgs()
+            if m >= target:
+                return True
+            if m != last:
+                last, last_t = m, now
+            if now - last_t > idle_s or now > end:
+                return False
+            time.sleep(0.05)
+        return False
+
+    def wait_done(self, idle_s, hard_s):
+        """Waits for sseload to stop by itself; stops it after idle_s without new
+        messages or hard_s in all."""
+        end = time.monotonic() + hard_s
+        last, last_t = -1, time.monotonic()
+        while self.p.poll() is None:
+            now = time.monotonic()
+            m = self.msgs()
+            if m != last:
+                last, last_t = m, now
+            if now - last_t > idle_s or now > end:
+                stop_pid(self.p.pid, signal.SIGTERM, 5)
+                break
+            time.sleep(0.1)
+        self.p.wait()
+        return self.result()
+
+    def stop(self):
+        if self.p.poll() is None:
+            stop_pid(self.p.pid, signal.SIGTERM, 5)
+        self.p.wait()
+        return self.result()
+
+    def result(self):
+        return kv_parse(open(self.out).read())
+
+
+def run_pub(env, system, args, timeout):
+    cmd = [env.ssepost, "-p", str(system.port)] + system.pub_args() + args
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        d = kv_parse(r.stdout)
+        d["_stderr"] = r.stderr[-500:]
+        return d
+    except subprocess.TimeoutExpired:
+        return {"failed": "timeout"}
+
+
+class Window:
+    """CPU accounting over a phase: the systems' processes, the machine, others."""
+
+    def __init__(self, system, exclude):
+        self.system = system
+        self.exclude = set(exclude)
+        self.hub0, self.ngx0 = system.cpu()
+        self.sys0, self.steal0 = sys_cpu()
+        self.procs0 = all_proc_ticks()
+        self.t0 = time.monotonic()
+
+    def close(self, exclude=()):
+        hub1, ngx1 = self.system.cpu()
+        sys1, steal1 = sys_cpu()
+        procs1 = all_proc_ticks()
+        wall = time.monotonic() - self.t0
+        ours = self.exclude | set(exclude) | set(self.system.pids()) | {os.getpid()}
+        other = {}
+        for pid, (t1, comm) in procs1.items():
+            if pid in ours or comm in ("sseload", "ssepost", "perf"):
+                continue
+            t0 = self.procs0.get(pid, (0, comm))[0] if pid in self.procs0 else 0
+            if t1 - t0 > 0:
+                other[comm] = other.get(comm, 0) + (t1 - t0) / TICK
+        top = sorted(other.items(), key=lambda x: -x[1])[:4]
+        return {
+            "wall_s": wall,
+            "hub_cpu_s": (hub1 - self.hub0) / TICK,
+            "nginx_cpu_s": (ngx1 - self.ngx0) / TICK,
+            "machine_busy_s": (sys1 - self.sys0) / TICK,
+            "steal_s": (steal1 - self.steal0) / TICK,
+            "other_cpu_s": sum(other.values()),
+            "other_top": ", ".join("%s %.1f" % (c, s) for c, s in top if s >= 0.1),
+        }
+
+
+# ---------------------------------------------------------------- scenarios
+
+def scenario_fanout(env, system, n, msgs, interval_ms, perf=False):
+    """Opens n streams (hold figures), then msgs broadcasts (fan-out figures)."""
+    r = {"scenario": "fanout", "system": system.name, "n": n, "load1": loadavg()}
+    system.start()
+    try:
+        time.sleep(0.5)
+        idle = system.sample()
+        ld = Load(env, system, n, ["-r", str(env.rate), "-P", str(env.pending), "-S",
+                                   "-W", str(n // 1000 + 60)], "fan")
+        ok = ld.wait_ready(n // 1000 + 70)
+        r["ready"] = ok
+        time.sleep(1.0)
+        held = system.sample()
+        r["clients_reported"] = system.clients()
+        r.update({"idle_" + k: v for k, v in idle.items()})
+        r.update({"held_" + k: v for k, v in held.items()})
+        win = Window(system, [ld.p.pid])
+        perfs = []
+        if perf:
+            perfs = start_perf(env, system, "fanout")
+        # open loop: one connection per broadcast, each sent at its time whatever
+        # the answers to the earlier ones took (a slow answer must not thin the load)
+        pub = run_pub(env, system, ["-b", "-n", str(msgs), "-c", str(msgs), "-i", str(interval_ms)],
+                      msgs * interval_ms / 1000 + 60) if ok else {}
+        # the publish phase ends when the last message arrived (before teardown)
+        ld.wait_msgs(n * msgs, idle_s=3, hard_s=30)
+        if perfs:
+            stop_perf(perfs)
+        r.update(win.close([ld.p.pid]))
+        r["after_rss_kb"] = system.sample()["hub_rss_kb"]
+        r["load"] = ld.stop()
+        r["pub"] = pub
+        r["nginx_errors"] = system.errors_logged()[:5]
+    finally:
+        r["hub_exit"] = system.stop()
+    lr = r["load"]
+    opened = num(lr.get("streams_opened_total"), 0)
+    r["open"] = int(opened)
+    r["open_time_s"] = num(lr.get("open_time_s"))
+    r["delivered"] = int(num(lr.get("messages_delivered"), 0))
+    r["expected"] = n * msgs
+    for q in ("p50", "p99", "max"):
+        r["lat_" + q] = num(lr.get("latency_%s_ms" % q))
+    r["seq_errors"] = int(num(lr.get("seq_errors"), 0))
+    m = re.search(r"max_ms:([\d.]+)", lr.get("seq_1", ""))
+    r["first_bcast_ms"] = float(m.group(1)) if m else None
+    r["connect_errors"] = int(num(lr.get("connect_errors"), 0))
+    r["retries"] = int(num(lr.get("connect_retries"), 0))
+    if opened:
+        r["hub_b_per_stream"] = (r["held_hub_rss_kb"] - r["idle_hub_rss_kb"]) * 1024 / opened
+        r["nginx_b_per_stream"] = (r["held_nginx_rss_kb"] - r["idle_nginx_rss_kb"]) * 1024 / opened
+        r["b_per_stream"] = r["hub_b_per_stream"] + r["nginx_b_per_stream"]
+        r["pss_b_per_stream"] = ((r["held_hub_pss_kb"] + r["held_nginx_pss_kb"]) -
+                                 (r["idle_hub_pss_kb"] + r["idle_nginx_pss_kb"])) * 1024 / opened
+    if r["delivered"]:
+        r["cpu_us_per_msg"] = (r["hub_cpu_s"] + r["nginx_cpu_s"]) * 1e6 / r["delivered"]
+        r["hub_cpu_us_per_msg"] = r["hub_cpu_s"] * 1e6 / r["delivered"]
+    return r
+
+
+def scenario_targeted(env, system, users, msgs, conns, perf=False):
+    r = {"scenario": "targeted", "system": system.name, "n": users, "load1": loadavg()}
+    system.start()
+    try:
+        time.sleep(0.5)
+        ld = Load(env, system, users, ["-r", str(env.rate), "-P", str(env.pending),
+                                       "-W", str(users // 1000 + 60)], "tgt")
+        ok = ld.wait_ready(users // 1000 + 70)
+        time.sleep(1.0)
+        r["clients_reported"] = system.clients() if system.name != "nchan" else None
+        win = Window(system, [ld.p.pid])
+        perfs = start_perf(env, system, "targeted") if perf else []
+        pub = run_pub(env, system, ["-n", str(msgs), "-c", str(conns), "-U", str(users)],
+                      300) if ok else {}
+        ld.wait_msgs(msgs, idle_s=3, hard_s=30)
+        if perfs:
+            stop_perf(perfs)
+        r.update(win.close([ld.p.pid]))
+        r["load"] = ld.stop()
+        r["pub"] = pub
+        r["nginx_errors"] = system.errors_logged()[:5]
+    finally:
+        r["hub_exit"] = system.stop()
+    lr, p = r["load"], r["pub"]
+    r["open"] = int(num(lr.get("streams_opened_total"), 0))
+    r["delivered"] = int(num(lr.get("messages_delivered"), 0))
+    r["expected"] = msgs
+    r["pub_ok"] = int(num(p.get("ok"), 0))
+    r["pub_failed"] = msgs - r["pub_ok"]
+    r["req_per_s"] = num(p.get("req_per_s"))
+    r["post_p99"] = num(p.get("post_ms_p99"))
+    r["recipients"] = int(num(p.get("recipients_total"), 0))
+    for q in ("p50", "p99", "max"):
+        r["lat_" + q] = num(lr.get("latency_%s_ms" % q))
+    r["seq_errors"] = int(num(lr.get("seq_errors"), 0))
+    r["lost"] = msgs - r["delivered"]
+    return r
+
+
+def scenario_churn(env, system, cycles, conc, warm):
+    r = {"scenario": "churn", "system": system.name, "n": cycles, "load1": loadavg()}
+    system.start()
+    try:
+        time.sleep(0.5)
+        r["start"] = system.sample()
+        # warm-up: first-use allocations (pools, caches) are not leaks
+        ld = Load(env, system, conc, ["-C", str(warm), "-r", "1000000"], "warm")
+        ld.wait_ready(120)
+        ld.stop()
+        time.sleep(1.5)
+        before = system.sample()
+        r["clients_before"] = system.clients()
+        win = Window(system, [])
+        ld = Load(env, system, conc, ["-C", str(cycles), "-r", "1000000"], "churn")
+        ld.wait_ready(300)
+        res = ld.stop()
+        r.update(win.close([ld.p.pid]))
+        # let the last closes reach the back end
+        left = None
+        for _ in range(40):
+            left = system.clients()
+            if left == 0:
+                break
+            time.sleep(0.25)
+        time.sleep(1.0)
+        after = system.sample()
+        r["clients_after"] = left
+        r["load"] = res
+        r.update({"before_" + k: v for k, v in before.items()})
+        r.update({"after_" + k: v for k, v in after.items()})
+        r["nginx_errors"] = system.errors_logged()[:5]
+    finally:
+        r["hub_exit"] = system.stop()
+    lr = r["load"]
+    r["cycles_done"] = int(num(lr.get("cycles_done"), 0))
+    r["errors"] = int(num(lr.get("cycles_failed"), 0))
+    r["cycles_per_s"] = num(lr.get("cycles_per_s"))
+    r["rss_before_kb"] = r["before_hub_rss_kb"] + r["before_nginx_rss_kb"]
+    r["rss_after_kb"] = r["after_hub_rss_kb"] + r["after_nginx_rss_kb"]
+    r["fds_before"] = r["before_hub_fds"] + r["before_nginx_fds"]
+    r["fds_after"] = r["after_hub_fds"] + r["after_nginx_fds"]
+    return r
+
+
+# ---------------------------------------------------------------- profiles
+
+def start_perf(env, system, tag):
+    """perf record -e cpu-clock -g on the hub and (separately) the nginx workers."""
+    if not env.perf:
+        return []
+    out = []
+    targets = [("hub", system.hub_pids()), ("nginx", system.nginx_pids()[1:])]
+    for name, pids in targets:
+        if not pids:
+            continue
+        data = os.path.join(env.tmp, "perf-%s-%s-%s.data" % (tag, system.name, name))
+        p = subprocess.Popen([env.perf, "record", "-e", "cpu-clock", "-g", "-o", data,
+                              "-p", ",".join(map(str, pids))],
+                             stdout=subprocess.DEVNULL, stderr=open(data + ".log", "w"))
+        out.append((name, p, data))
+    time.sleep(0.5)
+    env.perf_data += [(tag, n, d) for n, _, d in out]
+    return out
+
+
+def stop_perf(perfs):
+    for _, p, _ in perfs:
+        try:
+            p.send_signal(signal.SIGINT)
+        except ProcessLookupError:
+            pass
+    for _, p, _ in perfs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            stop_pid(p.pid, signal.SIGKILL, 1)
+
+
+def perf_report(env, data, limit=30):
+    r = subprocess.run([env.perf, "report", "-i", data, "--stdio", "--no-children",
+                        "-g", "none", "--sort", "dso,symbol", "--percent-limit", "0.7"],
+                       capture_output=True, text=True, timeout=300)
+    lines = [re.sub(r"(\s+-)+\s*$", "", l) for l in r.stdout.splitlines()
+             if l.strip() and not l.startswith("#")]
+    head = [l for l in r.stdout.splitlines() if l.startswith("# Samples") or
+            l.startswith("# Event count")]
+    return head + lines[:limit]
+
+
+def perf_callers(env, data, limit=60):
+    """Inclusive (children) view: where the time goes by call path."""
+    r = subprocess.run([env.perf, "report", "-i", data, "--stdio", "--children",
+                        "-g", "none", "--sort", "symbol", "--percent-limit", "3"],
+                       capture_output=True, text=True, timeout=300)
+    lines = [re.sub(r"(\s+-)+\s*$", "", l) for l in r.stdout.splitlines()
+             if l.strip() and not l.startswith("#")]
+    return lines[:limit]
+
+
+def callgrind_total(path):
+    tot = 0
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                tot = max(tot, int(line.split()[1]))
+    return tot
+
+
+def callgrind_functions(path):
+    """Self cost per function from callgrind_annotate (inclusive=no)."""
+    r = subprocess.run(["callgrind_annotate", "--threshold=100", "--inclusive=no",
+                        "--tree=none", "--auto=no", path],
+                       capture_output=True, text=True, timeout=300)
+    out = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*)$", line)
+        if not m:
+            continue
+        name = m.group(2).strip()
+        if (name.startswith("PROGRAM TOTALS") or "file:function" in name or
+                name.startswith("=>") or name.startswith("<") or "events annotated" in name):
+            continue
+        obj = re.search(r"\[([^\]]*)\]\s*$", name)
+        name = re.sub(r"\s*\[[^\]]*\]\s*$", "", name)
+        if name.startswith("???") and obj:      # no symbols: name the library
+            name += " (%s)" % os.path.basename(obj.group(1))
+        if "start_thread" in name or name.endswith(":clone"):
+            continue        # thread entry frames: their cost is everything below them
+        out[name] = out.get(name, 0) + int(m.group(1).replace(",", ""))
+    return out
+
+
+def callgrind_calls(path, names=("sendmsg", "writev", "write", "epoll_wait", "epoll_ctl",
+                                 "read", "recvmsg", "malloc", "free")):
+    """Calls of a few libc functions (summed over callers) from the call arcs."""
+    r = subprocess.run(["callgrind_annotate", "--threshold=100", "--inclusive=yes",
+                        "--tree=calling", "--auto=no", path],
+                       capture_output=True, text=True, timeout=300)
+    out = dict.fromkeys(names, 0)
+    for m in re.finditer(r"(?m)^\s*[\d,]+\s+\([^)]*\)\s+=?>\s+\S*?:([A-Za-z_0-9]+)\s+"
+                         r"\(([\d,]+)x\)", r.stdout):
+        name = m.group(1)
+        for n in names:
+            if name in (n, "__libc_" + n, "__" + n, "__GI___" + n):
+                out[n] += int(m.group(2).replace(",", ""))
+    return out
+
+
+def callgrind_dump(pid):
+    subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, timeout=60)
+
+
+def run_callgrind(env, n, msgs, interval_ms, window_s=0.0, targeted=0):
+    """ssehub under callgrind behind nginx: n streams open, then msgs broadcasts
+    (or `targeted` send-to-user requests over 16 connections, or nothing for
+    window_s seconds), streams closed, SIGTERM. callgrind_control dumps the
+    counters when the publish window starts (part 1: startup + opening) and
+    when the last message has arrived (part 2: the window); the exit writes the
+    rest (part 3: teardown)."""
+    system = System("ssehub", env)
+    tag = "t%d" % targeted if targeted else str(msgs)
+    out = os.path.join(env.tmp, "callgrind.%s.out" % tag)
+    system.valgrind = out
+    r = {"n": n, "msgs": msgs, "targeted": targeted}
+    system.start(valgrind_out=out)
+    try:
+        time.sleep(1.0)
+        ld = Load(env, system, n, ["-r", "250", "-W", "150"], "cg" + tag)
+        r["ready"] = ld.wait_ready(160)
+        time.sleep(1.0)
+        pid = system.hub.pid
+        callgrind_dump(pid)
+        t0 = time.monotonic()
+        if targeted:
+            r["pub"] = run_pub(env, system, ["-n", str(targeted), "-c", "16", "-U", str(n),
+                                             "-w", "60"], 300)
+            ld.wait_msgs(targeted, idle_s=5, hard_s=120)
+        elif msgs:
+            r["pub"] = run_pub(env, system, ["-b", "-n", str(msgs), "-c", str(msgs),
+                                             "-i", str(interval_ms), "-w", "60"], 300)
+            ld.wait_msgs(n * msgs, idle_s=5, hard_s=120)
+        while time.monotonic() - t0 < window_s:
+            time.sleep(0.05)
+        r["window_s"] = time.monotonic() - t0
+        callgrind_dump(pid)
+        r["load"] = ld.stop()
+        for _ in range(100):
+            if system.clients() == 0:
+                break
+            time.sleep(0.2)
+    finally:
+        r["hub_exit"] = system.stop()
+    r["delivered"] = int(num(r["load"].get("messages_delivered"), 0))
+    r["open"] = int(num(r["load"].get("streams_opened_total"), 0))
+    parts = [out + ".1", out + ".2", out]
+    r["parts"] = [callgrind_total(p) if os.path.exists(p) else 0 for p in parts]
+    r["instructions"] = sum(r["parts"])      # the whole process, start to exit
+    r["window_ir"] = r["parts"][1]
+    r["window_file"] = parts[1]
+    return r
+
+
+# ---------------------------------------------------------------- aggregation
+
+def median(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, nd=0, unit=""):
+    if v is None:
+        return "–"
+    if nd == 0:
+        return "{:,.0f}{}".format(v, unit)
+    return "{:,.{}f}{}".format(v, nd, unit)
+
+
+def ratio(a, b, nd=2):
+    if a is None or b is None or b == 0:
+        return "–"
+    return "%.*f×" % (nd, a / b)
+
+
+def agg(runs, scenario, system, n, key):
+    return median([r.get(key) for r in runs
+                   if r["scenario"] == scenario and r["system"] == system and r["n"] == n])
+
+
+def agg_all(runs, scenario, system, n, key):
+    return [r.get(key) for r in runs
+            if r["scenario"] == scenario and r["system"] == system and r["n"] == n]
+
+
+def minmax(vals, nd=0):
+    vals = [v for v in vals if v is not None]
+    if len(vals) < 2:
+        return ""
+    return " (%s–%s)" % (fmt(min(vals), nd), fmt(max(vals), nd))
+
+
+def machine_info():
+    info = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info["cores"] = os.cpu_count()
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                info["mem_gib"] = round(int(line.split()[1]) / 1048576, 1)
+    except OSError:
+        pass
+    info["kernel"] = os.uname().release
+    try:
+        for line in open("/etc/os-release"):
+            if line.startswith("PRETTY_NAME="):
+                info["os"] = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+
+    def out(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+            return (r.stdout + r.stderr).strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+    info["nginx"] = out(["nginx", "-v"]).replace("nginx version: ", "")
+    info["nchan"] = out(["dpkg-query", "-W", "-f=${Version}", "libnginx-mod-nchan"])
+    info["go"] = out(["go", "version"]).replace("go version ", "")
+    info["ssehub"] = out([os.environ.get("SSEHUB_BIN") or os.path.join(ROOT, "src/ssehub"),
+                          "--version"])
+    info["commit"] = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", ROOT, "diff", "--quiet", "HEAD", "--", "src"],
+                           capture_output=True).returncode
+    if dirty == 1:
+        info["commit"] += " (src/ modified)"
+    info["date"] = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return info
+
+
+# ---------------------------------------------------------------- report
+
+def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
+    P = env.params
+    systems = [s for s in SYSTEMS if s in env.systems]
+    peers = [s for s in systems if s != "ssehub"]
+    ns = P["hold_ns"]
+    nf = P["fan_n"]
+    L = []
+    w = L.append
+    title = "ssehub vs Nchan vs the seed's Go design" + (" (--quick smoke run)" if env.quick else "")
+    w("# " + title)
+    w("")
+    w("Generated by `bench/compare.sh%s` — do not edit by hand; rerun it." %
+      (" --quick" if env.quick else ""))
+    w("")
+    w("| | |")
+    w("|---|---|")
+    w("| date | %s |" % info.get("date"))
+    w("| commit | `%s` (%s) |" % (info.get("commit"), info.get("ssehub")))
+    w("| machine | %s, %s cores, %s GiB, %s, kernel %s |" % (
+        info.get("cpu"), info.get("cores"), info.get("mem_gib"), info.get("os"), info.get("kernel")))
+    w("| peers | nginx %s; libnginx-mod-nchan %s; %s |" % (
+        info.get("nginx"), info.get("nchan") or "not installed", info.get("go") or "no Go"))
+    w("| repetitions | %d, interleaved %s per scenario; medians (min–max in brackets) |" % (
+        env.reps_done, " ".join(SHORT[s] for s in systems)))
+    la = [x for x in load_samples if x is not None]
+    oth = [r.get("other_cpu_s") for r in runs if r.get("other_cpu_s") is not None]
+    oth_rate = [r["other_cpu_s"] / r["wall_s"] for r in runs
+                if r.get("other_cpu_s") is not None and r.get("wall_s")]
+    w("| machine load | 1-min load average %s–%s (median %s) at the start of the runs; "
+      "other processes used a median %.2f cores (max %.2f) during the measured phases; "
+      "suite wall time %s s |" % (
+          fmt(min(la), 2) if la else "?", fmt(max(la), 2) if la else "?",
+          fmt(median(la), 2) if la else "?",
+          median(oth_rate) or 0, max(oth_rate) if oth_rate else 0, fmt(wall_s)))
+    w("")
+    w("Every system runs behind nginx %s with 2 workers, `reuseport`, "
+      "`worker_rlimit_nofile %d`, on 127.0.0.1; streams are opened by `sseload` "
+      "(one thread, epoll) as fast as the system takes them (at most %d connects in flight, "
+      "source addresses 127.0.0.1–8); publishers are `ssepost` (C, keep-alive). "
+      "ssehub: FastCGI over a unix socket, default options (4 acceptors, 2 loops). "
+      "Nchan: EventSource subscriber on `user_$arg_u broadcast` (multiplexed), "
+      "publisher location `/pub?id=...` inside the same nginx, no authentication. "
+      "Go: `bench/peers/gohub` (hub singleton, buffered channel and JSON encoding per "
+      "client, 30 s ping ticker, HS256 with crypto/hmac) behind `proxy_pass` on a unix "
+      "socket with `proxy_buffering off`." % (info.get("nginx"), env.nofile, env.pending))
+    w("")
+
+    # --- targets
+    w("## Targets")
+    w("")
+    w("| target | measured | verdict |")
+    w("|---|---|---|")
+    tgt_rows = []
+
+    def verdict(ok):
+        return "met" if ok else "**missed**"
+    p99 = {s: agg(runs, "fanout", s, nf, "lat_p99") for s in systems}
+    for peer in peers:
+        if p99["ssehub"] is not None and p99[peer] is not None:
+            tgt_rows.append(("fan-out p99 ≤ 1.0× %s's (N = %s)" % (SHORT[peer], fmt(nf)),
+                             "%s vs %s ms = %s" % (fmt(p99["ssehub"], 1), fmt(p99[peer], 1),
+                                                  ratio(p99["ssehub"], p99[peer])),
+                             verdict(p99["ssehub"] <= p99[peer])))
+    mem = {s: agg(runs, "fanout", s, nf, "b_per_stream") for s in systems}
+    if "nchan" in systems and mem["ssehub"] is not None and mem["nchan"] is not None:
+        tgt_rows.append(("memory per stream ssehub+nginx ≤ Nchan's (N = %s)" % fmt(nf),
+                         "%s vs %s B = %s" % (fmt(mem["ssehub"]), fmt(mem["nchan"]),
+                                             ratio(mem["ssehub"], mem["nchan"])),
+                         verdict(mem["ssehub"] <= mem["nchan"])))
+    hub_alone = agg(runs, "fanout", "ssehub", nf, "hub_b_per_stream")
+    if hub_alone is not None:
+        tgt_rows.append(("ssehub alone ≤ 2 KB per idle stream (N = %s)" % fmt(nf),
+                         "%s B" % fmt(hub_alone), verdict(hub_alone <= 2048)))
+    tput = {s: agg(runs, "targeted", s, P["tgt_users"], "req_per_s") for s in systems}
+    if "nchan" in systems and tput["ssehub"] is not None and tput["nchan"] is not None:
+        tgt_rows.append(("targeted publish throughput ≥ Nchan's",
+                         "%s vs %s req/s = %s" % (fmt(tput["ssehub"]), fmt(tput["nchan"]),
+                                                  ratio(tput["ssehub"], tput["nchan"])),
+                         verdict(tput["ssehub"] >= tput["nchan"])))
+    ch = [r for r in runs if r["scenario"] == "churn" and r["system"] == "ssehub"]
+    if ch:
+        errs = sum(r["errors"] for r in ch)
+        back_mem = all(r["after_hub_rss_kb"] <= r["before_hub_rss_kb"] * 1.05 + 256 for r in ch)
+        back_fd = all(r["after_hub_fds"] <= r["before_hub_fds"] and
+                      r["after_nginx_fds"] <= r["before_nginx_fds"] for r in ch)
+        tgt_rows.append(("churn: zero errors", "%d errors in %d runs" % (errs, len(ch)),
+                         verdict(errs == 0)))
+        tgt_rows.append(("churn: fds back to baseline",
+                         "; ".join("hub %d→%d, nginx %d→%d" % (
+                             r["before_hub_fds"], r["after_hub_fds"], r["before_nginx_fds"],
+                             r["after_nginx_fds"]) for r in ch), verdict(back_fd)))
+        tgt_rows.append(("churn: memory back to baseline (ssehub within 5 %)",
+                         "; ".join("hub %s→%s kB, nginx %s→%s kB" % (
+                             fmt(r["before_hub_rss_kb"]), fmt(r["after_hub_rss_kb"]),
+                             fmt(r["before_nginx_rss_kb"]), fmt(r["after_nginx_rss_kb"]))
+                             for r in ch), verdict(back_mem)))
+    for row in tgt_rows:
+        w("| %s | %s | %s |" % row)
+    w("")
+
+    # --- hold
+    w("## Hold: streams open, time to open them, memory per stream")
+    w("")
+    w("Memory is VmRSS summed over the system's processes (ssehub + nginx master and "
+      "workers; Nchan's nginx; Go + nginx), measured 1 s after the last stream opened, "
+      "minus the same sum idle, divided by the streams open. \"back end\" is ssehub "
+      "or the Go process alone. The N = %s runs are the fan-out runs (measured before "
+      "the first broadcast)." % fmt(nf))
+    w("")
+    w("| N | system | open | time to open (s) | B/stream total | B/stream back end | "
+      "B/stream nginx | Pss B/stream | fds held (back end + nginx) |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for n in ns:
+        for s in systems:
+            rs = [r for r in runs if r["scenario"] == "fanout" and r["system"] == s and r["n"] == n]
+            if not rs:
+                continue
+            w("| %s | %s | %s/%s | %s%s | %s%s | %s | %s | %s | %s |" % (
+                fmt(n), LABEL[s], fmt(median([r["open"] for r in rs])), fmt(n),
+                fmt(median([r["open_time_s"] for r in rs]), 2),
+                minmax([r["open_time_s"] for r in rs], 2),
+                fmt(median([r.get("b_per_stream") for r in rs])),
+                minmax([r.get("b_per_stream") for r in rs]),
+                fmt(median([r.get("hub_b_per_stream") for r in rs])) if s != "nchan" else "–",
+                fmt(median([r.get("nginx_b_per_stream") for r in rs])),
+                fmt(median([r.get("pss_b_per_stream") for r in rs])),
+                fmt(median([r["held_hub_fds"] + r["held_nginx_fds"] for r in rs]))))
+    w("")
+
+    # --- fan-out
+    w("## Fan-out: %d broadcasts of ~200 bytes, %d ms apart" % (P["fan_msgs"], P["fan_interval"]))
+    w("")
+    w("Broadcasts are sent open-loop: each on its own keep-alive connection at start + "
+      "i × %d ms, whatever the earlier answers took (\"publish span\" = first send to "
+      "last answer). Latency = receive time in sseload − publisher's clock just before "
+      "it wrote the POST; nearest-rank over every delivered message. CPU per delivered "
+      "message = CPU of the system's processes from the first broadcast until the last "
+      "message arrived / messages delivered (10 ms clock ticks). \"first broadcast\" "
+      "= latency of the last stream to get broadcast 1 (no queue ahead of it)." %
+      P["fan_interval"])
+    w("")
+    w("| N | system | delivered | p50 ms | p99 ms | max ms | first broadcast ms | "
+      "publish span s | CPU µs/msg (back end + nginx) | other load (cores) |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for n in ns:
+        for s in systems:
+            rs = [r for r in runs if r["scenario"] == "fanout" and r["system"] == s and r["n"] == n]
+            if not rs:
+                continue
+            w("| %s | %s | %s/%s | %s%s | %s%s | %s | %s | %s | %s (%s + %s) | %s |" % (
+                fmt(n), LABEL[s], fmt(median([r["delivered"] for r in rs])),
+                fmt(rs[0]["expected"]),
+                fmt(median([r["lat_p50"] for r in rs]), 1), minmax([r["lat_p50"] for r in rs], 1),
+                fmt(median([r["lat_p99"] for r in rs]), 1), minmax([r["lat_p99"] for r in rs], 1),
+                fmt(median([r["lat_max"] for r in rs]), 1),
+                fmt(median([r.get("first_bcast_ms") for r in rs]), 1),
+                fmt(median([num(r["pub"].get("elapsed_s")) for r in rs]), 2),
+                fmt(median([r.get("cpu_us_per_msg") for r in rs]), 1),
+                fmt(median([r["hub_cpu_s"] * 1e6 / r["delivered"] if r["delivered"] else None
+                            for r in rs]), 1),
+                fmt(median([r["nginx_cpu_s"] * 1e6 / r["delivered"] if r["delivered"] else None
+                            for r in rs]), 1),
+                fmt(median([r["other_cpu_s"] / r["wall_s"] for r in rs]), 2)))
+    w("")
+
+    reps = sorted(set(r.get("rep", 1) for r in runs if r["scenario"] == "fanout"))
+    if len(reps) > 1:
+        w("Every run at N = %s, in the order run (p50 / p99 ms; other load = cores used by "
+          "other processes during that run's publish phase):" % fmt(nf))
+        w("")
+        w("| rep | " + " | ".join("%s p50 / p99 (other load)" % SHORT[s] for s in systems) + " |")
+        w("|---|" + "---|" * len(systems))
+        for rp in reps:
+            cells = []
+            for s in systems:
+                rr = [r for r in runs if r["scenario"] == "fanout" and r["system"] == s and
+                      r["n"] == nf and r.get("rep", 1) == rp]
+                cells.append("%s / %s (%.2f)" % (fmt(rr[0]["lat_p50"], 0), fmt(rr[0]["lat_p99"], 0),
+                                                 rr[0]["other_cpu_s"] / rr[0]["wall_s"])
+                             if rr else "–")
+            w("| %d | %s |" % (rp, " | ".join(cells)))
+        w("")
+
+    # --- targeted
+    u = P["tgt_users"]
+    w("## Targeted: %s users with one stream each, %s send-to-user messages over %d "
+      "keep-alive connections" % (fmt(u), fmt(P["tgt_msgs"]), P["tgt_conns"]))
+    w("")
+    w("| system | publish req/s | publish p99 ms | failed | delivered | lost | "
+      "delivery p50 ms | delivery p99 ms | out of order |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for s in systems:
+        rs = [r for r in runs if r["scenario"] == "targeted" and r["system"] == s]
+        if not rs:
+            continue
+        w("| %s | %s%s | %s | %s | %s/%s | %s | %s | %s%s | %s |" % (
+            LABEL[s], fmt(median([r["req_per_s"] for r in rs])),
+            minmax([r["req_per_s"] for r in rs]),
+            fmt(median([r["post_p99"] for r in rs]), 1),
+            fmt(median([r["pub_failed"] for r in rs])),
+            fmt(median([r["delivered"] for r in rs])), fmt(rs[0]["expected"]),
+            fmt(median([r["lost"] for r in rs])),
+            fmt(median([r["lat_p50"] for r in rs]), 1),
+            fmt(median([r["lat_p99"] for r in rs]), 1), minmax([r["lat_p99"] for r in rs], 1),
+            fmt(median([r["seq_errors"] for r in rs]))))
+    w("")
+
+    # --- churn
+    w("## Churn: %s connect-then-disconnect cycles, %d at a time" % (
+        fmt(P["churn_cycles"]), P["churn_conc"]))
+    w("")
+    w("A cycle = connect, request, read up to the `connected` event (Nchan: its first "
+      "comment), close. Before = after a %s-cycle warm-up; after = 1 s after the "
+      "system reports 0 streams. Memory is VmRSS in kB." % fmt(P["churn_warm"]))
+    w("")
+    w("| system | cycles/s | errors | back end kB before → after | nginx kB before → after | "
+      "back end fds before → after | nginx fds before → after | streams left |")
+    w("|---|---|---|---|---|---|---|---|")
+    for s in systems:
+        rs = [r for r in runs if r["scenario"] == "churn" and r["system"] == s]
+        if not rs:
+            continue
+        w("| %s | %s%s | %s | %s | %s | %s | %s | %s |" % (
+            LABEL[s], fmt(median([r["cycles_per_s"] for r in rs])),
+            minmax([r["cycles_per_s"] for r in rs]),
+            fmt(sum(r["errors"] for r in rs)),
+            "–" if s == "nchan" else "; ".join("%s → %s" % (
+                fmt(r["before_hub_rss_kb"]), fmt(r["after_hub_rss_kb"])) for r in rs),
+            "; ".join("%s → %s" % (fmt(r["before_nginx_rss_kb"]), fmt(r["after_nginx_rss_kb"]))
+                      for r in rs),
+            "–" if s == "nchan" else "; ".join("%d → %d" % (
+                r["before_hub_fds"], r["after_hub_fds"]) for r in rs),
+            "; ".join("%d → %d" % (r["before_nginx_fds"], r["after_nginx_fds"]) for r in rs),
+            ", ".join(str(r.get("clients_after")) for r in rs)))
+    w("")
+
+    # --- ratios
+    w("## Ratios: ssehub ÷ peer (medians)")
+    w("")
+    w("Below 1 is better for ssehub on every line except throughput and cycles/s, "
+      "where above 1 is better.")
+    w("")
+    w("| figure | " + " | ".join("ssehub ÷ " + SHORT[p] for p in peers) + " |")
+    w("|---|" + "---|" * len(peers))
+
+    def rrow(label, scen, n, key):
+        a = agg(runs, scen, "ssehub", n, key)
+        w("| %s | %s |" % (label, " | ".join(ratio(a, agg(runs, scen, p, n, key)) for p in peers)))
+    for n in ns:
+        rrow("fan-out p99, N = %s" % fmt(n), "fanout", n, "lat_p99")
+    rrow("fan-out p50, N = %s" % fmt(nf), "fanout", nf, "lat_p50")
+    rrow("CPU per delivered message, N = %s" % fmt(nf), "fanout", nf, "cpu_us_per_msg")
+    for n in ns:
+        rrow("memory per stream (total), N = %s" % fmt(n), "fanout", n, "b_per_stream")
+    rrow("time to open N = %s" % fmt(ns[-1]), "fanout", ns[-1], "open_time_s")
+    rrow("targeted publish req/s", "targeted", u, "req_per_s")
+    rrow("targeted delivery p99", "targeted", u, "lat_p99")
+    rrow("churn cycles/s", "churn", P["churn_cycles"], "cycles_per_s")
+    w("")
+
+    # --- instructions
+    if cg:
+        w("## Instructions per delivered message (callgrind)")
+        w("")
+        c0, c1 = cg
+        w("ssehub alone under `valgrind --tool=callgrind` behind nginx: %s streams opened, "
+          "then %d broadcasts %d ms apart (open loop), streams closed, SIGTERM; the same "
+          "run with 0 broadcasts is the startup/idle baseline. `callgrind_control -d` "
+          "splits each run into startup + opening, the publish window (first broadcast "
+          "to last message received; the baseline idles for as long) and teardown." % (
+              fmt(c1["n"]), c1["msgs"], P["fan_interval"]))
+        w("")
+        w("| run | streams open | delivered | Ir startup + opening | Ir publish window | "
+          "Ir teardown | Ir whole process |")
+        w("|---|---|---|---|---|---|---|")
+        for label, c in (("0 broadcasts", c0), ("%d broadcasts" % c1["msgs"], c1)):
+            w("| %s | %s | %s | %s | %s (%.1f s) | %s | %s |" % (
+                label, fmt(c["open"]), fmt(c["delivered"]), fmt(c["parts"][0]),
+                fmt(c["parts"][1]), c["window_s"], fmt(c["parts"][2]),
+                fmt(c["instructions"])))
+        w("")
+        w("**%s instructions per delivered message** in the publish window ((window − "
+          "baseline window) / delivered); the whole-process difference gives %s, but the "
+          "startup and opening of 1,000 streams (~%s Ir, JWT checks and hand-offs) vary "
+          "by a few million Ir from run to run, as much as the whole signal, so the "
+          "windowed figure is the stable one." % (
+              fmt(prof.get("callgrind_window_per_msg")),
+              fmt(prof.get("callgrind_total_per_msg")), fmt(c1["parts"][0])))
+        w("")
+        if prof.get("callgrind_calls"):
+            w("Calls per delivered message in the window: " + ", ".join(
+                "%s %.3f" % (x, v) for x, v in prof["callgrind_calls"].items() if abs(v) >= 0.001)
+              + ". Callgrind counts user-space instructions only: the kernel's share of a "
+              "`sendmsg` (most of ssehub's CPU time in the perf profile below) is not in "
+              "the figure.")
+            w("")
+        if prof.get("callgrind_top"):
+            w("Self cost per function in the window, minus the baseline window, top entries "
+              "(Ir per delivered message):")
+            w("")
+            w("```")
+            for line in prof["callgrind_top"]:
+                w(line)
+            w("```")
+            w("")
+    ct = prof.get("callgrind_targeted")
+    if ct:
+        w("### Instructions per send-to-user request")
+        w("")
+        w("The same setup with %s send-to-user requests (one delivery each) over 16 "
+          "keep-alive connections instead of broadcasts: **%s instructions per request** "
+          "in the window (%s requests answered, %s delivered, %.1f s). Each request is a "
+          "new FastCGI connection from nginx, an admin JWT check, a JSON parse and one "
+          "delivery. Self cost per function in the window, minus the baseline window:" % (
+              fmt(ct["requests"]), fmt(ct["per_request"]), fmt(ct["requests"]),
+              fmt(ct["delivered"]), ct["window_s"]))
+        w("")
+        w("```")
+        for line in prof.get("callgrind_targeted_top", []):
+            w(line)
+        w("```")
+        w("")
+    if prof.get("perf"):
+        w("## CPU profiles (perf)")
+        w("")
+        w("`perf record -e cpu-clock -g` attached during the publish phase of one extra "
+          "ssehub fan-out run at N = %s and of one extra targeted run (not part of the "
+          "medians); `perf report --stdio --no-children --sort dso,symbol`, top entries "
+          "(the inclusive view is in `results/perf-children.txt`):" % fmt(nf))
+        w("")
+        for name, lines in prof["perf"]:
+            w("**%s**" % name)
+            w("")
+            w("```")
+            for line in lines:
+                w(line)
+            w("```")
+            w("")
+
+    # --- plots
+    if env.plots_ok:
+        w("## Plots")
+        w("")
+        w("![fan-out latency vs N](plots/latency_vs_n.png)")
+        w("")
+        w("![memory per stream vs N](plots/memory_vs_n.png)")
+        w("")
+    w("## Notes")
+    w("")
+    for note in env.notes:
+        w("* " + note)
+    w("")
+    w("Raw figures of every run: `%s`." % os.path.relpath(env.raw_json, os.path.dirname(out_md)))
+    w("")
+    with open(out_md, "w") as f:
+        f.write("\n".join(L))
+
+
+def plots(env, runs, plots_dir):
+    systems = [s for s in SYSTEMS if s in env.systems]
+    ns = env.params["hold_ns"]
+    os.makedirs(plots_dir, exist_ok=True)
+    dat = os.path.join(env.tmp, "plot.dat")
+    with open(dat, "w") as f:
+        for s in systems:
+            f.write("# %s\n" % s)
+            for n in ns:
+                f.write("%d %s %s %s %s %s\n" % (
+                    n, agg(runs, "fanout", s, n, "lat_p50") or "NaN",
+                    agg(runs, "fanout", s, n, "lat_p99") or "NaN",
+                    (agg(runs, "fanout", s, n, "b_per_stream") or float("nan")) / 1024,
+                    (agg(runs, "fanout", s, n, "hub_b_per_stream") or float("nan")) / 1024
+                    if s != "nchan" else "NaN",
+                    (agg(runs, "fanout", s, n, "nginx_b_per_stream") or float("nan")) / 1024))
+            f.write("\n\n")
+    colors = {"ssehub": "#1f77b4", "nchan": "#2ca02c", "gohub": "#d62728"}
+    lat = []
+    mem = []
+    for i, s in enumerate(systems):
+        c = colors[s]
+        lat.append("'%s' index %d using 1:3 with linespoints lw 2 pt 7 lc rgb '%s' title '%s p99'"
+                   % (dat, i, c, LABEL[s]))
+        lat.append("'%s' index %d using 1:2 with linespoints lw 1 dt 2 pt 6 lc rgb '%s' "
+                   "title '%s p50'" % (dat, i, c, LABEL[s]))
+        mem.append("'%s' index %d using 1:4 with linespoints lw 2 pt 7 lc rgb '%s' "
+                   "title '%s, all processes'" % (dat, i, c, LABEL[s]))
+        if s != "nchan":
+            mem.append("'%s' index %d using 1:5 with linespoints lw 1 dt 2 pt 6 lc rgb '%s' "
+                       "title '%s alone'" % (dat, i, c, {"ssehub": "ssehub", "gohub": "Go hub"}[s]))
+    sub = "%s, %d reps (medians)%s" % (env.info.get("date", ""), env.reps_done,
+                                       ", --quick" if env.quick else "")
+    gp = """set terminal pngcairo size 900,560 font ',10'
+set grid
+set key below
+set xlabel 'streams (N)'
+set xtics ({xtics})
+set xrange [0:{xmax}]
+set output '{lat_png}'
+set title "Fan-out latency: {msgs} broadcasts {iv} ms apart\\n{sub}"
+set ylabel 'latency (ms)'
+set yrange [0:*]
+plot {lat}
+set output '{mem_png}'
+set title "Memory per open stream (VmRSS growth / streams)\\n{sub}"
+set ylabel 'KiB per stream'
+plot {mem}
+""".format(lat_png=os.path.join(plots_dir, "latency_vs_n.png"),
+           xtics=", ".join('"%s" %d' % (("%gk" % (n / 1000)) if n >= 1000 else str(n), n)
+                           for n in ns),
+           xmax=int(max(ns) * 1.05),
+           mem_png=os.path.join(plots_dir, "memory_vs_n.png"),
+           msgs=env.params["fan_msgs"], iv=env.params["fan_interval"], sub=sub,
+           lat=", \\\n     ".join(lat), mem=", \\\n     ".join(mem))
+    gpf = os.path.join(env.tmp, "plots.gp")
+    with open(gpf, "w") as f:
+        f.write(gp)
+    r = subprocess.run(["gnuplot", gpf], capture_output=True, text=True)
+    if r.returncode != 0:
+        env.notes.append("gnuplot failed: " + r.stderr[-300:])
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- main
+
+def standard_notes(env):
+    P = env.params
+    return [
+        ("N = %d is the most streams this setup allows: the hard open-file limit is %d "
+         "per process; nginx holds 2 connections per stream (client + upstream) in each "
+         "of its 2 workers (`worker_connections %d`) and starts closing fresh "
+         "connections (\"worker_connections are not enough, reusing connections\") once "
+         "fewer than 1/16 of them are free, i.e. above ~%d streams per worker; 500 "
+         "streams are left for reuseport's uneven split. (Nchan needs one connection per "
+         "stream and could hold twice as many; the load client's own limit is ~%d.)" % (
+             max(P["hold_ns"]), env.nofile, env.nofile,
+             (env.nofile - env.nofile // 16) // 2, env.nofile - 100)) if not env.quick else
+        "--quick: small N, one repetition; a smoke run, not a measurement.",
+        "Nchan checks no token (an auth subrequest would add work); ssehub and the Go "
+        "hub verify an HS256 JWT on every stream and every publish.",
+        "Nchan's streams are identity bodies (no chunked encoding) that start with "
+        "`: hi`; ssehub's and Go's are chunked and start with `retry` and `connected`.",
+        "Nchan keeps channels and messages in shared memory, which VmRSS counts once "
+        "per worker that touched it; the Pss column splits shared pages instead. Its "
+        "nginx grows by ~70 MB over the churn run (a channel per user in shared memory, "
+        "counted in both workers), which is not a leak of streams.",
+    ]
+
+
+def write_outputs(env, runs, cg, prof, out_dir, wall, load_samples):
+    """results/compare.json, perf-children.txt, plots/, RESULTS.md."""
+    P = env.params
+    res_dir = os.path.join(out_dir, "results")
+    os.makedirs(res_dir, exist_ok=True)
+    env.raw_json = os.path.join(res_dir, "compare-quick.json" if env.quick else "compare.json")
+    with open(env.raw_json, "w") as f:
+        json.dump({"info": env.info, "params": P, "runs": runs,
+                   "callgrind": [{k: v for k, v in c.items() if k != "load"} for c in cg]
+                   if cg else None,
+                   "profile": prof, "notes": env.notes, "systems": env.systems,
+                   "reps_done": env.reps_done, "nofile": env.nofile, "pending": env.pending,
+                   "quick": env.quick, "wall_s": wall, "load_samples": load_samples},
+                  f, indent=1, default=str)
+    if prof.get("perf_children"):
+        with open(os.path.join(res_dir, "perf-children.txt"), "w") as f:
+            for who, lines in prof["perf_children"]:
+                f.write("== %s (perf report --children --sort symbol, >= 3%%)\n" % who)
+                f.write("\n".join(lines) + "\n\n")
+    notes = list(env.notes)
+    plots_dir = os.path.join(out_dir, "plots")
+    env.plots_ok = bool(shutil.which("gnuplot")) and plots(env, runs, plots_dir)
+    if not shutil.which("gnuplot"):
+        env.notes.append("plots skipped: no gnuplot (apt-get install gnuplot-nox)")
+    env.notes += standard_notes(env)
+    out_md = os.path.join(out_dir, "RESULTS.md")
+    report(env, runs, cg, prof, env.info, out_md, plots_dir, wall, load_samples)
+    env.notes = notes
+    log("wrote %s" % out_md)
+    with open(out_md) as f:
+        sys.stdout.write(f.read())
+
+
+def from_json(path, out_dir):
+    """Renders RESULTS.md and the plots again from a results/compare.json."""
+    with open(path) as f:
+        d = json.load(f)
+    env = Env()
+    env.info, env.params, env.notes = d["info"], d["params"], d.get("notes", [])
+    runs = d["runs"]
+    env.systems = d.get("systems") or [s for s in SYSTEMS if any(r["system"] == s for r in runs)]
+    env.reps_done = d.get("reps_done") or max([r.get("rep", 1) for r in runs] or [0])
+    env.nofile = d.get("nofile", 20000)
+    env.pending = d.get("pending", 200)
+    env.quick = d.get("quick", "quick" in os.path.basename(path))
+    env.tmp = tempfile.mkdtemp(prefix="ssehub-compare.")
+    cg = tuple(d["callgrind"]) if d.get("callgrind") else None
+    load_samples = d.get("load_samples") or [r.get("load1") for r in runs]
+    try:
+        write_outputs(env, runs, cg, d.get("profile") or {}, out_dir, d.get("wall_s"),
+                      load_samples)
+    finally:
+        shutil.rmtree(env.tmp, ignore_errors=True)
+    return 0
+
+
+
+class Env:
+    pass
+
+
+def build(env):
+    cc = ["gcc", "-O2", "-Wall", "-Wextra"]
+    env.sseload = os.path.join(env.tmp, "sseload")
+    env.ssepost = os.path.join(env.tmp, "ssepost")
+    subprocess.run(cc + ["-o", env.sseload, os.path.join(HERE, "sseload.c")], check=True)
+    subprocess.run(cc + ["-pthread", "-o", env.ssepost, os.path.join(HERE, "ssepost.c")],
+                   check=True)
+    if "gohub" in env.systems:
+        env.gohub_bin = os.path.join(env.tmp, "gohub")
+        genv = dict(os.environ, GOFLAGS="-mod=mod", GOPROXY="off", CGO_ENABLED="0")
+        if not os.environ.get("GOCACHE") and not os.environ.get("HOME"):
+            genv["GOCACHE"] = os.path.join(tempfile.gettempdir(), "ssehub-bench-gocache")
+        if not shutil.which("go"):
+            env.notes.append("Go hub skipped: no `go` (apt-get install golang-go)")
+            env.systems.remove("gohub")
+        else:
+            r = subprocess.run(["go", "build", "-o", env.gohub_bin, "."],
+                               cwd=os.path.join(HERE, "peers", "gohub"), env=genv,
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                env.notes.append("Go hub skipped: build failed: " + r.stderr[-300:])
+                env.systems.remove("gohub")
+    if "nchan" in env.systems and not os.path.exists(NCHAN_SO):
+        env.notes.append("Nchan skipped: %s missing (apt-get install libnginx-mod-nchan)"
+                         % NCHAN_SO)
+        env.systems.remove("nchan")
+
+
+def tokens(env, n):
+    env.secret = os.path.join(env.tmp, "secret")
+    with open(env.secret, "w") as f:
+        f.write(os.urandom(32).hex())
+    os.chmod(env.secret, 0o644)
+    env.user_tokens = os.path.join(env.tmp, "users.tok")
+    env.admin_file = os.path.join(env.tmp, "admin.tok")
+    subprocess.run([PY, os.path.join(HERE, "mktokens.py"), "--secret-file", env.secret,
+                    "-n", str(n), "--out", env.user_tokens, "--admin-out", env.admin_file],
+                   check=True)
+    env.admin_token = open(env.admin_file).read().strip()
+    env.user_ids = os.path.join(env.tmp, "users.ids")
+    with open(env.user_ids, "w") as f:
+        for i in range(n):
+            f.write("%d\n" % (i + 1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="~1 minute smoke run")
+    ap.add_argument("--reps", type=int, help="repetitions (3; --quick 1)")
+    ap.add_argument("--systems", default=",".join(SYSTEMS),
+                    help="comma list of ssehub,nchan,gohub (all)")
+    ap.add_argument("--budget", type=float, help="seconds for the repeated scenarios "
+                    "(full 700; more reps are skipped when the next would not fit)")
+    ap.add_argument("--no-profile", action="store_true", help="skip callgrind and perf")
+    ap.add_argument("--scenarios", default="fanout,targeted,churn",
+                    help="comma list of fanout,targeted,churn (all)")
+    ap.add_argument("-n", "--streams", help="comma list of N for hold/fan-out "
+                    "(full: 1000,5000,10000,max; --quick: 200,1000)")
+    ap.add_argument("--out", help="directory for RESULTS.md, plots/ and results/ "
+                    "(full run: bench/; --quick: a temp dir, printed)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument("--from-json", metavar="FILE",
+                    help="only render RESULTS.md and plots/ again from a results/*.json "
+                    "(into --out, default the directory above results/)")
+    a = ap.parse_args()
+    if a.from_json:
+        return from_json(a.from_json, os.path.abspath(a.out) if a.out else
+                         os.path.dirname(os.path.dirname(os.path.abspath(a.from_json))))
+
+    env = Env()
+    env.quick = a.quick
+    env.notes = []
+    env.systems = [s for s in a.systems.split(",") if s]
+    for s in env.systems:
+        if s not in SYSTEMS:
+            die("unknown system %r" % s)
+    env.ssehub_bin = os.environ.get("SSEHUB_BIN") or os.path.join(ROOT, "src", "ssehub")
+    env.ssehub_args = os.environ.get("SSEHUB_ARGS", "").split()
+    # extra nginx directives for ssehub's location, e.g. "fastcgi_buffer_size 1k"
+    env.ssehub_nginx_extra = [x for x in os.environ.get("SSEHUB_NGINX_EXTRA", "").split(";")
+                              if x.strip()]
+    if env.ssehub_args or env.ssehub_nginx_extra:
+        env.notes.append("ssehub run with SSEHUB_ARGS=%r SSEHUB_NGINX_EXTRA=%r" % (
+            " ".join(env.ssehub_args), ";".join(env.ssehub_nginx_extra)))
+    if "ssehub" in env.systems and not os.access(env.ssehub_bin, os.X_OK):
+        die("no ssehub binary at %s (make, or set SSEHUB_BIN)" % env.ssehub_bin)
+    for t in ("nginx", "gcc"):
+        if not shutil.which(t):
+            die("%s not found" % t)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    hard = hard if hard != resource.RLIM_INFINITY else 65536
+    env.nofile = min(hard, 20000)
+    # the most streams: each of the 2 nginx workers holds 2 connections per
+    # stream (client + upstream) and starts closing fresh connections ("not
+    # enough, reusing connections") once fewer than 1/16 of worker_connections
+    # are free; keep ~500 streams of slack for reuseport's uneven split.
+    nmax = max(1000, (env.nofile - env.nofile // 16 - 500) // 1000 * 1000)
+    env.rate = 100000     # connects/s: no real cap; -P bounds the attempts in flight
+    env.pending = 200
+    if a.quick:
+        P = dict(hold_ns=[200, 1000], fan_n=1000, fan_msgs=5, fan_interval=250,
+                 tgt_users=500, tgt_msgs=2000, tgt_conns=16,
+                 churn_cycles=1000, churn_conc=32, churn_warm=100)
+        reps = a.reps or 1
+        budget = a.budget or 80
+    else:
+        P = dict(hold_ns=[1000, 5000, 10000, nmax], fan_n=10000, fan_msgs=20,
+                 fan_interval=250, tgt_users=10000, tgt_msgs=20000, tgt_conns=16,
+                 churn_cycles=20000, churn_conc=64, churn_warm=1000)
+        reps = a.reps or 3
+        budget = a.budget or 700
+    if a.streams:
+        P["hold_ns"] = [nmax if x == "max" else int(x) for x in a.streams.split(",")]
+        if P["fan_n"] not in P["hold_ns"]:
+            P["fan_n"] = max(P["hold_ns"])
+    P["hold_ns"] = sorted(set(P["hold_ns"]))
+    env.scenarios = [x for x in a.scenarios.split(",") if x]
+    env.params = P
+    env.profile = not a.no_profile and not a.quick
+    env.perf = shutil.which("perf") if env.profile else None
+    env.perf_data = []
+
+    if a.out:
+        out_dir = os.path.abspath(a.out)
+    elif a.quick:
+        out_dir = tempfile.mkdtemp(prefix="ssehub-compare-quick.")
+    else:
+        out_dir = HERE
+    os.makedirs(out_dir, exist_ok=True)
+    env.tmp = tempfile.mkdtemp(prefix="ssehub-compare.")
+    os.chmod(env.tmp, 0o755)
+    env.loads = []
+
+    def on_term(sig, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    rc = 0
+    try:
+        log("building sseload, ssepost%s; tokens for %d users" % (
+            ", gohub" if "gohub" in env.systems else "", max(P["hold_ns"] + [P["tgt_users"]])))
+        build(env)
+        tokens(env, max(P["hold_ns"] + [P["tgt_users"], P["churn_conc"]]))
+        env.info = machine_info()
+        log("systems: %s; %d reps; N = %s; load average %.2f" % (
+            ", ".join(env.systems), reps, P["hold_ns"], loadavg()))
+        systems = {s: System(s, env) for s in env.systems}
+        runs = []
+        load_samples = []
+        env.reps_done = 0
+        t_reps = time.monotonic()
+        for rep in range(reps):
+            if rep > 0:
+                per_rep = (time.monotonic() - t_reps) / rep
+                if time.monotonic() - t_reps + per_rep > budget:
+                    env.notes.append("stopped after %d of %d repetitions (time budget %.0f s)"
+                                     % (rep, reps, budget))
+                    log(env.notes[-1])
+                    break
+            plan = [("fanout", n) for n in P["hold_ns"]] + [("targeted", P["tgt_users"]),
+                                                             ("churn", P["churn_cycles"])]
+            plan = [x for x in plan if x[0] in env.scenarios]
+            for scen, n in plan:
+                for s in env.systems:
+                    sysm = systems[s]
+                    load_samples.append(loadavg())
+                    try:
+                        if scen == "fanout":
+                            r = scenario_fanout(env, sysm, n, P["fan_msgs"], P["fan_interval"])
+                            log("rep %d %-8s N=%-6d %-6s open %d/%d in %ss, delivered %d/%d, "
+                                "p50 %s p99 %s max %s ms, %s B/stream (back end %s), "
+                                "other load %.2f" % (
+                                    rep + 1, scen, n, s, r["open"], n, fmt(r["open_time_s"], 2),
+                                    r["delivered"], r["expected"], fmt(r["lat_p50"], 1),
+                                    fmt(r["lat_p99"], 1), fmt(r["lat_max"], 1),
+                                    fmt(r.get("b_per_stream")), fmt(r.get("hub_b_per_stream")),
+                                    r["other_cpu_s"] / r["wall_s"]))
+                        elif scen == "targeted":
+                            r = scenario_targeted(env, sysm, n, P["tgt_msgs"], P["tgt_conns"])
+                            log("rep %d %-8s N=%-6d %-6s %s req/s, failed %d, delivered %d/%d, "
+                                "p99 %s ms" % (rep + 1, scen, n, s, fmt(r["req_per_s"]),
+                                               r["pub_failed"], r["delivered"], r["expected"],
+                                               fmt(r["lat_p99"], 1)))
+                        else:
+                            r = scenario_churn(env, sysm, n, P["churn_conc"], P["churn_warm"])
+                            log("rep %d %-8s N=%-6d %-6s %s cycles/s, errors %d, rss %s→%s kB, "
+                                "fds %d→%d, left %s" % (
+                                    rep + 1, scen, n, s, fmt(r["cycles_per_s"]), r["errors"],
+                                    fmt(r["rss_before_kb"]), fmt(r["rss_after_kb"]),
+                                    r["fds_before"], r["fds_after"], r.get("clients_after")))
+                    except RuntimeError as e:
+                        log("rep %d %s %s: %s" % (rep + 1, scen, s, e))
+                        env.notes.append("rep %d %s %s N=%d failed to run: %s" % (
+                            rep + 1, scen, s, n, e))
+                        continue
+                    r["rep"] = rep + 1
+                    runs.append(r)
+            env.reps_done = rep + 1
+
+        prof = {}
+        cg = None
+        if env.profile and "ssehub" in env.systems:
+            if env.perf:
+                log("perf: one extra ssehub fan-out run, N=%d" % P["fan_n"])
+                r = scenario_fanout(env, systems["ssehub"], P["fan_n"], P["fan_msgs"],
+                                    P["fan_interval"], perf=True)
+                log("perf run: delivered %d/%d, p99 %s ms" % (
+                    r["delivered"], r["expected"], fmt(r["lat_p99"], 1)))
+                log("perf: one extra ssehub targeted run, %d users" % P["tgt_users"])
+                r = scenario_targeted(env, systems["ssehub"], P["tgt_users"], P["tgt_msgs"],
+                                      P["tgt_conns"], perf=True)
+                log("perf run: %s req/s, delivered %d/%d" % (
+                    fmt(r["req_per_s"]), r["delivered"], r["expected"]))
+                prof["perf"] = []
+                for tag, who, data in env.perf_data:
+                    if os.path.exists(data):
+                        title = "%s: %s" % (
+                            "fan-out, N = %s" % fmt(P["fan_n"]) if tag == "fanout" else
+                            "targeted (%s send-to-user over %d connections)" % (
+                                fmt(P["tgt_msgs"]), P["tgt_conns"]),
+                            "ssehub process" if who == "hub" else "nginx workers (ssehub setup)")
+                        prof["perf"].append((title, perf_report(env, data, 25)))
+                        prof.setdefault("perf_children", []).append(
+                            (title, perf_callers(env, data, 40)))
+            if shutil.which("valgrind") and shutil.which("callgrind_control"):
+                cgn, cgm, ntg = 1000, P["fan_msgs"], 1000
+                log("callgrind: ssehub with %d streams, %d broadcasts" % (cgn, cgm))
+                c1 = run_callgrind(env, cgn, cgm, P["fan_interval"])
+                log("callgrind: ssehub with %d streams, 0 broadcasts for %.1f s" % (
+                    cgn, c1["window_s"]))
+                c0 = run_callgrind(env, cgn, 0, P["fan_interval"], window_s=c1["window_s"])
+                log("callgrind: ssehub with %d streams, %d send-to-user requests" % (cgn, ntg))
+                ct = run_callgrind(env, cgn, 0, P["fan_interval"], targeted=ntg)
+                log("callgrind: Ir %s (0), %s (%d broadcasts, %d delivered), %s (%d requests)" % (
+                    c0["parts"], c1["parts"], cgm, c1["delivered"], ct["parts"], ntg))
+                if all(c0["parts"]) and all(c1["parts"]) and c1["delivered"]:
+                    cg = (c0, c1)
+                    f0 = callgrind_functions(c0["window_file"])
+                    f1 = callgrind_functions(c1["window_file"])
+                    # the baseline window scaled to the same length (idle work)
+                    k = c1["window_s"] / c0["window_s"] if c0["window_s"] else 1.0
+                    tot = c1["window_ir"] - c0["window_ir"] * k
+                    diff = sorted(((f1.get(x, 0) - f0.get(x, 0) * k, x) for x in set(f0) | set(f1)),
+                                  reverse=True)
+                    prof["callgrind_top"] = ["%10s %6s  %s" % ("Ir/msg", "share", "function")] + [
+                        "%10.1f %5.1f%%  %s" % (d / c1["delivered"], 100.0 * d / tot, x)
+                        for d, x in diff[:25] if d > 0]
+                    k0 = callgrind_calls(c0["window_file"])
+                    k1 = callgrind_calls(c1["window_file"])
+                    prof["callgrind_calls"] = {x: (k1[x] - k0[x] * k) / c1["delivered"] for x in k1}
+                    prof["callgrind_window_per_msg"] = tot / c1["delivered"]
+                    prof["callgrind_total_per_msg"] = (
+                        (c1["instructions"] - c0["instructions"]) / c1["delivered"])
+                else:
+                    env.notes.append("callgrind runs incomplete: %s / %s" % (
+                        {x: v for x, v in c0.items() if x != "load"},
+                        {x: v for x, v in c1.items() if x != "load"}))
+                pub_ok = int(num(ct.get("pub", {}).get("ok"), 0))
+                if all(c0["parts"]) and all(ct["parts"]) and pub_ok:
+                    k = ct["window_s"] / c0["window_s"] if c0["window_s"] else 1.0
+                    tot = ct["window_ir"] - c0["window_ir"] * k
+                    prof["callgrind_targeted"] = {"requests": pub_ok, "delivered": ct["delivered"],
+                                                  "window_ir": ct["window_ir"],
+                                                  "window_s": ct["window_s"],
+                                                  "per_request": tot / pub_ok}
+                    f0 = callgrind_functions(c0["window_file"])
+                    ft = callgrind_functions(ct["window_file"])
+                    diff = sorted(((ft.get(x, 0) - f0.get(x, 0) * k, x) for x in set(f0) | set(ft)),
+                                  reverse=True)
+                    prof["callgrind_targeted_top"] = [
+                        "%10s %6s  %s" % ("Ir/req", "share", "function")] + [
+                        "%10.1f %5.1f%%  %s" % (d / pub_ok, 100.0 * d / tot, x)
+                        for d, x in diff[:25] if d > 0]
+            else:
+                env.notes.append("callgrind skipped: no valgrind / callgrind_control")
+
+        wall = time.monotonic() - T_START
+        write_outputs(env, runs, cg, prof, out_dir, wall, load_samples)
+        # exit status: ssehub's correctness in every run
+        for r in runs:
+            if r["system"] != "ssehub":
+                continue
+            if r["scenario"] == "fanout" and (r["open"] != r["n"] or r["delivered"] != r["expected"]):
+                rc = 1
+            if r["scenario"] == "targeted" and (r["lost"] or r["pub_failed"]):
+                rc = 1
+            if r["scenario"] == "churn" and (r["errors"] or r.get("clients_after") != 0):
+                rc = 1
+        if not any(r["system"] == "ssehub" for r in runs) and "ssehub" in env.systems:
+            rc = 1
+        log("done in %.0f s, exit %d" % (time.monotonic() - T_START, rc))
+    except KeyboardInterrupt:
+        log("interrupted")
+        rc = 130
+    finally:
+        for ld in env.loads:
+            if ld.p.poll() is None:
+                stop_pid(ld.p.pid, signal.SIGTERM, 5)
+        if a.keep:
+            log("kept %s" % env.tmp)
+        else:
+            shutil.rmtree(env.tmp, ignore_errors=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+module gohub
+
+go 1.19

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Builds every libFuzzer target in tests/fuzz (fuzz_*.c) with
+# clang -fsanitize=fuzzer,address,undefined against the project's src/*.c
+# (all but main.c) and runs each one for a bounded time.
+#
+#   tests/fuzz/run.sh [SECONDS] [TARGET...]     (SECONDS per target, default 60;
+#                                                0 = build, then run the seeds once)
+#
+# Prints, per target, the inputs executed and the crashes found; exits 1 when
+# any target crashed (or failed to build). A crashing input is kept as
+# tests/fuzz/crashes/<target>-crash-<sha1> (also leak-, timeout-, oom-).
+# Build output and the growing corpora live in $FUZZ_OUT (default
+# /tmp/ssehub-fuzz); the checked-in seeds in tests/fuzz/corpus are only read.
+# Environment: CC (default clang), FUZZ_OUT, FUZZ_JOBS (parallel builds).
+set -uo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+SECS=${1:-60}
+shift || true
+CC=${CC:-clang}
+OUT=${FUZZ_OUT:-/tmp/ssehub-fuzz}
+CRASHES="$HERE/crashes"
+
+case "$SECS" in
+''|*[!0-9]*) echo "usage: $0 [SECONDS] [TARGET...]" >&2; exit 2 ;;
+esac
+if ! command -v "$CC" >/dev/null; then
+	echo "run.sh: $CC not found (Debian: apt-get install clang-14; libFuzzer ships with it)" >&2
+	exit 2
+fi
+if ! pkg-config --exists fcgi json-c libjwt uuid; then
+	echo "run.sh: pkg-config cannot find fcgi json-c libjwt uuid" >&2
+	exit 2
+fi
+
+if [ $# -gt 0 ]; then
+	TARGETS=("$@")
+else
+	TARGETS=()
+	for f in "$HERE"/fuzz_*.c; do
+		TARGETS+=("$(basename "$f" .c)")
+	done
+fi
+
+SAN="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
+CFLAGS_FUZZ="-g -O1 -fno-omit-frame-pointer $SAN -pthread -D_GNU_SOURCE -DPACKAGE_VERSION=\"fuzz\" \
+ -I$ROOT/src $(pkg-config --cflags fcgi json-c libjwt uuid)"
+LIBS="$(pkg-config --libs fcgi json-c libjwt uuid) -lcrypto"
+
+mkdir -p "$OUT/obj" "$OUT/bin" "$OUT/corpus" "$OUT/log" "$CRASHES"
+
+# ---- build: src/*.c but main.c once, then each target
+echo "== building into $OUT (CC=$CC)"
+objs=()
+newest_h=$(ls -t "$ROOT"/src/*.h | head -1)
+for src in "$ROOT"/src/*.c; do
+	[ "$(basename "$src")" = main.c ] && continue
+	obj="$OUT/obj/$(basename "$src" .c).o"
+	objs+=("$obj")
+	if [ ! -e "$obj" ] || [ "$src" -nt "$obj" ] || [ "$newest_h" -nt "$obj" ] || [ "$0" -nt "$obj" ]; then
+		# shellcheck disable=SC2086
+		$CC $CFLAGS_FUZZ -c "$src" -o "$obj" || { echo "run.sh: cannot build $src" >&2; exit 1; }
+	fi
+done
+for t in "${TARGETS[@]}"; do
+	if [ ! -f "$HERE/$t.c" ]; then
+		echo "run.sh: no target $t ($HERE/$t.c)" >&2
+		exit 2
+	fi
+	# shellcheck disable=SC2086
+	$CC $CFLAGS_FUZZ "$HERE/$t.c" "${objs[@]}" $LIBS -o "$OUT/bin/$t" || {
+		echo "run.sh: cannot build $t" >&2
+		exit 1
+	}
+done
+
+# ---- run
+max_len() {
+	case "$1" in
+	fuzz_admin_api) echo 4096 ;;          # the fuzz config caps bodies at 2048
+	fuzz_query_cookie) echo 32768 ;;
+	fuzz_token) echo 8300 ;;
+	fuzz_sse_encode) echo 8192 ;;
+	fuzz_fastcgi_input) echo 100000 ;;
+	*) echo 4096 ;;
+	esac
+}
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:allocator_may_return_null=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+status=0
+summary=()
+for t in "${TARGETS[@]}"; do
+	corpus="$OUT/corpus/$t"
+	log="$OUT/log/$t.log"
+	mkdir -p "$corpus"
+	cp -n "$HERE/corpus/$t"/* "$corpus"/ 2>/dev/null || true
+	dict=()
+	[ -f "$HERE/dict/$t.dict" ] && dict=("-dict=$HERE/dict/$t.dict")
+	before=$(find "$CRASHES" -maxdepth 1 -name "$t-*" | wc -l)
+	echo "== $t: ${SECS}s"
+	if [ "$SECS" -eq 0 ]; then
+		budget=(-runs=0)
+	else
+		budget=(-max_total_time="$SECS")
+	fi
+	"$OUT/bin/$t" "${budget[@]}" -timeout=10 -rss_limit_mb=2048 -max_len="$(max_len "$t")" \
+		"${dict[@]}" -artifact_prefix="$CRASHES/$t-" -print_final_stats=1 "$corpus" >"$log" 2>&1
+	rc=$?
+	after=$(find "$CRASHES" -maxdepth 1 -name "$t-*" | wc -l)
+	runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+	[ -n "$runs" ] || runs=$(sed -n 's/^#\([0-9]*\).*/\1/p' "$log" | tail -1)
+	crashes=$((after - before))
+	if [ $rc -ne 0 ] && [ $crashes -eq 0 ]; then
+		crashes=1 # died without writing an artifact: count it, the log says why
+	fi
+	line=$(printf '%-22s runs: %-10s crashes: %d' "$t" "${runs:-?}" "$crashes")
+	summary+=("$line")
+	echo "$line"
+	if [ $crashes -ne 0 ]; then
+		status=1
+		echo "   log: $log"
+		grep -m1 -E 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|FUZZ CHECK FAILED' "$log" | sed 's/^/   /'
+		find "$CRASHES" -maxdepth 1 -name "$t-*" -newer "$OUT/bin/$t" | sed 's/^/   input: /'
+	fi
+done
+
+echo "== summary (${SECS}s per target)"
+printf '%s\n' "${summary[@]}"
+exit $status
