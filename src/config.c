@@ -88,6 +88,13 @@ void config_defaults(struct config *cfg)
 	cfg->request_timeout = 10;
 }
 
+/* The field of cfg at offset off (void *: the table's offsets come from
+ * offsetof, so the field is suitably aligned for its type). */
+static void *field_at(struct config *cfg, size_t off)
+{
+	return (char *)cfg + off;
+}
+
 static const struct opt *opt_find(const char *name)
 {
 	for (size_t i = 0; i < ARRAY_LEN(opts); i++)
@@ -99,7 +106,6 @@ static const struct opt *opt_find(const char *name)
 int config_set(struct config *cfg, const char *name, const char *value, char *err, size_t errlen)
 {
 	const struct opt *o = opt_find(name);
-	char *base = (char *)cfg;
 	long v;
 
 	if (!o) {
@@ -114,7 +120,7 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
 		}
 		/* fall through */
 	case OPT_STR_EMPTY_OK: {
-		char **field = (char **)(base + o->off);
+		char **field = (char **)field_at(cfg, o->off);
 		free(*field);
 		*field = xstrdup(value);
 		return 0;
@@ -124,13 +130,13 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
 			snprintf(err, errlen, "--%s: '%s' is not a number in %ld..%ld", name, value, o->min, o->max);
 			return -1;
 		}
-		*(long *)(base + o->off) = v;
+		*(long *)field_at(cfg, o->off) = v;
 		return 0;
 	case OPT_BOOL:
 		if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0 || strcmp(value, "1") == 0)
-			*(int *)(base + o->off) = 1;
+			*(int *)field_at(cfg, o->off) = 1;
 		else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0 || strcmp(value, "0") == 0)
-			*(int *)(base + o->off) = 0;
+			*(int *)field_at(cfg, o->off) = 0;
 		else {
 			snprintf(err, errlen, "--%s: '%s' is not yes or no", name, value);
 			return -1;
@@ -145,12 +151,12 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
 			snprintf(err, errlen, "--%s: '%s' is not an octal mode like 0660", name, value);
 			return -1;
 		}
-		*(unsigned *)(base + o->off) = (unsigned)m;
+		*(unsigned *)field_at(cfg, o->off) = (unsigned)m;
 		return 0;
 	}
 	case OPT_MULTI: {
-		char **arr = (char **)(base + o->off);
-		int *count = (int *)(base + o->count_off);
+		char **arr = (char **)field_at(cfg, o->off);
+		int *count = (int *)field_at(cfg, o->count_off);
 		if (*value == '\0') {
 			snprintf(err, errlen, "--%s needs a file name", name);
 			return -1;
@@ -168,14 +174,14 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
 			snprintf(err, errlen, "--%s: '%s' is not error, warn, info or debug", name, value);
 			return -1;
 		}
-		*(int *)(base + o->off) = lvl;
+		*(int *)field_at(cfg, o->off) = lvl;
 		return 0;
 	}
 	case OPT_LOGDEST:
 		if (strcmp(value, "stderr") == 0)
-			*(int *)(base + o->off) = 0;
+			*(int *)field_at(cfg, o->off) = 0;
 		else if (strcmp(value, "syslog") == 0)
-			*(int *)(base + o->off) = 1;
+			*(int *)field_at(cfg, o->off) = 1;
 		else {
 			snprintf(err, errlen, "--%s: '%s' is not stderr or syslog", name, value);
 			return -1;
@@ -315,12 +321,11 @@ int config_parse_args(struct config *cfg, int argc, char **argv)
 void config_free(struct config *cfg)
 {
 	for (size_t i = 0; i < ARRAY_LEN(opts); i++) {
-		char *base = (char *)cfg;
 		if (opts[i].kind == OPT_STR || opts[i].kind == OPT_STR_EMPTY_OK) {
-			free(*(char **)(base + opts[i].off));
+			free(*(char **)field_at(cfg, opts[i].off));
 		} else if (opts[i].kind == OPT_MULTI) {
-			char **arr = (char **)(base + opts[i].off);
-			int count = *(int *)(base + opts[i].count_off);
+			char **arr = (char **)field_at(cfg, opts[i].off);
+			int count = *(int *)field_at(cfg, opts[i].count_off);
 			for (int k = 0; k < count; k++)
 				free(arr[k]);
 		}

@@ -57,7 +57,7 @@ static struct config fuzz_cfg;
 
 /* Writes the secret to a private temporary file and points cfg at it. The
  * file is removed once auth_init has read it. */
-static void fuzz_config(int start_loops)
+static inline void fuzz_config(int start_loops)
 {
 	char path[] = "/tmp/ssehub-fuzz-secret-XXXXXX";
 	int fd = mkstemp(path);
@@ -98,7 +98,7 @@ static void fuzz_config(int start_loops)
 /* A token signed with the test secret (HS256) for claims_json, minted with
  * libjwt. Returns a new string (free it) or NULL when libjwt refuses the
  * claims. */
-static char *fuzz_mint(const char *claims_json, jwt_alg_t alg)
+static inline char *fuzz_mint(const char *claims_json, jwt_alg_t alg)
 {
 	jwt_t *jwt = NULL;
 	char *tok = NULL;
@@ -131,7 +131,7 @@ static void fcgi_record(struct buf *b, int type, int request_id, const void *con
 	} while (len > 0);
 }
 
-static void fcgi_nv(struct buf *b, const char *name, const char *value)
+static inline void fcgi_nv(struct buf *b, const char *name, const char *value)
 {
 	size_t lens[2] = { strlen(name), strlen(value) };
 
@@ -149,7 +149,7 @@ static void fcgi_nv(struct buf *b, const char *name, const char *value)
 	buf_append(b, value, lens[1]);
 }
 
-static void fcgi_begin(struct buf *b)
+static inline void fcgi_begin(struct buf *b)
 {
 	unsigned char body[8] = { 0, FCGI_RESPONDER, 0, 0, 0, 0, 0, 0 };
 	fcgi_record(b, FCGI_BEGIN_REQUEST, 1, body, sizeof(body));
@@ -230,7 +230,7 @@ static void fcgi_read_reply(int fd, struct fcgi_reply *r)
  * Returns -1 when the request was refused without an answer, 1 when it was
  * handed to a stream loop, 0 when it was answered; reply (may be NULL) gets
  * what came back (only when 0 is returned). */
-static int fcgi_exchange(const void *wire, size_t len, struct fcgi_reply *reply)
+static inline int fcgi_exchange(const void *wire, size_t len, struct fcgi_reply *reply)
 {
 	int sv[2], handed;
 
@@ -264,7 +264,7 @@ static int fcgi_exchange(const void *wire, size_t len, struct fcgi_reply *reply)
 
 /* Splits the CGI-style answer into its status and body. Returns 0, or -1
  * when it has no "Status: NNN" head ending in a blank line. */
-static int cgi_split(const struct buf *out, int *status, const char **body, size_t *body_len)
+static inline int cgi_split(const struct buf *out, int *status, const char **body, size_t *body_len)
 {
 	const char *end;
 
@@ -281,7 +281,7 @@ static int cgi_split(const struct buf *out, int *status, const char **body, size
 
 /* The JSON answer of an API route must be one of the two documented shapes,
  * with success matching the status. Returns the parsed object. */
-static struct json_object *check_api_answer(int status, const char *body, size_t len, const char *what)
+static inline struct json_object *check_api_answer(int status, const char *body, size_t len, const char *what)
 {
 	struct json_object *o = util_json_parse(body, len, 16), *v, *e;
 

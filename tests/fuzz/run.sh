@@ -43,36 +43,33 @@ else
 	done
 fi
 
-SAN="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
-CFLAGS_FUZZ="-g -O1 -fno-omit-frame-pointer $SAN -pthread -D_GNU_SOURCE -DPACKAGE_VERSION=\"fuzz\" \
- -I$ROOT/src $(pkg-config --cflags fcgi json-c libjwt uuid)"
-LIBS="$(pkg-config --libs fcgi json-c libjwt uuid) -lcrypto"
+JOBS=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
+mkdir -p "$OUT/bin" "$OUT/corpus" "$OUT/log" "$CRASHES"
 
-mkdir -p "$OUT/obj" "$OUT/bin" "$OUT/corpus" "$OUT/log" "$CRASHES"
-
-# ---- build: src/*.c but main.c once, then each target
-echo "== building into $OUT (CC=$CC)"
-objs=()
-newest_h=$(ls -t "$ROOT"/src/*.h | head -1)
-for src in "$ROOT"/src/*.c; do
-	[ "$(basename "$src")" = main.c ] && continue
-	obj="$OUT/obj/$(basename "$src" .c).o"
-	objs+=("$obj")
-	if [ ! -e "$obj" ] || [ "$src" -nt "$obj" ] || [ "$newest_h" -nt "$obj" ] || [ "$0" -nt "$obj" ]; then
-		# shellcheck disable=SC2086
-		$CC $CFLAGS_FUZZ -c "$src" -o "$obj" || { echo "run.sh: cannot build $src" >&2; exit 1; }
-	fi
-done
+# ---- build: the project's own build, ./configure CC=clang --enable-fuzzing,
+# in a copy of the tree (the tree itself may be configured for gcc)
+echo "== building into $OUT (CC=$CC, ./configure --enable-fuzzing)"
+tree="$OUT/tree"
+rm -rf "$tree"
+mkdir -p "$tree"
+if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+	(cd "$ROOT" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar xf - -C "$tree"
+else
+	tar -C "$ROOT" --exclude=./build-asan -cf - . | tar xf - -C "$tree"
+	(cd "$tree" && { [ ! -f Makefile ] || make distclean >/dev/null 2>&1; })
+fi
+if ! (cd "$tree" && autoreconf -fi && ./configure -q CC="$CC" --enable-fuzzing && make -j"$JOBS") \
+	>"$OUT/log/build.log" 2>&1; then
+	tail -30 "$OUT/log/build.log" >&2
+	echo "run.sh: cannot build the fuzz targets (log: $OUT/log/build.log)" >&2
+	exit 1
+fi
 for t in "${TARGETS[@]}"; do
-	if [ ! -f "$HERE/$t.c" ]; then
-		echo "run.sh: no target $t ($HERE/$t.c)" >&2
+	if [ ! -x "$tree/tests/fuzz/$t" ]; then
+		echo "run.sh: no target $t" >&2
 		exit 2
 	fi
-	# shellcheck disable=SC2086
-	$CC $CFLAGS_FUZZ "$HERE/$t.c" "${objs[@]}" $LIBS -o "$OUT/bin/$t" || {
-		echo "run.sh: cannot build $t" >&2
-		exit 1
-	}
+	cp "$tree/tests/fuzz/$t" "$OUT/bin/$t"
 done
 
 # ---- run
