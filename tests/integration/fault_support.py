@@ -46,6 +46,16 @@ def proc_fds(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
+def sanitized_binary():
+    """True when the ssehub under test is built with ASan: its allocator
+    keeps freed memory in quarantine, so RSS says nothing about leaks there
+    (LeakSanitizer checks those at exit instead)."""
+    try:
+        return b"__asan_init" in h.ssehub_binary().read_bytes()
+    except OSError:
+        return False
+
+
 def proc_rss_kb(pid):
     for line in Path("/proc/%d/status" % pid).read_text().splitlines():
         if line.startswith("VmRSS:"):

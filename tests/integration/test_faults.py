@@ -352,6 +352,8 @@ def test_unknown_management_records_do_not_grow_memory(procs, tokens):
         c.close()
     assert_serving(stack, "200,000 unknown management records (%d connections dropped)" % dropped)
     rss1 = fs.proc_rss_kb(pid)
+    if fs.sanitized_binary():
+        return  # ASan's quarantine holds freed memory; LeakSanitizer checks leaks at exit
     assert rss1 - rss0 < 2048, "ssehub RSS grew from %d kB to %d kB over 200,000 unknown management records" % (
         rss0, rss1)
 
@@ -612,7 +614,10 @@ def test_soak_short(procs, tokens):
     kind of publish (bench/soak/soak.py has the long version): every message
     reaches every stream open at its publish, RSS and fds within 5 % of the
     baseline after warm-up, no error/warn line in the log."""
-    res = soak.run_soak(procs, tokens, cycles=2000, warmup=300, history=1000)
+    # under ASan, RSS measures the allocator's quarantine, not leaks: the
+    # memory check is LeakSanitizer's at exit, the fd check stays
+    res = soak.run_soak(procs, tokens, cycles=2000, warmup=300, history=1000,
+                        rss_tolerance=None if fs.sanitized_binary() else 0.05)
     soak.print_result(res)
     assert not res["failures"], "soak:\n" + "\n".join(res["failures"][:20])
     assert res["hub"].stop(timeout=5) == 0
