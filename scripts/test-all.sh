@@ -79,7 +79,7 @@ run_pytest() { # label binary [pytest args...]
 	shift 2
 	SSEHUB_BIN="$bin" timeout 1500 $PY -m pytest -q -p no:cacheprovider -rs \
 		--junitxml="$art/$label.xml" "$@" tests/integration >"$art/$label.log" 2>&1
-	tail -15 "$art/$label.log" | sed 's/^/   | /'
+	grep -E '^(FAILED|ERROR) |^SKIPPED|[0-9]+ (passed|failed)' "$art/$label.log" | tail -25 | sed 's/^/   | /'
 	count_junit "$art/$label.xml" "$label"
 }
 
