@@ -173,8 +173,9 @@ int server_listen(const struct config *cfg)
 }
 
 /* Two descriptors kept open for the moment the process runs out: closing
- * them lets one acceptor take a connection and answer it -- API requests are served, new streams refused with 503 --
- * instead of leaving peers hanging in the backlog. */
+ * them lets one acceptor take a connection and answer it (API requests are
+ * served, new streams refused with 503) instead of leaving peers hanging in
+ * the backlog. Changed under reserve_lock; read without it as a hint. */
 static int reserve[2] = { -1, -1 };
 static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -182,7 +183,7 @@ static void reserve_fill(void)
 {
 	for (int i = 0; i < 2; i++)
 		if (reserve[i] < 0)
-			reserve[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+			__atomic_store_n(&reserve[i], open("/dev/null", O_RDONLY | O_CLOEXEC), __ATOMIC_RELAXED);
 }
 
 static void reserve_release(void)
@@ -190,8 +191,13 @@ static void reserve_release(void)
 	for (int i = 0; i < 2; i++) {
 		if (reserve[i] >= 0)
 			close(reserve[i]);
-		reserve[i] = -1;
+		__atomic_store_n(&reserve[i], -1, __ATOMIC_RELAXED);
 	}
+}
+
+static int reserve_full(void)
+{
+	return __atomic_load_n(&reserve[0], __ATOMIC_RELAXED) >= 0 && __atomic_load_n(&reserve[1], __ATOMIC_RELAXED) >= 0;
 }
 
 static void make_blocking(int fd)
@@ -223,13 +229,13 @@ static int accept_one(int *pressure)
 		fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd >= 0) {
 			make_blocking(fd);
-			if (reserve[0] < 0 || reserve[1] < 0) {
+			if (!reserve_full()) {
 				/* A refill failed at the limit: try again now. While it
 				 * still fails, no new stream may take a descriptor for
 				 * good, or the reserve would never come back. */
 				pthread_mutex_lock(&reserve_lock);
 				reserve_fill();
-				if (reserve[0] < 0 || reserve[1] < 0)
+				if (!reserve_full())
 					*pressure = PRESSURE_NO_LOCK;
 				pthread_mutex_unlock(&reserve_lock);
 			}
