@@ -221,17 +221,7 @@ class FcgiResponse:
     def http(self):
         """(status int, headers {lower name: value}, body bytes) from the
         CGI-style stdout (Status: header, default 200)."""
-        head, sep, rest = self.stdout.partition(b"\r\n\r\n")
-        if not sep:
-            head, sep, rest = self.stdout.partition(b"\n\n")
-        if not sep:
-            raise AssertionError("no header/body separator in stdout %r" % self.stdout[:300])
-        hdrs = {}
-        for line in head.decode("iso-8859-1").splitlines():
-            k, _, v = line.partition(":")
-            hdrs[k.strip().lower()] = v.strip()
-        status = int(hdrs.get("status", "200").split()[0])
-        return status, hdrs, rest
+        return h.split_cgi(self.stdout, require_separator=True)
 
     def json(self):
         return json.loads(self.http()[2].decode("utf-8"))

@@ -610,6 +610,24 @@ def http_call(front, method, path, body=None, token=None, headers=None, timeout=
 # Server-sent events
 
 
+def split_cgi(stdout, require_separator=False):
+    """(status int, headers {lower name: value}, body bytes) from a CGI-style
+    answer (a Status: header, 200 when absent). Without a blank line after
+    the headers, the whole answer is the head -- or, with
+    require_separator, that is an AssertionError."""
+    head, sep, rest = stdout.partition(b"\r\n\r\n")
+    if not sep:
+        head, sep, rest = stdout.partition(b"\n\n")
+    if not sep and require_separator:
+        raise AssertionError("no header/body separator in stdout %r" % stdout[:300])
+    hdrs = {}
+    for line in head.decode("iso-8859-1").splitlines():
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    status = int(hdrs.get("status", "200").split()[0])
+    return status, hdrs, rest
+
+
 class Block:
     """What one blank-line-terminated group of lines produced.
 
@@ -1103,15 +1121,7 @@ class FcgiRequest:
 
     def response(self):
         """(status, headers dict lower-case, body bytes) from the CGI-style stdout."""
-        head, sep, rest = self.stdout.partition(b"\r\n\r\n")
-        if not sep:
-            head, _, rest = self.stdout.partition(b"\n\n")
-        hdrs = {}
-        for line in head.decode("iso-8859-1").splitlines():
-            k, _, v = line.partition(":")
-            hdrs[k.strip().lower()] = v.strip()
-        status = int(hdrs.get("status", "200").split()[0])
-        return status, hdrs, rest
+        return split_cgi(self.stdout)
 
     def close(self):
         try:
