@@ -215,13 +215,25 @@ http {{
 }}
 """
 
-LOC_SSEHUB = """        location / {{
+# As in examples/nginx/ssehub.conf: streams on their own connection each,
+# API requests over a pool of kept FastCGI connections.
+HTTP_SSEHUB = """    upstream ssehub_api {{
+        server unix:{d}/ssehub.sock;
+        keepalive 32;
+    }}
+"""
+LOC_SSEHUB = """        location /sse/ {{
             include /etc/nginx/fastcgi_params;
             fastcgi_pass unix:{d}/ssehub.sock;
             fastcgi_buffering off;
             fastcgi_buffer_size 1k;
             fastcgi_keep_conn off;
             fastcgi_read_timeout 300s;{extra}
+        }}
+        location / {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_pass ssehub_api;
+            fastcgi_keep_conn on;
         }}"""
 
 LOC_GOHUB = """        location / {{
@@ -295,7 +307,7 @@ class System:
         conf = NGINX_HEAD.format(
             load=("load_module %s;\n" % NCHAN_SO) if self.name == "nchan" else "",
             nofile=e.nofile, d=d, port=self.port,
-            http_extra=HTTP_NCHAN if self.name == "nchan" else "",
+            http_extra={"nchan": HTTP_NCHAN, "ssehub": HTTP_SSEHUB}.get(self.name, "").format(d=d),
             locations=loc.format(d=d, extra="".join(
                 "\n            " + x.strip() + ";" for x in e.ssehub_nginx_extra)))
         with open(d + "/nginx.conf", "w") as f:

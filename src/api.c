@@ -28,7 +28,9 @@ void api_init(const struct config *c)
 }
 
 struct request {
-	FCGX_Request *fcgi;
+	int fd;
+	char **envp;
+	int write_failed;
 	const struct fcgi_in *in;
 	int fd_pressure;
 	const char *method;
@@ -59,12 +61,17 @@ static const char *status_text(int status)
 	}
 }
 
+/* The whole answer in one write: head, body, FCGI_END_REQUEST. */
 static void respond(struct request *r, int status, const char *content_type, const char *extra_headers,
 		    const char *body, size_t len)
 {
-	FCGX_FPrintF(r->fcgi->out, "Status: %d %s\r\nContent-Type: %s\r\nCache-Control: no-store\r\n%s\r\n", status,
-		     status_text(status), content_type, extra_headers ? extra_headers : "");
-	FCGX_PutStr(body, (int)len, r->fcgi->out);
+	char head[512];
+	int n = snprintf(head, sizeof(head), "Status: %d %s\r\nContent-Type: %s\r\nCache-Control: no-store\r\n%s\r\n",
+			 status, status_text(status), content_type, extra_headers ? extra_headers : "");
+
+	if (n < 0 || (size_t)n >= sizeof(head) ||
+	    fcgi_in_reply(r->fd, r->in->request_id, head, (size_t)n, body, len) < 0)
+		r->write_failed = 1;
 }
 
 static void respond_json(struct request *r, int status, const char *extra_headers, const struct buf *b)
@@ -110,7 +117,7 @@ static int read_body(struct request *r, size_t max)
 
 static int authenticate(struct request *r)
 {
-	char **env = r->fcgi->envp;
+	char **env = r->envp;
 	int bad = 0;
 	const char *why = "";
 	char *token = auth_find_token(FCGX_GetParam("HTTP_AUTHORIZATION", env), FCGX_GetParam("HTTP_COOKIE", env),
@@ -174,7 +181,7 @@ static enum handler_result handle_stream(struct request *r)
 			      "the hub is out of file descriptors; raise its limit (ulimit -n)", "Retry-After: 5\r\n");
 		return HANDLED;
 	}
-	hdr = FCGX_GetParam("HTTP_LAST_EVENT_ID", r->fcgi->envp);
+	hdr = FCGX_GetParam("HTTP_LAST_EVENT_ID", r->envp);
 	if (hdr && *hdr) {
 		leid = xstrdup(hdr);
 	} else {
@@ -189,8 +196,8 @@ static enum handler_result handle_stream(struct request *r)
 		leid = xstrdup("\n");
 	}
 
-	fd = r->fcgi->ipcFd;
-	s = stream_new(fd, (uint16_t)r->fcgi->requestId, r->who.user, r->who.admin, r->who.exp);
+	fd = r->fd;
+	s = stream_new(fd, r->in->request_id, r->who.user, r->who.admin, r->who.exp);
 	res = hub_attach(s, leid);
 	free(leid);
 	switch (res) {
@@ -455,10 +462,10 @@ static const struct route {
 	{ "/metrics", "GET", R_METRICS },
 };
 
-int api_handle(FCGX_Request *req, const struct fcgi_in *in, int fd_pressure)
+int api_handle(int fd, const struct fcgi_in *in, char **envp, int fd_pressure)
 {
-	struct request r = { .fcgi = req, .in = in, .fd_pressure = fd_pressure };
-	char **env = req->envp;
+	struct request r = { .fd = fd, .envp = envp, .in = in, .fd_pressure = fd_pressure };
+	char **env = envp;
 	const char *uri = FCGX_GetParam("REQUEST_URI", env);
 	const struct route *route = NULL;
 	enum handler_result res = HANDLED;
@@ -502,5 +509,7 @@ int api_handle(FCGX_Request *req, const struct fcgi_in *in, int fd_pressure)
 		case R_METRICS: handle_metrics(&r); break;
 		}
 	}
-	return res == HANDED_OFF;
+	if (res == HANDED_OFF)
+		return 1;
+	return r.write_failed ? -1 : 0;
 }

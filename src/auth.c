@@ -8,6 +8,8 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/objects.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <openssl/opensslv.h>
 #if OPENSSL_VERSION_NUMBER < 0x30000000L
 #include <openssl/ec.h>
@@ -41,6 +43,104 @@ static int pinned_hmac;
 static struct keyset *active;
 static pthread_rwlock_t keys_lock = PTHREAD_RWLOCK_INITIALIZER;
 static uint64_t failures[AUTH__COUNT];
+
+/* Tokens that verified, so that the next request with the very same bytes
+ * (a back end's admin token on every publish, a browser reconnecting) skips
+ * the signature and the JSON. A hit needs a byte-identical token (compared
+ * in constant time) checked under the current keys; the time checks (exp,
+ * nbf, iat) are made again on every hit from the cached bounds. SIGHUP's
+ * reload empties it: a removed key stops working at once. */
+#define CACHE_SLOTS 64
+struct cached {
+	char *token;             /* NULL: empty slot */
+	size_t len;
+	uint64_t hash;
+	int64_t valid_from;      /* first second nbf and iat allow (INT64_MIN: any) */
+	struct auth_identity id; /* id.exp: first second refused, 0: never */
+};
+static struct cached cache[CACHE_SLOTS];
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t cache_seed, cache_hits;
+
+static uint64_t token_hash(const char *t, size_t len)
+{
+	uint64_t h = 1469598103934665603ULL ^ cache_seed;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)t[i]) * 1099511628211ULL;
+	return h ^ (h >> 29);
+}
+
+static void cache_clear_locked(void)
+{
+	for (int i = 0; i < CACHE_SLOTS; i++) {
+		if (cache[i].token) {
+			OPENSSL_cleanse(cache[i].token, cache[i].len);
+			free(cache[i].token);
+		}
+		memset(&cache[i], 0, sizeof(cache[i]));
+	}
+}
+
+static void cache_clear(void)
+{
+	pthread_mutex_lock(&cache_lock);
+	cache_clear_locked();
+	pthread_mutex_unlock(&cache_lock);
+}
+
+/* 1 with *id filled when token is cached and still inside its time bounds. */
+static int cache_get(const char *token, size_t len, uint64_t h, struct auth_identity *id)
+{
+	struct cached *c = &cache[h % CACHE_SLOTS];
+	int64_t now = util_wall_s();
+	int hit;
+
+	pthread_mutex_lock(&cache_lock);
+	hit = c->token && c->hash == h && c->len == len && CRYPTO_memcmp(c->token, token, len) == 0 &&
+	      (c->id.exp == 0 || now < c->id.exp) && now >= c->valid_from;
+	if (hit)
+		*id = c->id;
+	pthread_mutex_unlock(&cache_lock);
+	if (hit)
+		__atomic_add_fetch(&cache_hits, 1, __ATOMIC_RELAXED);
+	return hit;
+}
+
+static void cache_put(const char *token, size_t len, uint64_t h, int64_t valid_from, const struct auth_identity *id,
+		      const struct keyset *checked_with)
+{
+	struct cached *c = &cache[h % CACHE_SLOTS];
+	char *copy = xmalloc(len);
+
+	memcpy(copy, token, len);
+	pthread_mutex_lock(&cache_lock);
+	/* keys reloaded while this one was being verified: do not keep it */
+	pthread_rwlock_rdlock(&keys_lock);
+	if (active != checked_with) {
+		pthread_rwlock_unlock(&keys_lock);
+		pthread_mutex_unlock(&cache_lock);
+		OPENSSL_cleanse(copy, len);
+		free(copy);
+		return;
+	}
+	pthread_rwlock_unlock(&keys_lock);
+	if (c->token) {
+		OPENSSL_cleanse(c->token, c->len);
+		free(c->token);
+	}
+	c->token = copy;
+	c->len = len;
+	c->hash = h;
+	c->valid_from = valid_from;
+	c->id = *id;
+	pthread_mutex_unlock(&cache_lock);
+}
+
+uint64_t auth_cache_hits(void)
+{
+	return __atomic_load_n(&cache_hits, __ATOMIC_RELAXED);
+}
 
 static const char *const result_codes[AUTH__COUNT] = {
 	"ok", "missing_token", "invalid_token", "token_expired", "token_not_yet_valid",
@@ -242,6 +342,9 @@ int auth_init(const struct config *cfg)
 	char err[512];
 
 	conf = cfg;
+	cache_clear(); /* tokens verified under another configuration */
+	if (RAND_bytes((unsigned char *)&cache_seed, sizeof(cache_seed)) != 1)
+		cache_seed = (uint64_t)util_wall_us();
 	pinned_alg = jwt_str_alg(cfg->jwt_alg);
 	if (pinned_alg == JWT_ALG_INVAL || pinned_alg == JWT_ALG_NONE) {
 		fprintf(stderr, "ssehub: --jwt-alg %s is not one of HS256 HS384 HS512 RS256 RS384 RS512 ES256 ES384 ES512\n",
@@ -274,10 +377,15 @@ int auth_reload(void)
 		log_warn("event=keys_reload_failed reason=\"%s\" keeping=old_keys", err);
 		return -1;
 	}
+	/* cache_lock first, as in cache_put: no token verified with the old
+	 * keys is cached after this */
+	pthread_mutex_lock(&cache_lock);
 	pthread_rwlock_wrlock(&keys_lock);
 	old = active;
 	active = fresh;
 	pthread_rwlock_unlock(&keys_lock);
+	cache_clear_locked();
+	pthread_mutex_unlock(&cache_lock);
 	keyset_free(old);
 	log_info("event=keys_reloaded keys=%d", fresh->n);
 	return 0;
@@ -285,6 +393,7 @@ int auth_reload(void)
 
 void auth_shutdown(void)
 {
+	cache_clear();
 	keyset_free(active);
 	active = NULL;
 }
@@ -378,7 +487,8 @@ static int user_from_claim(struct json_object *v, char *out)
 	return -1;
 }
 
-static enum auth_result check_claims(struct json_object *claims, struct auth_identity *id, const char **why)
+static enum auth_result check_claims(struct json_object *claims, struct auth_identity *id, int64_t *valid_from,
+				     const char **why)
 {
 	int64_t now = util_wall_s(), exp = 0, nbf = 0, iat = 0;
 	int has_exp, has_nbf, has_iat;
@@ -433,12 +543,21 @@ static enum auth_result check_claims(struct json_object *claims, struct auth_ide
 	id->admin = claim_matches(v, conf->admin_value);
 	/* the same instant the check above refuses the token from */
 	id->exp = has_exp ? exp + conf->jwt_leeway : 0;
+	/* and the first instant the nbf and iat checks let it through */
+	*valid_from = INT64_MIN;
+	if (has_nbf)
+		*valid_from = nbf - conf->jwt_leeway;
+	if (has_iat && iat - conf->jwt_leeway > *valid_from)
+		*valid_from = iat - conf->jwt_leeway;
 	return AUTH_OK;
 }
 
 static enum auth_result verify(const char *token, size_t len, struct auth_identity *id, const char **why)
 {
 	const char *dot1, *dot2;
+	const struct keyset *checked_with;
+	int64_t valid_from;
+	uint64_t h;
 	enum auth_result r;
 	jwt_t *jwt = NULL;
 	char *payload;
@@ -465,8 +584,12 @@ static enum auth_result verify(const char *token, size_t len, struct auth_identi
 		*why = "the token has no signature";
 		return AUTH_INVALID_TOKEN;
 	}
+	h = token_hash(token, len);
+	if (cache_get(token, len, h, id))
+		return AUTH_OK;
 
 	pthread_rwlock_rdlock(&keys_lock);
+	checked_with = active;
 	for (int i = 0; i < active->n && !jwt; i++) {
 		if (jwt_decode(&jwt, token, active->keys[i].bytes, (int)active->keys[i].len) != 0)
 			jwt = NULL;
@@ -495,8 +618,10 @@ static enum auth_result verify(const char *token, size_t len, struct auth_identi
 		*why = "the claims are not a JSON object";
 		return AUTH_INVALID_TOKEN;
 	}
-	r = check_claims(claims, id, why);
+	r = check_claims(claims, id, &valid_from, why);
 	json_object_put(claims);
+	if (r == AUTH_OK)
+		cache_put(token, len, h, valid_from, id, checked_with);
 	return r;
 }
 

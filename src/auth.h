@@ -59,5 +59,7 @@ const char *auth_result_code(enum auth_result r);
 void auth_count_failure(enum auth_result r);
 /* Failures counted so far for a reason. */
 uint64_t auth_failures(enum auth_result r);
+/* Verifications answered from the cache of tokens that verified before. */
+uint64_t auth_cache_hits(void);
 
 #endif

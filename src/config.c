@@ -57,6 +57,7 @@ static const struct opt opts[] = {
 	{ "pid-file", OPT_STR, F(pid_file), 0, 0, 0, "PATH", "write the process id there (none)" },
 	{ "shutdown-spread", OPT_LONG, F(shutdown_spread_ms), 0, 0, 600000, "MS", "spread of reconnect delays sent on stop (5000)" },
 	{ "request-timeout", OPT_LONG, F(request_timeout), 0, 1, 3600, "SECONDS", "how long a FastCGI peer may take to send a request (10)" },
+	{ "keepalive-timeout", OPT_LONG, F(keepalive_timeout), 0, 1, 86400, "SECONDS", "how long a kept FastCGI connection may wait for its next request (120)" },
 };
 #undef F
 
@@ -86,6 +87,7 @@ void config_defaults(struct config *cfg)
 	cfg->log_level = LOG_LVL_INFO;
 	cfg->shutdown_spread_ms = 5000;
 	cfg->request_timeout = 10;
+	cfg->keepalive_timeout = 120;
 }
 
 /* The field of cfg at offset off (void *: the table's offsets come from

@@ -43,6 +43,7 @@ struct config {
 	char *pid_file;
 	long shutdown_spread_ms;
 	long request_timeout;    /* seconds an acceptor waits on a FastCGI peer */
+	long keepalive_timeout;  /* seconds a kept FastCGI connection may sit idle */
 };
 
 /* Fills cfg with the defaults. */

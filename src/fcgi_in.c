@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -132,8 +131,11 @@ enum fcgi_in_result fcgi_in_read(int fd, size_t max_body, long timeout_ms, struc
 		unsigned type, id;
 		size_t clen, plen;
 
-		if (take(r, h, sizeof(h)) < 0 || h[0] != FCGI_VERSION_1)
+		if (take(r, h, sizeof(h)) < 0 || h[0] != FCGI_VERSION_1) {
+			if (phase == BEGIN && mgmt == 0 && r->len == 0)
+				res = FCGI_IN_CLOSED; /* not one byte came */
 			goto out;
+		}
 		type = h[1];
 		id = (unsigned)h[2] << 8 | h[3];
 		clen = (size_t)h[4] << 8 | h[5];
@@ -153,6 +155,7 @@ enum fcgi_in_result fcgi_in_read(int fd, size_t max_body, long timeout_ms, struc
 			if (((unsigned)body[0] << 8 | body[1]) != FCGI_RESPONDER)
 				goto out;
 			in->request_id = (uint16_t)id;
+			in->keep_conn = (body[2] & FCGI_KEEP_CONN) != 0;
 			phase = PARAMS;
 			continue;
 		}
@@ -183,7 +186,14 @@ enum fcgi_in_result fcgi_in_read(int fd, size_t max_body, long timeout_ms, struc
 		if (type != FCGI_STDIN)
 			goto out;
 		if (clen == 0) {
+			if (take(r, NULL, plen) < 0)
+				goto out;
 			res = too_large ? FCGI_IN_PARAMS_TOO_LARGE : FCGI_IN_OK;
+			/* nginx sends the next request only after our answer; bytes
+			 * already here would be a pipelining peer: answer this one
+			 * and close rather than lose or misread them */
+			if (r->pos != r->len)
+				in->keep_conn = 0;
 			goto out;
 		}
 		body_seen += clen;
@@ -213,52 +223,57 @@ void fcgi_header(unsigned char *h, int type, uint16_t request_id, size_t content
 	h[7] = 0;
 }
 
-int fcgi_in_head_file(void)
+char **fcgi_in_envp(const struct fcgi_in *in)
 {
-	return memfd_create("ssehub-request-head", MFD_CLOEXEC);
-}
+	const unsigned char *p = (const unsigned char *)in->params.data;
+	size_t len = in->params.len, i = 0, n = 0, k = 0;
+	char **env, *str;
 
-int fcgi_in_write_head(const struct fcgi_in *in, int head_fd)
-{
-	struct buf b = { 0 };
-	unsigned char rec[FCGI_HEADER_LEN + 8];
-	size_t off = 0;
-	ssize_t n;
-	int rc = 0;
-
-	fcgi_header(rec, FCGI_BEGIN_REQUEST, in->request_id, 8);
-	memset(rec + FCGI_HEADER_LEN, 0, 8);
-	rec[FCGI_HEADER_LEN + 1] = FCGI_RESPONDER; /* flags 0: no keep-conn */
-	buf_append(&b, rec, sizeof(rec));
-	for (;;) {
-		size_t k = in->params.len - off > RECORD_MAX ? RECORD_MAX : in->params.len - off;
-		fcgi_header(rec, FCGI_PARAMS, in->request_id, k);
-		buf_append(&b, rec, FCGI_HEADER_LEN);
-		if (k == 0)
-			break;
-		buf_append(&b, in->params.data + off, k);
-		off += k;
+	/* the pairs were checked by fcgi_in_read: every length fits */
+	while (i < len) {
+		size_t nl, vl;
+		pair_len(p, len, &i, &nl);
+		pair_len(p, len, &i, &vl);
+		i += nl + vl;
+		n++;
 	}
-	n = pwrite(head_fd, b.data, b.len, 0);
-	if (n < 0 || (size_t)n != b.len || ftruncate(head_fd, (off_t)b.len) != 0 || lseek(head_fd, 0, SEEK_SET) != 0)
-		rc = -1;
-	free(b.data);
-	return rc;
+	/* "NAME=VALUE\0" takes the 2 bytes of two lengths at least (1 + 1) */
+	env = xmalloc((n + 1) * sizeof(*env) + len + n);
+	str = (char *)(env + n + 1);
+	for (i = 0; i < len; k++) {
+		size_t nl, vl;
+		pair_len(p, len, &i, &nl);
+		pair_len(p, len, &i, &vl);
+		env[k] = str;
+		memcpy(str, p + i, nl);
+		str[nl] = '=';
+		memcpy(str + nl + 1, p + i + nl, vl);
+		str[nl + 1 + vl] = '\0';
+		str += nl + vl + 2;
+		i += nl + vl;
+	}
+	env[n] = NULL;
+	return env;
 }
 
-int fcgi_in_answer(int fd, uint16_t request_id, const char *status, const char *json)
+int fcgi_in_reply(int fd, uint16_t request_id, const char *head, size_t head_len, const char *body, size_t body_len)
 {
-	struct buf out = { 0 }, text = { 0 };
+	struct buf out = { 0 };
 	unsigned char h[FCGI_HEADER_LEN], end[8] = { 0 };
-	size_t off = 0;
+	size_t total = head_len + body_len, off = 0;
 	int rc = 0;
 
-	buf_printf(&text, "Status: %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n\r\n%s", status, json);
-	while (off < text.len) {
-		size_t k = text.len - off > RECORD_MAX ? RECORD_MAX : text.len - off;
+	while (off < total) {
+		size_t k = total - off > RECORD_MAX ? RECORD_MAX : total - off;
 		fcgi_header(h, FCGI_STDOUT, request_id, k);
 		buf_append(&out, h, sizeof(h));
-		buf_append(&out, text.data + off, k);
+		/* the record's content: the part of head, then of body, it spans */
+		if (off < head_len)
+			buf_append(&out, head + off, k < head_len - off ? k : head_len - off);
+		if (off + k > head_len) {
+			size_t from = off > head_len ? off - head_len : 0;
+			buf_append(&out, body + from, off + k - head_len - from);
+		}
 		off += k;
 	}
 	fcgi_header(h, FCGI_STDOUT, request_id, 0);
@@ -278,7 +293,17 @@ int fcgi_in_answer(int fd, uint16_t request_id, const char *status, const char *
 		off += (size_t)n;
 	}
 	free(out.data);
-	free(text.data);
+	return rc;
+}
+
+int fcgi_in_answer(int fd, uint16_t request_id, const char *status, const char *json)
+{
+	struct buf head = { 0 };
+	int rc;
+
+	buf_printf(&head, "Status: %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n\r\n", status);
+	rc = fcgi_in_reply(fd, request_id, head.data, head.len, json, strlen(json));
+	free(head.data);
 	return rc;
 }
 

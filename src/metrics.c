@@ -5,6 +5,7 @@
 #include "auth.h"
 #include "hub.h"
 #include "metrics.h"
+#include "server.h"
 
 struct metrics metrics;
 static int64_t started_at;
@@ -45,11 +46,16 @@ void metrics_render(struct buf *out)
 	counter(out, "sse_rejected_total", "Streams refused by --max-clients or --max-clients-per-user.",
 		METRIC_GET(rejected_limit_total));
 	counter(out, "sse_requests_total", "FastCGI requests handled.", METRIC_GET(requests_total));
+	counter(out, "sse_fastcgi_connections_total", "FastCGI connections accepted.", METRIC_GET(fcgi_connections_total));
+	gauge(out, "sse_fastcgi_idle_connections", "Kept FastCGI connections waiting for their next request.",
+	      server_idle_connections());
 	buf_puts(out, "# HELP sse_auth_failures_total Rejected tokens, by reason.\n"
 		      "# TYPE sse_auth_failures_total counter\n");
 	for (int r = AUTH_MISSING_TOKEN; r < AUTH__COUNT; r++)
 		buf_printf(out, "sse_auth_failures_total{reason=\"%s\"} %" PRIu64 "\n", auth_result_code((enum auth_result)r),
 			   auth_failures((enum auth_result)r));
+	counter(out, "sse_auth_cache_hits_total", "Tokens accepted from the cache of tokens that verified before.",
+		auth_cache_hits());
 	gauge(out, "sse_history_messages", "Messages held for replay.", hub_history_len());
 	gauge(out, "sse_uptime_seconds", "Seconds since the process started.", (util_mono_ms() - started_at) / 1000);
 }

@@ -16,6 +16,7 @@ struct metrics {
 	uint64_t disconnects_total;      /* streams ended by the disconnect API */
 	uint64_t rejected_limit_total;   /* streams refused by --max-clients* */
 	uint64_t requests_total;         /* FastCGI requests handled */
+	uint64_t fcgi_connections_total; /* FastCGI connections accepted */
 };
 
 extern struct metrics metrics;

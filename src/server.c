@@ -1,18 +1,16 @@
 /* server: listening socket and acceptors. libfcgi's own accept and reads
  * are bypassed: we accept, fcgi_in reads the request within a deadline and
- * checks it, and libfcgi parses a clean copy of its head from a memfd
- * (FCGX_Accept_r reads an already-set ipcFd; its listen socket is -1 so that
- * on an error it returns instead of accepting on its own), then writes the
- * answer on the real connection. */
+ * checks it, the handlers answer it in one write, and a connection whose
+ * peer set FCGI_KEEP_CONN waits in the acceptors' epoll set for its next
+ * request. */
 #include <errno.h>
-#include <fcgiapp.h>
 #include <fcntl.h>
 #include <netdb.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -22,6 +20,7 @@
 #include "api.h"
 #include "fcgi_in.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "util.h"
 
@@ -202,31 +201,155 @@ static int reserve_full(void)
 
 static void make_blocking(int fd)
 {
-	/* blocking from here: libfcgi reads and writes synchronously */
+	/* blocking from here: requests are read (with a deadline) and answered
+	 * synchronously */
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 }
 
 enum { PRESSURE_NONE = 0, PRESSURE_LOCKED, PRESSURE_NO_LOCK };
 
-/* Waits for a connection or the wake pipe. Returns the new fd, or -1 when
- * the server is stopping. *pressure says the process is out of descriptors
- * (new streams must be refused): PRESSURE_LOCKED when the fd came from the
- * reserve, and the caller then holds reserve_lock until it has answered. */
-static int accept_one(int *pressure)
-{
-	struct pollfd pfd[2] = { { .fd = listen_fd, .events = POLLIN }, { .fd = wake_pipe[0], .events = POLLIN } };
+/* ---- kept connections ------------------------------------------------------
+ * A peer that sets FCGI_KEEP_CONN (nginx with fastcgi_keep_conn on and an
+ * upstream keepalive pool) sends its next request on the same connection.
+ * Between requests the connection is parked in the acceptors' epoll set with
+ * EPOLLONESHOT, so exactly one acceptor serves its next request and none
+ * blocks on an idle peer. The table, indexed by fd, says which connections
+ * are parked; an epoll tag carries fd and a generation so that an event for a
+ * connection closed meanwhile (its number maybe reused) is ignored. */
 
-	for (;;) {
-		int fd;
-		if (poll(pfd, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
+enum { CONN_FREE = 0, CONN_PARKED };
+
+struct parked {
+	uint32_t gen;
+	uint32_t state;
+	int64_t since;      /* ms, monotonic: parked at */
+};
+
+#define TAG_LISTEN UINT64_MAX
+#define TAG_WAKE (UINT64_MAX - 1)
+
+static int acc_epoll = -1;
+static pthread_mutex_t park_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct parked *park_tab;  /* indexed by fd */
+static size_t park_cap;
+static uint32_t park_gen;
+static long parked_now;          /* connections parked at this moment */
+static int64_t next_sweep;
+
+long server_idle_connections(void)
+{
+	return __atomic_load_n(&parked_now, __ATOMIC_RELAXED);
+}
+
+/* Parks fd until its next request. Closes it when that fails. */
+static void park(int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT };
+	struct parked *p;
+
+	pthread_mutex_lock(&park_lock);
+	if ((size_t)fd >= park_cap) {
+		size_t cap = park_cap ? park_cap : 64;
+		while (cap <= (size_t)fd)
+			cap *= 2;
+		park_tab = xrealloc(park_tab, cap * sizeof(*park_tab));
+		memset(park_tab + park_cap, 0, (cap - park_cap) * sizeof(*park_tab));
+		park_cap = cap;
+	}
+	p = &park_tab[fd];
+	p->gen = ++park_gen;
+	p->state = CONN_PARKED;
+	p->since = util_mono_ms();
+	ev.data.u64 = (uint64_t)p->gen << 32 | (uint32_t)fd;
+	/* MOD when the fd was parked before (its entry is still in the set,
+	 * disabled by EPOLLONESHOT), ADD the first time */
+	if (epoll_ctl(acc_epoll, EPOLL_CTL_MOD, fd, &ev) < 0 &&
+	    (errno != ENOENT || epoll_ctl(acc_epoll, EPOLL_CTL_ADD, fd, &ev) < 0)) {
+		p->state = CONN_FREE;
+		pthread_mutex_unlock(&park_lock);
+		close(fd);
+		return;
+	}
+	parked_now++;
+	pthread_mutex_unlock(&park_lock);
+}
+
+/* Claims the parked connection an event names. Returns its fd, or -1 when
+ * that connection was closed meanwhile. */
+static int unpark(uint64_t tag)
+{
+	int fd = (int)(uint32_t)tag;
+	int ok;
+
+	pthread_mutex_lock(&park_lock);
+	ok = (size_t)fd < park_cap && park_tab[fd].state == CONN_PARKED && park_tab[fd].gen == (uint32_t)(tag >> 32);
+	if (ok) {
+		park_tab[fd].state = CONN_FREE;
+		parked_now--;
+	}
+	pthread_mutex_unlock(&park_lock);
+	return ok ? fd : -1;
+}
+
+/* Closes parked connections idle for idle_ms or more (all with 0). The peer
+ * sees a connection it had kept closed; nginx then opens a new one. */
+static int close_idle(int64_t idle_ms)
+{
+	int64_t now = util_mono_ms();
+	int n = 0;
+
+	pthread_mutex_lock(&park_lock);
+	for (size_t fd = 0; fd < park_cap; fd++) {
+		if (park_tab[fd].state == CONN_PARKED && now - park_tab[fd].since >= idle_ms) {
+			park_tab[fd].state = CONN_FREE;
+			parked_now--;
+			close((int)fd);
+			n++;
 		}
-		if (pfd[1].revents)
+	}
+	next_sweep = now + 1000;
+	pthread_mutex_unlock(&park_lock);
+	return n;
+}
+
+static void maybe_sweep(void)
+{
+	if (util_mono_ms() >= __atomic_load_n(&next_sweep, __ATOMIC_RELAXED))
+		close_idle(conf->keepalive_timeout * 1000);
+}
+
+/* Waits for a new connection, a parked connection's next request, or the
+ * wake pipe. Returns the fd (*fresh says which kind), or -1 when the server
+ * is stopping. *pressure says the process is out of descriptors (new
+ * streams must be refused): PRESSURE_LOCKED when the fd came from the
+ * reserve, and the caller then holds reserve_lock until it has answered. */
+static int accept_one(int *pressure, int *fresh)
+{
+	for (;;) {
+		struct epoll_event ev;
+		int fd, n = epoll_wait(acc_epoll, &ev, 1, 1000);
+
+		if (n < 0 && errno != EINTR)
+			return -1;
+		maybe_sweep();
+		if (n <= 0)
+			continue;
+		if (ev.data.u64 == TAG_WAKE)
 			return -1;
 		*pressure = PRESSURE_NONE;
+		if (ev.data.u64 != TAG_LISTEN) {
+			fd = unpark(ev.data.u64);
+			if (fd < 0)
+				continue;
+			*fresh = 0;
+			if (!reserve_full())
+				*pressure = PRESSURE_NO_LOCK;
+			return fd;
+		}
+		*fresh = 1;
 		fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE) && close_idle(0) > 0)
+			fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd >= 0) {
 			make_blocking(fd);
 			if (!reserve_full()) {
@@ -268,24 +391,19 @@ static int accept_one(int *pressure)
 	}
 }
 
-/* Each acceptor's file for the clean request head that libfcgi parses;
- * made when the thread starts, so a request needs no descriptor but its own. */
-static __thread int head_file = -1;
-
 void server_init(const struct config *cfg)
 {
 	conf = cfg;
 }
 
-/* Our strict reader takes the request, a clean copy of its head goes through
- * libfcgi (which then writes the answer on the real fd), and the fd is either
- * handed to a stream loop or closed. */
+/* Our strict reader takes the request, the handlers answer it (or hand the
+ * fd to a stream loop), and the fd is closed, kept for the next request, or
+ * left to the loop. */
 int server_serve(int fd, int pressure)
 {
 	int handed;
-
+	char **envp;
 	struct fcgi_in in;
-	FCGX_Request req;
 	enum fcgi_in_result res = fcgi_in_read(fd, (size_t)conf->max_message_bytes, conf->request_timeout * 1000, &in);
 
 	if (res == FCGI_IN_PARAMS_TOO_LARGE)
@@ -295,47 +413,19 @@ int server_serve(int fd, int pressure)
 	if (res != FCGI_IN_OK) {
 		if (res == FCGI_IN_DROP)
 			log_debug("event=bad_fastcgi_request");
-		handed = res == FCGI_IN_DROP ? -1 : 0;
-		goto drop;
+		close(fd);
+		fcgi_in_free(&in);
+		return res == FCGI_IN_PARAMS_TOO_LARGE ? 0 : -1;
 	}
-	if (head_file < 0)
-		head_file = fcgi_in_head_file();
-	if (head_file < 0 || fcgi_in_write_head(&in, head_file) < 0) {
-		log_error("event=request_head_failed error=\"%s\"", strerror(errno));
-		fcgi_in_answer(fd, in.request_id, "503 Service Unavailable",
-			       "{\"success\":false,\"error\":{\"code\":\"too_many_open_files\","
-			       "\"message\":\"the hub is out of file descriptors\"}}");
+	envp = fcgi_in_envp(&in);
+	handed = api_handle(fd, &in, envp, pressure);
+	free(envp);
+	if (handed == 0 && in.keep_conn) {
+		handed = 2; /* answered; the peer sends its next request here */
+	} else if (handed <= 0) {
+		close(fd);
 		handed = 0;
-		goto drop;
 	}
-	FCGX_InitRequest(&req, -1, 0);
-	req.ipcFd = head_file;
-	req.keepConnection = 1; /* so Accept_r reads this fd instead of accepting */
-	if (FCGX_Accept_r(&req) < 0) {
-		/* cannot happen with a head we built; libfcgi closed the file */
-		log_error("event=request_head_rejected");
-		head_file = -1;
-		FCGX_Free(&req, 1);
-		handed = -1;
-		goto drop;
-	}
-	/* libfcgi reads and writes through req.ipcFd: from now on, the peer */
-	req.ipcFd = fd;
-	handed = api_handle(&req, &in, pressure);
-	if (handed) {
-		FCGX_Free(&req, 0); /* the fd now belongs to a stream loop */
-	} else {
-		/* The whole request is read, so close at once: libfcgi's lingering
-		 * close (shutdown, then wait up to 2 s for the peer) is for unread
-		 * input, and would hold this acceptor meanwhile. */
-		req.keepConnection = 0;
-		req.detached = 1;
-		FCGX_Finish_r(&req);
-	}
-	fcgi_in_free(&in);
-	return handed;
-drop:
-	close(fd);
 	fcgi_in_free(&in);
 	return handed;
 }
@@ -345,15 +435,18 @@ static void *acceptor_main(void *arg)
 	struct timeval tv = { .tv_sec = conf->request_timeout, .tv_usec = 0 };
 
 	(void)arg;
-	head_file = fcgi_in_head_file();
 	for (;;) {
-		int pressure;
-		int fd = accept_one(&pressure);
+		int pressure, fresh;
+		int fd = accept_one(&pressure, &fresh);
 		if (fd < 0)
 			break;
 		/* bounds our blocking writes of answers to a peer that stops reading */
-		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		server_serve(fd, pressure != PRESSURE_NONE);
+		if (fresh) {
+			METRIC_ADD(fcgi_connections_total, 1);
+			setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		}
+		if (server_serve(fd, pressure != PRESSURE_NONE) == 2)
+			park(fd);
 		if (pressure == PRESSURE_LOCKED) {
 			static int64_t last_log;
 			int64_t now = util_mono_ms();
@@ -365,16 +458,20 @@ static void *acceptor_main(void *arg)
 			}
 		}
 	}
-	if (head_file >= 0)
-		close(head_file);
 	__atomic_sub_fetch(&running, 1, __ATOMIC_RELEASE);
 	return NULL;
 }
 
 int server_start(const struct config *cfg)
 {
+	struct epoll_event lev = { .events = EPOLLIN, .data.u64 = TAG_LISTEN };
+	struct epoll_event wev = { .events = EPOLLIN, .data.u64 = TAG_WAKE };
+
 	reserve_fill();
-	if (pipe2(wake_pipe, O_CLOEXEC) < 0) {
+	acc_epoll = epoll_create1(EPOLL_CLOEXEC);
+	if (acc_epoll < 0 || pipe2(wake_pipe, O_CLOEXEC) < 0 ||
+	    epoll_ctl(acc_epoll, EPOLL_CTL_ADD, listen_fd, &lev) < 0 ||
+	    epoll_ctl(acc_epoll, EPOLL_CTL_ADD, wake_pipe[0], &wev) < 0) {
 		log_error("event=server_start_failed error=\"%s\"", strerror(errno));
 		return -1;
 	}
@@ -416,6 +513,12 @@ void server_stop(long wait_ms)
 	}
 	free(acceptors);
 	acceptors = NULL;
+	if (__atomic_load_n(&running, __ATOMIC_ACQUIRE) == 0) {
+		close_idle(0);
+		free(park_tab);
+		park_tab = NULL;
+		park_cap = 0;
+	}
 	if (listen_fd > 0)
 		close(listen_fd);
 	listen_fd = -1;

@@ -17,8 +17,13 @@ void server_init(const struct config *cfg);
  * request strictly (fcgi_in), lets libfcgi parse a clean copy of its head,
  * answers it or hands the fd to a stream loop (never when refuse_streams:
  * those get 503). Returns 1 when it became a stream, 0 when it was
- * answered, -1 when it was dropped without an answer. */
+ * answered and closed, 2 when it was answered and the peer asked to keep
+ * the connection (FCGI_KEEP_CONN: the fd stays open and is the caller's),
+ * -1 when it was dropped without an answer. */
 int server_serve(int fd, int refuse_streams);
+
+/* Kept FastCGI connections waiting for their next request. */
+long server_idle_connections(void);
 
 /* Starts cfg->acceptors threads. Returns 0 or -1. */
 int server_start(const struct config *cfg);
