@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -25,24 +26,23 @@ struct reader {
 static int fill(struct reader *r)
 {
 	for (;;) {
-		int64_t left = r->deadline - util_mono_ms();
+		int64_t left;
 		struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
-		ssize_t n;
+		/* the bytes are usually there already: poll only when not */
+		ssize_t n = recv(r->fd, r->buf, sizeof(r->buf), MSG_DONTWAIT);
+
+		if (n > 0) {
+			r->pos = 0;
+			r->len = (size_t)n;
+			return 0;
+		}
+		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+			return -1;
+		left = r->deadline - util_mono_ms();
 		if (left <= 0)
 			return -1;
-		if (poll(&pfd, 1, (int)left) <= 0) {
-			if (errno == EINTR)
-				continue;
+		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
 			return -1;
-		}
-		n = read(r->fd, r->buf, sizeof(r->buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		r->pos = 0;
-		r->len = (size_t)n;
-		return 0;
 	}
 }
 

@@ -357,25 +357,54 @@ static long count_target_locked(enum msg_target target, const char *key)
 	}
 }
 
-/* Posts m to the loops that may hold its targets. Lock held. */
-static void post_locked(struct msg *m, void (*post)(struct loop *, struct msg *))
+/* Posts m to the loops that hold its targets: a broadcast to every loop, a
+ * message for a user or a client once per target stream, resolved here so
+ * that the loops need not take the hub lock. Lock held. Returns the loops
+ * to wake (bit i: loop i), woken by wake_loops once the lock is released,
+ * so that no one waits on the hub lock behind a system call. */
+static uint64_t post_locked(struct msg *m)
 {
-	if (m->target == MSG_CLIENT) {
-		struct stream *s = hub_client_locked(m->key);
+	uint64_t wake = 0;
+	struct stream *s;
+
+	switch (m->target) {
+	case MSG_USER:
+		for (s = hub_user_streams_locked(m->key); s; s = s->hub.user_next) {
+			msg_ref(m, 1);
+			if (loop_post_deliver(s->loop, m, s))
+				wake |= 1ULL << loop_index(s->loop);
+		}
+		break;
+	case MSG_CLIENT:
+		s = hub_client_locked(m->key);
 		if (s) {
 			msg_ref(m, 1);
-			post(s->loop, m);
+			if (loop_post_deliver(s->loop, m, s))
+				wake |= 1ULL << loop_index(s->loop);
 		}
-		return;
+		break;
+	default:
+		for (int i = 0; i < loops_count(); i++) {
+			msg_ref(m, 1);
+			if (loop_post_publish(loops_get(i), m))
+				wake |= 1ULL << i;
+		}
+		break;
 	}
-	for (int i = 0; i < loops_count(); i++) {
-		msg_ref(m, 1);
-		post(loops_get(i), m);
-	}
+	return wake;
+}
+
+static void wake_loops(uint64_t wake)
+{
+	for (int i = 0; wake; i++, wake >>= 1)
+		if (wake & 1)
+			loop_wake(loops_get(i));
 }
 
 int hub_publish(struct msg *m, long *recipients)
 {
+	uint64_t wake;
+
 	hub_lock();
 	if (hub.stopping) {
 		hub_unlock();
@@ -387,8 +416,9 @@ int hub_publish(struct msg *m, long *recipients)
 		hist_expire(m->created);
 		hist_append(m);
 	}
-	post_locked(m, loop_post_publish);
+	wake = post_locked(m);
 	hub_unlock();
+	wake_loops(wake);
 	METRIC_ADD(published[m->target], 1);
 	return 0;
 }
@@ -397,12 +427,22 @@ long hub_disconnect(struct msg *final)
 {
 	long n;
 
+	uint64_t wake = 0;
+
 	hub_lock();
 	final->seq = ++hub.seq;
 	n = count_target_locked(final->target, final->key);
-	if (n > 0)
-		post_locked(final, loop_post_disconnect);
+	if (n > 0) {
+		/* every loop, which finds its targets itself (rare: no need to
+		 * resolve them here) */
+		for (int i = 0; i < loops_count(); i++) {
+			msg_ref(final, 1);
+			if (loop_post_disconnect(loops_get(i), final))
+				wake |= 1ULL << i;
+		}
+	}
 	hub_unlock();
+	wake_loops(wake);
 	return n;
 }
 

@@ -29,11 +29,12 @@
 #define EVENT_BATCH 256
 #define TICK_MS 1000
 
-enum item_type { ITEM_STREAM, ITEM_PUBLISH, ITEM_DISCONNECT, ITEM_STOP };
+enum item_type { ITEM_STREAM, ITEM_PUBLISH, ITEM_DELIVER, ITEM_DISCONNECT, ITEM_STOP };
 
 struct item {
 	enum item_type type;
 	void *p;
+	struct stream *s;        /* ITEM_DELIVER: the one stream p goes to */
 };
 
 struct loop {
@@ -53,8 +54,9 @@ struct loop {
 	struct stream *streams;
 	long nstreams;
 	struct stream *dirty;
-	struct stream **dead;
+	struct stream **dead;            /* closed, detached from the hub, not yet freed */
 	size_t ndead, dead_cap;
+	size_t nreapable;                /* dead[0..nreapable): closed before the last drain */
 	int64_t next_ping_ms;
 	int stopping;
 	int64_t stop_deadline_ms;
@@ -314,16 +316,24 @@ static void flush(struct loop *l, struct stream *s)
 		stream_close(l, s, s->close_reason);
 }
 
+/* Frees the streams closed before the last inbox drain. A publisher may
+ * have posted an ITEM_DELIVER naming a stream up to the moment it left the
+ * hub; every such item was in the inbox when the next drain took it, so
+ * after that drain nothing can name the stream any more. */
 static void reap(struct loop *l)
 {
-	for (size_t i = 0; i < l->ndead; i++)
+	for (size_t i = 0; i < l->nreapable; i++)
 		stream_free(l->dead[i]);
-	l->ndead = 0;
+	memmove(l->dead, l->dead + l->nreapable, (l->ndead - l->nreapable) * sizeof(*l->dead));
+	l->ndead -= l->nreapable;
+	l->nreapable = 0;
 }
 
 /* ---- inbox -------------------------------------------------------------- */
 
-static void post(struct loop *l, enum item_type type, void *p)
+/* Appends an item; returns 1 when the inbox was empty, that is, when the
+ * loop may be asleep and must be woken (loop_wake). */
+static int post_nowake(struct loop *l, enum item_type type, void *p, struct stream *s)
 {
 	int wake;
 
@@ -332,14 +342,28 @@ static void post(struct loop *l, enum item_type type, void *p)
 		l->inbox_cap = l->inbox_cap ? l->inbox_cap * 2 : 64;
 		l->inbox = xrealloc(l->inbox, l->inbox_cap * sizeof(*l->inbox));
 	}
-	l->inbox[l->inbox_len++] = (struct item){ type, p };
+	l->inbox[l->inbox_len++] = (struct item){ type, p, s };
 	wake = l->inbox_len == 1;
 	pthread_mutex_unlock(&l->lock);
-	if (wake) {
-		uint64_t one = 1;
-		ssize_t rc = write(l->evfd, &one, sizeof(one));
-		(void)rc; /* an eventfd counter cannot overflow here */
-	}
+	return wake;
+}
+
+void loop_wake(struct loop *l)
+{
+	uint64_t one = 1;
+	ssize_t rc = write(l->evfd, &one, sizeof(one));
+	(void)rc; /* an eventfd counter cannot overflow here */
+}
+
+static void post(struct loop *l, enum item_type type, void *p)
+{
+	if (post_nowake(l, type, p, NULL))
+		loop_wake(l);
+}
+
+int loop_index(const struct loop *l)
+{
+	return l->index;
 }
 
 void loop_post_stream(struct loop *l, struct stream *s)
@@ -347,14 +371,19 @@ void loop_post_stream(struct loop *l, struct stream *s)
 	post(l, ITEM_STREAM, s);
 }
 
-void loop_post_publish(struct loop *l, struct msg *m)
+int loop_post_deliver(struct loop *l, struct msg *m, struct stream *s)
 {
-	post(l, ITEM_PUBLISH, m);
+	return post_nowake(l, ITEM_DELIVER, m, s);
 }
 
-void loop_post_disconnect(struct loop *l, struct msg *final)
+int loop_post_publish(struct loop *l, struct msg *m)
 {
-	post(l, ITEM_DISCONNECT, final);
+	return post_nowake(l, ITEM_PUBLISH, m, NULL);
+}
+
+int loop_post_disconnect(struct loop *l, struct msg *final)
+{
+	return post_nowake(l, ITEM_DISCONNECT, final, NULL);
 }
 
 /* ---- item handlers ------------------------------------------------------ */
@@ -503,6 +532,7 @@ static void drain_inbox(struct loop *l)
 	size_t n;
 	long spread = -1;
 
+	l->nreapable = l->ndead; /* see reap() */
 	pthread_mutex_lock(&l->lock);
 	n = l->inbox_len;
 	if (n) {
@@ -526,6 +556,13 @@ static void drain_inbox(struct loop *l)
 			break;
 		case ITEM_PUBLISH:
 			METRIC_ADD(delivered_total, (uint64_t)for_targets(l, m, deliver_one));
+			msg_unref(m);
+			break;
+		case ITEM_DELIVER:
+			if (deliverable(it->s, m)) {
+				enqueue(l, it->s, m, 0);
+				METRIC_ADD(delivered_total, 1);
+			}
 			msg_unref(m);
 			break;
 		case ITEM_DISCONNECT:
@@ -627,6 +664,9 @@ static void *loop_main(void *arg)
 		if (l->stopping && (l->nstreams == 0 || now >= l->stop_deadline_ms)) {
 			while (l->streams)
 				stream_close(l, l->streams, "shutdown");
+			/* no drain follows: items left in the inbox are only
+			 * unreferenced by loops_stop, never followed to a stream */
+			l->nreapable = l->ndead;
 			reap(l);
 			/* streams handed over after the stop: end them too */
 			break;

@@ -62,10 +62,18 @@ int loops_count(void);
 struct loop *loops_get(int i);
 
 /* Inbox posts; each takes over one reference of m. Called under the hub
- * lock so every loop sees one order. */
+ * lock so every loop sees one order. The message posts do not wake the
+ * loop: they return 1 when it must be woken, which the caller does with
+ * loop_wake after releasing the hub lock. A stream post wakes it. */
 void loop_post_stream(struct loop *l, struct stream *s);
-void loop_post_publish(struct loop *l, struct msg *m);
-void loop_post_disconnect(struct loop *l, struct msg *final);
+/* m for the loop to deliver to its streams that m targets (broadcast) */
+int loop_post_publish(struct loop *l, struct msg *m);
+/* m for exactly stream s of loop l, resolved by the publisher */
+int loop_post_deliver(struct loop *l, struct msg *m, struct stream *s);
+int loop_post_disconnect(struct loop *l, struct msg *final);
+void loop_wake(struct loop *l);
+/* l's position in 0 .. loops_count() - 1 */
+int loop_index(const struct loop *l);
 
 /* FastCGI framing of a message of len bytes: its size on the wire. */
 size_t stream_framed_len(const struct msg *m);

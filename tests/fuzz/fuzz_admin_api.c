@@ -2,8 +2,8 @@
  * Input: byte 0 picks the route (broadcast, send-to-user, send-to-client,
  * disconnect), the rest is the POST body. The request (BEGIN_REQUEST, PARAMS
  * with an admin token minted at start-up with libjwt, STDIN = the body) is
- * written into a socketpair and read by FCGX_Accept_r + api_handle exactly as
- * an acceptor does. Checks: libfcgi accepts it, the answer is a complete
+ * written into a socketpair and read by server_serve (fcgi_in + api_handle) as
+ * an acceptor does. Checks: the request is accepted, the answer is a complete
  * FastCGI response with a documented status and JSON shape, 200 only for a
  * body that is valid UTF-8, and with no stream open every publish reaches 0
  * recipients and every disconnect closes 0. */
@@ -70,7 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	rc = fcgi_exchange(wire.data, wire.len, &reply);
 	free(wire.data);
-	FUZZ_CHECK(rc != -1, "libfcgi rejected a well-formed request");
+	FUZZ_CHECK(rc != -1, "a well-formed request was dropped");
 	FUZZ_CHECK(rc == 0, "a POST to /api/sse/%s was handed to a stream loop", route);
 	FUZZ_CHECK(reply.end_request && reply.stdout_closed && !reply.malformed,
 		   "incomplete FastCGI answer (end_request=%d stdout_closed=%d)", reply.end_request, reply.stdout_closed);

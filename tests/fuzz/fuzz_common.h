@@ -252,6 +252,13 @@ static inline int fcgi_exchange(const void *wire, size_t len, struct fcgi_reply 
 		close(sv[0]);
 		return -1;
 	}
+	if (handed == 2) {
+		/* answered, and kept for a next request (FCGI_KEEP_CONN): the
+		 * acceptor would park it; here it ends, so that the reply below
+		 * reads to EOF */
+		close(sv[1]);
+		handed = 0;
+	}
 	if (handed) {
 		close(sv[0]); /* the loop sees the hang-up and ends the stream */
 		return 1;

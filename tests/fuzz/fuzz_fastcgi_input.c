@@ -1,7 +1,7 @@
 /* fuzz_fastcgi_input: arbitrary bytes as everything a FastCGI peer sends on
- * one connection, followed by EOF, into FCGX_Accept_r + api_handle exactly as
+ * one connection, followed by EOF, into server_serve (fcgi_in + api_handle) as
  * an acceptor thread runs them. Must never crash, leak or hang; a request
- * libfcgi rejects is fine, so is a stream handed to a loop (the loop sees the
+ * fcgi_in rejects is fine, so is a stream handed to a loop (the loop sees the
  * peer gone and ends it). When an answer comes back it must be a complete
  * FastCGI response whose CGI head carries a status the API documents.
  * The seeds (gen_seeds.py) carry admin and user tokens signed with the test
@@ -48,8 +48,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 /* libfcgi 2.4.2 aborts on a PARAMS pair whose lengths overflow an int and
- * leaks on management records; src/fcgi_in.c keeps both from it, and the
- * inputs that once hit them are replayed from the corpus (regress-*). */
+ * leaks on management records; src/fcgi_in.c reads every request itself,
+ * and the inputs that once hit them are replayed from the corpus
+ * (regress-*). */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -75,8 +76,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (rc != 0)
 		return 0;
 	FUZZ_CHECK(!reply.malformed, "a record that is not FastCGI version 1 came back");
-	/* an answer is complete, unless the peer's own bytes made libfcgi stop
-	 * writing (it cannot: the peer end stays readable until we read it) */
+	/* an answer is complete: it is written in one go, and the peer end
+	 * stays readable until we read it */
 	FUZZ_CHECK(reply.end_request && reply.stdout_closed, "incomplete FastCGI answer (end_request=%d stdout_closed=%d)",
 		   reply.end_request, reply.stdout_closed);
 	FUZZ_CHECK(cgi_split(&reply.stdout_bytes, &status, &body, &blen) == 0, "answer without a CGI head: %.*s",
