@@ -216,17 +216,28 @@ http {{
 """
 
 # As in examples/nginx/ssehub.conf: streams on their own connection each,
-# API requests over a pool of kept FastCGI connections.
-HTTP_SSEHUB = """    upstream ssehub_api {{
-        server unix:{d}/ssehub.sock;
-        keepalive 32;
+# with only the params ssehub reads and a request pool that holds a whole
+# stream; API requests over a pool of kept FastCGI connections.
+HTTP_SSEHUB = """    map $cookie_token $ssehub_token_cookie {{
+        "" "";
+        default "token=$cookie_token";
     }}
+    upstream ssehub_api {{
+        server unix:{d}/ssehub.sock;
+        keepalive 16;
+    }}
+    request_pool_size 10k;
 """
 LOC_SSEHUB = """        location /sse/ {{
-            include /etc/nginx/fastcgi_params;
             fastcgi_pass unix:{d}/ssehub.sock;
+            fastcgi_pass_request_headers off;
+            fastcgi_param REQUEST_METHOD $request_method;
+            fastcgi_param REQUEST_URI $request_uri;
+            fastcgi_param HTTP_AUTHORIZATION $http_authorization if_not_empty;
+            fastcgi_param HTTP_COOKIE $ssehub_token_cookie if_not_empty;
+            fastcgi_param HTTP_LAST_EVENT_ID $http_last_event_id if_not_empty;
             fastcgi_buffering off;
-            fastcgi_buffer_size 1k;
+            fastcgi_buffer_size 512;
             fastcgi_keep_conn off;
             fastcgi_read_timeout 300s;{extra}
         }}

@@ -233,7 +233,9 @@ class Lab:
     def front(self, kind, hub):
         n = len(self.procs.fronts)
         if kind == "nginx":
-            f = BigHeaderNginx(self.workdir, hub.upstream, name="nginx%d" % n)
+            args = hub.argv
+            cookie = args[args.index("--token-cookie") + 1] if "--token-cookie" in args else "token"
+            f = BigHeaderNginx(self.workdir, hub.upstream, name="nginx%d" % n, token_cookie=cookie or "token")
         elif kind == "lighttpd":
             f = BigHeaderLighttpd(self.workdir, socket_path=str(hub.socket_path), name="lighttpd%d" % n)
         else:

@@ -319,7 +319,9 @@ class FrontServer:
 class NginxFront(FrontServer):
     kind = "nginx"
 
-    def __init__(self, workdir, upstream, name="nginx"):
+    def __init__(self, workdir, upstream, name="nginx", token_cookie="token"):
+        """token_cookie: the hub's --token-cookie, the one cookie passed on
+        to it for streams (as the example's map does)."""
         super().__init__(workdir)
         self.prefix = self.workdir / name
         self.prefix.mkdir(parents=True, exist_ok=True)
@@ -331,14 +333,33 @@ class NginxFront(FrontServer):
         self.conf = p / "nginx.conf"
         self.logs = [self.error_log]
         user = "user root;" if os.geteuid() == 0 else ""
-        loc = """
-        location %%s {
-            include /etc/nginx/fastcgi_params;
-            fastcgi_pass %s;
+        # As examples/nginx/ssehub.conf: a stream gets only the params
+        # ssehub reads and its own connection; the API and /metrics go
+        # over kept connections (FCGI_KEEP_CONN).
+        locs = """
+        location /sse/ {
+            fastcgi_pass %(up)s;
+            fastcgi_pass_request_headers off;
+            fastcgi_param REQUEST_METHOD $request_method;
+            fastcgi_param REQUEST_URI $request_uri;
+            fastcgi_param HTTP_AUTHORIZATION $http_authorization if_not_empty;
+            fastcgi_param HTTP_COOKIE $ssehub_token_cookie if_not_empty;
+            fastcgi_param HTTP_LAST_EVENT_ID $http_last_event_id if_not_empty;
             fastcgi_buffering off;
+            fastcgi_buffer_size 512;
             fastcgi_read_timeout 120s;
             fastcgi_keep_conn off;
-        }""" % upstream
+        }
+        location /api/ {
+            include /etc/nginx/fastcgi_params;
+            fastcgi_pass ssehub_api;
+            fastcgi_keep_conn on;
+        }
+        location = /metrics {
+            include /etc/nginx/fastcgi_params;
+            fastcgi_pass ssehub_api;
+            fastcgi_keep_conn on;
+        }""" % {"up": upstream}
         self.conf.write_text("""
 daemon off;
 master_process on;
@@ -354,14 +375,23 @@ http {
     fastcgi_temp_path %(p)s/tmp/fastcgi;
     uwsgi_temp_path %(p)s/tmp/uwsgi;
     scgi_temp_path %(p)s/tmp/scgi;
+    map $cookie_%(cookie)s $ssehub_token_cookie {
+        "" "";
+        default "%(cookie)s=$cookie_%(cookie)s";
+    }
+    upstream ssehub_api {
+        server %(up)s;
+        keepalive 16;
+    }
+    request_pool_size 10k;
     server {
         listen %(host)s:%(port)d;
         server_name localhost;
 %(locs)s
     }
 }
-""" % {"user": user, "p": p, "host": self.host, "port": self.port,
-       "locs": "\n".join(loc % where for where in ("/sse/", "/api/", "= /metrics"))})
+""" % {"user": user, "p": p, "host": self.host, "port": self.port, "up": upstream, "locs": locs,
+       "cookie": token_cookie})
 
     def start(self):
         nginx = find_program("nginx")
