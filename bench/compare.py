@@ -1132,13 +1132,17 @@ def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
       "keep-alive connections" % (fmt(u), fmt(P["tgt_msgs"]), P["tgt_conns"]))
     w("")
     w("| system | publish req/s | publish p99 ms | failed | delivered | lost | "
-      "delivery p50 ms | delivery p99 ms | out of order |")
-    w("|---|---|---|---|---|---|---|---|---|")
+      "delivery p50 ms | delivery p99 ms | out of order | CPU µs per message: nginx | back end |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def per_msg(r, key):
+        return r.get(key, 0) * 1e6 / r["delivered"] if r.get("delivered") else None
+
     for s in systems:
         rs = [r for r in runs if r["scenario"] == "targeted" and r["system"] == s]
         if not rs:
             continue
-        w("| %s | %s%s | %s | %s | %s/%s | %s | %s | %s%s | %s |" % (
+        w("| %s | %s%s | %s | %s | %s/%s | %s | %s | %s%s | %s | %s | %s |" % (
             LABEL[s], fmt(median([r["req_per_s"] for r in rs])),
             minmax([r["req_per_s"] for r in rs]),
             fmt(median([r["post_p99"] for r in rs]), 1),
@@ -1147,7 +1151,13 @@ def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
             fmt(median([r["lost"] for r in rs])),
             fmt(median([r["lat_p50"] for r in rs]), 1),
             fmt(median([r["lat_p99"] for r in rs]), 1), minmax([r["lat_p99"] for r in rs], 1),
-            fmt(median([r["seq_errors"] for r in rs]))))
+            fmt(median([r["seq_errors"] for r in rs])),
+            fmt(median([per_msg(r, "nginx_cpu_s") for r in rs]), 1),
+            fmt(median([per_msg(r, "hub_cpu_s") for r in rs]), 1) if s != "nchan" else "–"))
+    w("")
+    w("CPU per message counts the publish request and its delivery, over the publishing phase. "
+      "Nchan does both inside nginx; through ssehub nginx relays the request to the hub and the "
+      "event back, two FastCGI hops, which is where the difference in throughput comes from.")
     w("")
 
     # --- churn

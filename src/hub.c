@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hub.h"
@@ -394,11 +395,24 @@ static uint64_t post_locked(struct msg *m)
 	return wake;
 }
 
-static void wake_loops(uint64_t wake)
+/* Publishers between their post and the end of their wake_loops: the
+ * loops must not go away under them (hub_wait_wakers). */
+static long wakers;
+
+static void wake_loops(uint64_t wake, int deliver_here)
 {
 	for (int i = 0; wake; i++, wake >>= 1)
 		if (wake & 1)
-			loop_wake(loops_get(i));
+			loop_wake(loops_get(i), deliver_here);
+	__atomic_sub_fetch(&wakers, 1, __ATOMIC_RELEASE);
+}
+
+void hub_wait_wakers(void)
+{
+	struct timespec pause = { 0, 1000000 };
+
+	while (__atomic_load_n(&wakers, __ATOMIC_ACQUIRE) > 0)
+		nanosleep(&pause, NULL);
 }
 
 int hub_publish(struct msg *m, long *recipients)
@@ -417,8 +431,9 @@ int hub_publish(struct msg *m, long *recipients)
 		hist_append(m);
 	}
 	wake = post_locked(m);
+	__atomic_add_fetch(&wakers, 1, __ATOMIC_RELAXED);
 	hub_unlock();
-	wake_loops(wake);
+	wake_loops(wake, m->target != MSG_BROADCAST);
 	METRIC_ADD(published[m->target], 1);
 	return 0;
 }
@@ -441,8 +456,9 @@ long hub_disconnect(struct msg *final)
 				wake |= 1ULL << i;
 		}
 	}
+	__atomic_add_fetch(&wakers, 1, __ATOMIC_RELAXED);
 	hub_unlock();
-	wake_loops(wake);
+	wake_loops(wake, 0);
 	return n;
 }
 

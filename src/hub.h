@@ -78,6 +78,9 @@ void hub_new_id(char *out, size_t outlen);
 
 /* Marks the hub as stopping: attaches and publishes are refused from now. */
 void hub_set_stopping(void);
+/* Waits until no publisher is still waking loops; after hub_set_stopping
+ * none starts, and the loops may then be stopped. */
+void hub_wait_wakers(void);
 
 /* Writes the history to path / reads it back (--history-file). Return 0 or
  * -1 (logged). A missing file on load is not an error. */

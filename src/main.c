@@ -88,6 +88,7 @@ int main(int argc, char **argv)
 	}
 	log_info("event=stopping signal=%s clients=%ld", sig == SIGINT ? "INT" : "TERM", hub_total_clients());
 	hub_set_stopping();
+	hub_wait_wakers();
 	server_stop_accepting();
 	loops_stop(cfg.shutdown_spread_ms, STOP_FLUSH_MS);
 	server_stop(STOP_ACCEPTOR_WAIT_MS);

@@ -43,12 +43,19 @@ struct loop {
 	int epfd, evfd;
 	const struct config *cfg;
 
+	/* run: held by whoever works on the loop's streams: the loop thread
+	 * between two epoll_waits, or a publishing thread that delivers its
+	 * own message at once instead of waking the loop (loop_wake). Every
+	 * field below "loop state" is guarded by it. Streams are freed only
+	 * by the loop thread, after the events it was handed. */
+	pthread_mutex_t run;
+	int ended;                       /* the loop thread has returned */
 	pthread_mutex_t lock;            /* guards the inbox and stop_spread */
 	struct item *inbox;
 	size_t inbox_len, inbox_cap;
 	long stop_spread;
 
-	/* loop thread only */
+	/* loop state (run) */
 	struct item *work;
 	size_t work_cap;
 	struct stream *streams;
@@ -348,17 +355,45 @@ static int post_nowake(struct loop *l, enum item_type type, void *p, struct stre
 	return wake;
 }
 
-void loop_wake(struct loop *l)
+static void drain_inbox(struct loop *l);
+static void flush_dirty(struct loop *l);
+
+/* Wakes the loop thread. */
+static void loop_signal(struct loop *l)
 {
 	uint64_t one = 1;
 	ssize_t rc = write(l->evfd, &one, sizeof(one));
 	(void)rc; /* an eventfd counter cannot overflow here */
 }
 
+/* The thread that made the inbox non-empty sees to it that it is drained.
+ * With deliver_here, when the loop is idle (run is free) it delivers the
+ * items itself, which saves waking the loop thread (an eventfd write, a
+ * context switch, a read and an epoll_wait per message): for messages to
+ * a few streams. A broadcast wakes every loop thread instead, so that the
+ * loops write to their streams in parallel. */
+void loop_wake(struct loop *l, int deliver_here)
+{
+	if (deliver_here && pthread_mutex_trylock(&l->run) == 0) {
+		int ended = l->ended;
+		if (!ended) {
+			drain_inbox(l);
+			flush_dirty(l);
+		}
+		pthread_mutex_unlock(&l->run);
+		if (!ended)
+			return;
+	}
+	loop_signal(l);
+}
+
+/* A new stream or the stop: for the loop thread itself (its timers, the
+ * end of the stop), so the loop thread is always woken, even when the
+ * inbox was not empty (whoever made it so may deliver it without waking). */
 static void post(struct loop *l, enum item_type type, void *p)
 {
-	if (post_nowake(l, type, p, NULL))
-		loop_wake(l);
+	post_nowake(l, type, p, NULL);
+	loop_signal(l);
 }
 
 int loop_index(const struct loop *l)
@@ -627,18 +662,29 @@ static void on_stream_event(struct loop *l, struct stream *s, uint32_t events)
 		mark_dirty(l, s);
 }
 
+static void flush_dirty(struct loop *l)
+{
+	while (l->dirty) {
+		struct stream *s = l->dirty;
+		l->dirty = s->dirty_next;
+		s->dirty = 0;
+		flush(l, s);
+	}
+}
+
 static void *loop_main(void *arg)
 {
 	struct loop *l = arg;
 	struct epoll_event evs[EVENT_BATCH];
 	int64_t next_tick = util_mono_ms() + TICK_MS;
+	int timeout = TICK_MS;
 
 	l->next_ping_ms = util_mono_ms() + l->cfg->ping_interval * 1000;
 	for (;;) {
-		int64_t now = util_mono_ms();
-		int timeout = l->stopping ? 20 : (int)(next_tick > now ? next_tick - now : 0);
+		int64_t now;
 		int n = epoll_wait(l->epfd, evs, EVENT_BATCH, timeout);
 
+		pthread_mutex_lock(&l->run);
 		for (int i = 0; i < n; i++) {
 			if (evs[i].data.ptr == NULL) {
 				uint64_t v;
@@ -654,12 +700,7 @@ static void *loop_main(void *arg)
 			tick(l, now);
 			next_tick = now + TICK_MS;
 		}
-		while (l->dirty) {
-			struct stream *s = l->dirty;
-			l->dirty = s->dirty_next;
-			s->dirty = 0;
-			flush(l, s);
-		}
+		flush_dirty(l);
 		reap(l);
 		if (l->stopping && (l->nstreams == 0 || now >= l->stop_deadline_ms)) {
 			while (l->streams)
@@ -669,8 +710,12 @@ static void *loop_main(void *arg)
 			l->nreapable = l->ndead;
 			reap(l);
 			/* streams handed over after the stop: end them too */
+			l->ended = 1;
+			pthread_mutex_unlock(&l->run);
 			break;
 		}
+		timeout = l->stopping ? 20 : (int)(next_tick > now ? next_tick - now : 0);
+		pthread_mutex_unlock(&l->run);
 	}
 	return NULL;
 }
@@ -688,6 +733,7 @@ int loops_start(const struct config *cfg)
 		l->cfg = cfg;
 		l->rand_state = (unsigned)util_wall_us() ^ (unsigned)(i * 7919);
 		pthread_mutex_init(&l->lock, NULL);
+		pthread_mutex_init(&l->run, NULL);
 		l->epfd = epoll_create1(EPOLL_CLOEXEC);
 		l->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		if (l->epfd < 0 || l->evfd < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) < 0) {
@@ -729,6 +775,7 @@ void loops_stop(long spread_ms, long deadline_ms)
 		close(l->epfd);
 		close(l->evfd);
 		pthread_mutex_destroy(&l->lock);
+		pthread_mutex_destroy(&l->run);
 	}
 	free(loops);
 	loops = NULL;

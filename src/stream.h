@@ -71,7 +71,9 @@ int loop_post_publish(struct loop *l, struct msg *m);
 /* m for exactly stream s of loop l, resolved by the publisher */
 int loop_post_deliver(struct loop *l, struct msg *m, struct stream *s);
 int loop_post_disconnect(struct loop *l, struct msg *final);
-void loop_wake(struct loop *l);
+/* deliver_here: drain the inbox in this thread when the loop is idle,
+ * rather than waking the loop thread (for messages to a few streams). */
+void loop_wake(struct loop *l, int deliver_here);
 /* l's position in 0 .. loops_count() - 1 */
 int loop_index(const struct loop *l);
 
