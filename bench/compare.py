@@ -245,6 +245,7 @@ LOC_SSEHUB = """        location /sse/ {{
             include /etc/nginx/fastcgi_params;
             fastcgi_pass ssehub_api;
             fastcgi_keep_conn on;
+            fastcgi_buffer_size 1k;
         }}"""
 
 LOC_GOHUB = """        location / {{

@@ -354,6 +354,7 @@ class NginxFront(FrontServer):
             include /etc/nginx/fastcgi_params;
             fastcgi_pass ssehub_api;
             fastcgi_keep_conn on;
+            fastcgi_buffer_size 1k;
         }
         location = /metrics {
             include /etc/nginx/fastcgi_params;

@@ -193,4 +193,12 @@ def test_nginx_reuses_connections_for_the_api(procs, tokens):
     assert r.status == 200 and r.json["data"]["recipients"] == 1, r
     ev = s.next_event(timeout=5)
     assert ev is not None and ev.type == "e", ev
+    # an answer larger than the API location's 1k first buffer
+    users = ["kc-user-with-a-long-name-%03d" % i for i in range(40)]
+    for u in users:
+        stack.open_stream(user_id=u)
+    r = stack.request("GET", "/api/sse/stats")
+    assert r.status == 200 and len(r.body) > 1024, r
+    counts = r.json["data"]["user_clients"]
+    assert all(counts.get(u) == 1 for u in users) and r.json["data"]["total_clients"] == 41, r.json
     stack.close_streams()
