@@ -11,7 +11,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <fcgiapp.h>
+
 #include "auth.h"
+#include "fcgi_in.h"
 #include "config.h"
 #include "hub.h"
 #include "metrics.h"
@@ -244,6 +247,201 @@ static void test_auth(void)
 	unlink(path);
 }
 
+/* ---- the token cache ------------------------------------------------------ */
+
+static void test_auth_cache(void)
+{
+	struct auth_identity id;
+	char claims[256], *tok, *other;
+	uint64_t hits;
+	FILE *f;
+
+	snprintf(claims, sizeof(claims), "{\"user_id\":\"c1\",\"role\":\"admin\",\"exp\":%ld}", (long)time(NULL) + 3600);
+	tok = mint(claims, JWT_ALG_HS256);
+	hits = auth_cache_hits();
+	ok(auth_verify(tok, strlen(tok), &id, NULL) == AUTH_OK && auth_cache_hits() == hits,
+	   "cache: a token is verified in full the first time");
+	memset(&id, 0, sizeof(id));
+	ok(auth_verify(tok, strlen(tok), &id, NULL) == AUTH_OK && auth_cache_hits() == hits + 1 &&
+		   strcmp(id.user, "c1") == 0 && id.admin && id.exp == (int64_t)time(NULL) + 3600 + 30,
+	   "cache: the same bytes again are a hit, with the same identity and expiry");
+	other = xstrdup(tok);
+	other[strlen(other) - 3] ^= 1;
+	ok(auth_verify(other, strlen(other), &id, NULL) == AUTH_INVALID_TOKEN && auth_cache_hits() == hits + 1,
+	   "cache: a token one byte away from a cached one is verified, and refused");
+	free(other);
+
+	/* refused from exp + leeway (30 s) on: cached two seconds before that */
+	snprintf(claims, sizeof(claims), "{\"user_id\":\"c2\",\"exp\":%ld}", (long)time(NULL) - 28);
+	other = mint(claims, JWT_ALG_HS256);
+	ok(auth_verify(other, strlen(other), &id, NULL) == AUTH_OK, "cache: a token in its last seconds of leeway passes");
+	ok(auth_verify(other, strlen(other), &id, NULL) == AUTH_OK, "cache: ... and is cached");
+	sleep(3);
+	ok(auth_verify(other, strlen(other), &id, NULL) == AUTH_TOKEN_EXPIRED,
+	   "cache: a cached token is refused once it expires");
+	free(other);
+
+	/* a reload with other keys: the cached token stops working at once */
+	f = fopen(cfg.secret_files[0], "w");
+	ok(f && fputs("another-secret-0123456789abcdef-xyz", f) >= 0 && fclose(f) == 0, "cache: secret file replaced");
+	ok(auth_reload() == 0, "cache: keys reloaded");
+	ok(auth_verify(tok, strlen(tok), &id, NULL) == AUTH_INVALID_TOKEN,
+	   "cache: a token cached under the old key is refused after the reload");
+	free(tok);
+	unlink(cfg.secret_files[0]);
+}
+
+/* ---- the FastCGI request reader and writer ---------------------------------- */
+
+static void put_record(struct buf *b, int type, uint16_t id, const void *content, size_t len)
+{
+	unsigned char h[FCGI_HEADER_LEN];
+	fcgi_header(h, type, id, len);
+	buf_append(b, h, sizeof(h));
+	if (len)
+		buf_append(b, content, len);
+}
+
+static void put_pair(struct buf *b, const char *name, const char *value, size_t vlen)
+{
+	unsigned char l[8];
+	size_t nl = strlen(name), k = 0;
+	l[k++] = (unsigned char)nl;
+	if (vlen < 128) {
+		l[k++] = (unsigned char)vlen;
+	} else {
+		l[k++] = (unsigned char)(0x80 | vlen >> 24);
+		l[k++] = (unsigned char)(vlen >> 16);
+		l[k++] = (unsigned char)(vlen >> 8);
+		l[k++] = (unsigned char)vlen;
+	}
+	buf_append(b, l, k);
+	buf_append(b, name, nl);
+	buf_append(b, value, vlen);
+}
+
+/* A whole request: BEGIN_REQUEST (flags), PARAMS, STDIN. */
+static void put_request(struct buf *b, uint16_t id, int flags, const struct buf *params, const char *body)
+{
+	unsigned char begin[8] = { 0, FCGI_RESPONDER, (unsigned char)flags, 0, 0, 0, 0, 0 };
+	put_record(b, FCGI_BEGIN_REQUEST, id, begin, sizeof(begin));
+	put_record(b, FCGI_PARAMS, id, params->data, params->len);
+	put_record(b, FCGI_PARAMS, id, NULL, 0);
+	if (*body)
+		put_record(b, FCGI_STDIN, id, body, strlen(body));
+	put_record(b, FCGI_STDIN, id, NULL, 0);
+}
+
+static enum fcgi_in_result read_from(const struct buf *wire, int close_after, struct fcgi_in *in)
+{
+	int sv[2];
+	enum fcgi_in_result r;
+	ssize_t w = 0;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
+		return FCGI_IN_DROP;
+	if (wire->len)
+		w = write(sv[0], wire->data, wire->len);
+	(void)w;
+	if (close_after)
+		shutdown(sv[0], SHUT_WR);
+	r = fcgi_in_read(sv[1], 1024, 1000, in);
+	close(sv[0]);
+	close(sv[1]);
+	return r;
+}
+
+static void test_fcgi_in(void)
+{
+	struct buf params = { 0 }, wire = { 0 }, empty = { 0 }, out = { 0 };
+	struct fcgi_in in;
+	char **env, big[300], *head = "Status: 200 OK\r\n\r\n", *body;
+	size_t body_len = 70000, off = 0, got_len = 0;
+	int sv[2], ended = 0, stdout_closed = 0, records = 0;
+	char *got;
+
+	memset(big, 'v', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	put_pair(&params, "REQUEST_METHOD", "GET", 3);
+	put_pair(&params, "REQUEST_URI", "/api/sse/health?x=1", 19);
+	put_pair(&params, "EMPTY", "", 0);
+	put_pair(&params, "HTTP_BIG", big, strlen(big));
+
+	put_request(&wire, 7, FCGI_KEEP_CONN, &params, "{}");
+	ok(read_from(&wire, 0, &in) == FCGI_IN_OK && in.keep_conn && in.request_id == 7 &&
+		   in.body.len == 2 && strcmp(in.body.data, "{}") == 0,
+	   "fcgi_in: a request with FCGI_KEEP_CONN is read whole, flag kept");
+	env = fcgi_in_envp(&in);
+	ok(env && strcmp(FCGX_GetParam("REQUEST_URI", env), "/api/sse/health?x=1") == 0 &&
+		   strcmp(FCGX_GetParam("EMPTY", env), "") == 0 && strcmp(FCGX_GetParam("HTTP_BIG", env), big) == 0 &&
+		   FCGX_GetParam("REQUEST", env) == NULL && env[4] == NULL,
+	   "fcgi_in: envp holds every pair, long lengths and empty values included, for FCGX_GetParam");
+	free(env);
+	fcgi_in_free(&in);
+
+	wire.len = 0;
+	put_request(&wire, 1, 0, &params, "");
+	ok(read_from(&wire, 0, &in) == FCGI_IN_OK && !in.keep_conn, "fcgi_in: without the flag, not kept");
+	fcgi_in_free(&in);
+
+	wire.len = 0;
+	put_request(&wire, 1, FCGI_KEEP_CONN, &params, "");
+	put_request(&wire, 2, FCGI_KEEP_CONN, &params, "");
+	ok(read_from(&wire, 0, &in) == FCGI_IN_OK && !in.keep_conn,
+	   "fcgi_in: bytes after the request (pipelining) mean the connection is not kept");
+	fcgi_in_free(&in);
+
+	ok(read_from(&empty, 1, &in) == FCGI_IN_CLOSED, "fcgi_in: a peer that closes without a byte is CLOSED");
+	fcgi_in_free(&in);
+	wire.len = 0;
+	put_request(&wire, 1, 0, &params, "");
+	wire.len = 20; /* inside the PARAMS record */
+	ok(read_from(&wire, 1, &in) == FCGI_IN_DROP, "fcgi_in: a peer that closes inside a request is DROP");
+	fcgi_in_free(&in);
+
+	/* an answer longer than one record: the head and body split across two */
+	body = xmalloc(body_len);
+	for (size_t i = 0; i < body_len; i++)
+		body[i] = (char)('a' + i % 26);
+	ok(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair");
+	ok(fcgi_in_reply(sv[0], 9, head, strlen(head), body, body_len) == 0, "fcgi_in_reply writes 70 KB");
+	close(sv[0]);
+	for (;;) {
+		char tmp[65536];
+		ssize_t n = read(sv[1], tmp, sizeof(tmp));
+		if (n <= 0)
+			break;
+		buf_append(&out, tmp, (size_t)n);
+	}
+	close(sv[1]);
+	got = xmalloc(out.len);
+	while (off + FCGI_HEADER_LEN <= out.len) {
+		const unsigned char *r = (const unsigned char *)out.data + off;
+		size_t clen = (size_t)r[4] << 8 | r[5];
+		int id = r[2] << 8 | r[3];
+		records++;
+		if (id != 9 || r[6] != 0)
+			break;
+		if (r[1] == FCGI_STDOUT && clen) {
+			memcpy(got + got_len, r + FCGI_HEADER_LEN, clen);
+			got_len += clen;
+		} else if (r[1] == FCGI_STDOUT) {
+			stdout_closed = 1;
+		} else if (r[1] == FCGI_END_REQUEST && clen == 8 && r[FCGI_HEADER_LEN + 4] == FCGI_REQUEST_COMPLETE) {
+			ended = 1;
+		}
+		off += FCGI_HEADER_LEN + clen;
+	}
+	ok(records == 4 && stdout_closed && ended && off == out.len && got_len == strlen(head) + body_len &&
+		   memcmp(got, head, strlen(head)) == 0 && memcmp(got + strlen(head), body, body_len) == 0,
+	   "fcgi_in_reply: two STDOUT records carry head and body in order, then the empty STDOUT and END_REQUEST");
+	free(got);
+	free(body);
+	free(out.data);
+	free(params.data);
+	free(wire.data);
+}
+
 /* ---- hub and loops over socketpairs ------------------------------------------- */
 
 struct peer {
@@ -431,6 +629,8 @@ int main(void)
 	test_sse();
 	test_parsers();
 	test_auth();
+	test_auth_cache();
+	test_fcgi_in();
 	test_hub();
 	auth_shutdown();
 	config_free(&cfg);
