@@ -192,14 +192,35 @@ http {
     proxy_temp_path $TMP/nginx-tmp/proxy;
     uwsgi_temp_path $TMP/nginx-tmp/uwsgi;
     scgi_temp_path $TMP/nginx-tmp/scgi;
+    # as examples/nginx/ssehub.conf: lean streams, kept API connections
+    map \$cookie_token \$ssehub_token_cookie {
+        "" "";
+        default "token=\$cookie_token";
+    }
+    upstream ssehub_api {
+        server unix:$TMP/ssehub.sock;
+        keepalive 16;
+    }
+    request_pool_size 10k;
     server {
         listen 127.0.0.1:$PORT $LISTEN_OPTS;
+        location /sse/ {
+            fastcgi_pass unix:$TMP/ssehub.sock;
+            fastcgi_pass_request_headers off;
+            fastcgi_param REQUEST_METHOD \$request_method;
+            fastcgi_param REQUEST_URI \$request_uri;
+            fastcgi_param HTTP_AUTHORIZATION \$http_authorization if_not_empty;
+            fastcgi_param HTTP_COOKIE \$ssehub_token_cookie if_not_empty;
+            fastcgi_param HTTP_LAST_EVENT_ID \$http_last_event_id if_not_empty;
+            fastcgi_buffering off;
+            fastcgi_buffer_size 512;
+            fastcgi_read_timeout 300s;
+        }
         location / {
             include /etc/nginx/fastcgi_params;
-            fastcgi_pass unix:$TMP/ssehub.sock;
-            fastcgi_buffering off;
+            fastcgi_pass ssehub_api;
+            fastcgi_keep_conn on;
             fastcgi_buffer_size 1k;
-            fastcgi_read_timeout 300s;
         }
     }
 }
