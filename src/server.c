@@ -514,10 +514,17 @@ void server_stop(long wait_ms)
 	free(acceptors);
 	acceptors = NULL;
 	if (__atomic_load_n(&running, __ATOMIC_ACQUIRE) == 0) {
+		/* no acceptor left to use them */
 		close_idle(0);
 		free(park_tab);
 		park_tab = NULL;
 		park_cap = 0;
+		close(acc_epoll);
+		acc_epoll = -1;
+		for (int i = 0; i < 2; i++) {
+			close(wake_pipe[i]);
+			wake_pipe[i] = -1;
+		}
 	}
 	if (listen_fd > 0)
 		close(listen_fd);
