@@ -329,6 +329,8 @@ static void flush(struct loop *l, struct stream *s)
  * after that drain nothing can name the stream any more. */
 static void reap(struct loop *l)
 {
+	if (!l->nreapable)
+		return;
 	for (size_t i = 0; i < l->nreapable; i++)
 		stream_free(l->dead[i]);
 	memmove(l->dead, l->dead + l->nreapable, (l->ndead - l->nreapable) * sizeof(*l->dead));
