@@ -98,20 +98,23 @@ static int pair_len(const unsigned char *p, size_t len, size_t *i, size_t *out)
 	return 0;
 }
 
-/* 1 when the PARAMS content is a sequence of complete name-value pairs. */
-static int pairs_valid(const unsigned char *p, size_t len)
+/* The number of pairs when the PARAMS content is a sequence of complete
+ * name-value pairs, else -1. */
+static long pairs_count(const unsigned char *p, size_t len)
 {
 	size_t i = 0;
+	long n = 0;
 
 	while (i < len) {
 		size_t nl, vl;
 		if (pair_len(p, len, &i, &nl) < 0 || pair_len(p, len, &i, &vl) < 0)
-			return 0;
+			return -1;
 		if (nl > len - i || vl > len - i - nl)
-			return 0;
+			return -1;
 		i += nl + vl;
+		n++;
 	}
-	return 1;
+	return n;
 }
 
 enum fcgi_in_result fcgi_in_read(int fd, size_t max_body, long timeout_ms, struct fcgi_in *in)
@@ -169,7 +172,8 @@ enum fcgi_in_result fcgi_in_read(int fd, size_t max_body, long timeout_ms, struc
 			if (clen == 0) {
 				if (take(r, NULL, plen) < 0)
 					goto out;
-				if (!too_large && !pairs_valid((unsigned char *)in->params.data, in->params.len))
+				if (!too_large &&
+				    (in->nparams = pairs_count((unsigned char *)in->params.data, in->params.len)) < 0)
 					goto out;
 				phase = STDIN;
 				continue;
@@ -225,18 +229,11 @@ void fcgi_header(unsigned char *h, int type, uint16_t request_id, size_t content
 char **fcgi_in_envp(const struct fcgi_in *in)
 {
 	const unsigned char *p = (const unsigned char *)in->params.data;
-	size_t len = in->params.len, i = 0, n = 0, k = 0;
+	size_t len = in->params.len, i = 0, n = (size_t)in->nparams, k = 0;
 	char **env, *str;
 
-	/* the pairs were checked by fcgi_in_read: every length fits */
-	while (i < len) {
-		size_t nl, vl;
-		pair_len(p, len, &i, &nl);
-		pair_len(p, len, &i, &vl);
-		i += nl + vl;
-		n++;
-	}
-	/* "NAME=VALUE\0" takes the 2 bytes of two lengths at least (1 + 1) */
+	/* the pairs were counted and checked by fcgi_in_read: every length
+	 * fits; "NAME=VALUE\0" takes the 2 bytes of two lengths at least (1 + 1) */
 	env = xmalloc((n + 1) * sizeof(*env) + len + n);
 	str = (char *)(env + n + 1);
 	for (i = 0; i < len; k++) {

@@ -26,6 +26,7 @@ enum fcgi_in_result {
 struct fcgi_in {
 	uint16_t request_id;
 	struct buf params;       /* validated PARAMS content */
+	long nparams;            /* name-value pairs in it */
 	struct buf body;         /* STDIN, at most max_body + 1 bytes kept */
 	int body_over;           /* STDIN was longer than max_body */
 	int keep_conn;           /* FCGI_KEEP_CONN was set and nothing followed the

@@ -358,6 +358,20 @@ static long count_target_locked(enum msg_target target, const char *key)
 	}
 }
 
+/* Posts m to every loop with post (each takes a reference). Lock held.
+ * Returns the loops to wake (bit i: loop i). */
+static uint64_t post_all_loops(struct msg *m, int (*post)(struct loop *, struct msg *))
+{
+	uint64_t wake = 0;
+
+	for (int i = 0; i < loops_count(); i++) {
+		msg_ref(m, 1);
+		if (post(loops_get(i), m))
+			wake |= 1ULL << i;
+	}
+	return wake;
+}
+
 /* Posts m to the loops that hold its targets: a broadcast to every loop, a
  * message for a user or a client once per target stream, resolved here so
  * that the loops need not take the hub lock. Lock held. Returns the loops
@@ -385,11 +399,7 @@ static uint64_t post_locked(struct msg *m)
 		}
 		break;
 	default:
-		for (int i = 0; i < loops_count(); i++) {
-			msg_ref(m, 1);
-			if (loop_post_publish(loops_get(i), m))
-				wake |= 1ULL << i;
-		}
+		wake = post_all_loops(m, loop_post_publish);
 		break;
 	}
 	return wake;
@@ -447,15 +457,10 @@ long hub_disconnect(struct msg *final)
 	hub_lock();
 	final->seq = ++hub.seq;
 	n = count_target_locked(final->target, final->key);
-	if (n > 0) {
-		/* every loop, which finds its targets itself (rare: no need to
-		 * resolve them here) */
-		for (int i = 0; i < loops_count(); i++) {
-			msg_ref(final, 1);
-			if (loop_post_disconnect(loops_get(i), final))
-				wake |= 1ULL << i;
-		}
-	}
+	/* every loop, which finds its targets itself (rare: no need to
+	 * resolve them here) */
+	if (n > 0)
+		wake = post_all_loops(final, loop_post_disconnect);
 	__atomic_add_fetch(&wakers, 1, __ATOMIC_RELAXED);
 	hub_unlock();
 	wake_loops(wake, 0);

@@ -307,7 +307,7 @@ static int close_idle(int64_t idle_ms)
 			n++;
 		}
 	}
-	next_sweep = now + 1000;
+	__atomic_store_n(&next_sweep, now + 1000, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&park_lock);
 	return n;
 }
