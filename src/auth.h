@@ -30,6 +30,7 @@ struct auth_identity {
 	char user[AUTH_MAX_USER + 1];
 	int admin;
 	int64_t exp;             /* first second the token is refused (exp + leeway); 0: no exp */
+	uint64_t key_id;         /* the key that verified the token (auth_key_active) */
 };
 
 /* Loads the keys named by cfg, which must outlive the module. Returns 0, or
@@ -52,6 +53,9 @@ enum auth_result auth_verify(const char *token, size_t len, struct auth_identity
  * when no source holds one. *bad is set when a source held one that cannot
  * be used (over 8 KB, or badly %-encoded): the caller refuses the request. */
 char *auth_find_token(const char *authorization, const char *cookie, const char *query, int *bad);
+
+/* 1 while the key named key_id is among the configured keys. Thread-safe. */
+int auth_key_active(uint64_t key_id);
 
 /* The error code string ("missing_token", ...) of a result. */
 const char *auth_result_code(enum auth_result r);

@@ -1,4 +1,6 @@
-/* hub: registry, order, history. See hub.h for the ordering contract. */
+/* hub: registry, target resolution, ids, history. Streams live in the
+ * loops; the hub holds a subscription (struct sub) per stream and posts to
+ * the stream's loop. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -7,47 +9,72 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/queue.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <uuid/uuid.h>
 
+#include "htab.h"
 #include "hub.h"
 #include "log.h"
 #include "metrics.h"
 #include "sse.h"
 #include "stream.h"
 
+struct hub_user;
+
+/* The hub's record of one open stream. */
+struct sub {
+	struct htab_entry by_client;     /* hub.clients */
+	LIST_ENTRY(sub) user_link;       /* user->subs */
+	struct hub_user *user;
+	struct stream *stream;
+	char client_id[37];
+};
+
 struct hub_user {
-	struct hub_user *next;           /* hash chain */
-	uint32_t hash;
+	struct htab_entry by_name;       /* hub.users */
+	LIST_HEAD(, sub) subs;
 	long count;
-	struct stream *streams;
+	char name[];
+};
+
+/* A user's stream count for the stats, under stats_lock only. */
+struct stat_user {
+	struct htab_entry by_name;
+	long count;
 	char name[];
 };
 
 static struct {
-	pthread_mutex_t lock;
+	pthread_mutex_t lock;            /* the hub lock */
 	const struct config *cfg;
 	uint64_t seq;
-	uint32_t seed;
 	int stopping;
-	struct stream **clients;         /* hash buckets */
-	size_t client_mask, nclients;
-	struct hub_user **users;
-	size_t user_mask, nusers;
+	struct htab clients, users;
 	struct msg **hist;               /* ring */
 	size_t hist_cap, hist_head, hist_len;
 	char boot[24];
 	uint64_t next_id;
-} hub = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-static uint32_t hash_str(const char *s)
+	pthread_mutex_t stats_lock;      /* never held with the hub lock */
+	struct htab stat_users;
+	long total;
+} hub = { .lock = PTHREAD_MUTEX_INITIALIZER, .stats_lock = PTHREAD_MUTEX_INITIALIZER };
+
+static const char *sub_key(const struct htab_entry *e)
 {
-	uint32_t h = 2166136261u ^ hub.seed;
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
-		h *= 16777619u;
-	}
-	return h;
+	return container_of(e, struct sub, by_client)->client_id;
+}
+
+static const char *user_key(const struct htab_entry *e)
+{
+	return container_of(e, struct hub_user, by_name)->name;
+}
+
+static const char *stat_key(const struct htab_entry *e)
+{
+	return container_of(e, struct stat_user, by_name)->name;
 }
 
 int hub_init(const struct config *cfg)
@@ -55,12 +82,10 @@ int hub_init(const struct config *cfg)
 	hub.cfg = cfg;
 	hub.seq = 0;
 	hub.stopping = 0;
-	hub.seed = (uint32_t)util_wall_us() ^ (uint32_t)getpid();
-	hub.client_mask = 1023;
-	hub.clients = xcalloc(hub.client_mask + 1, sizeof(*hub.clients));
-	hub.user_mask = 1023;
-	hub.users = xcalloc(hub.user_mask + 1, sizeof(*hub.users));
-	hub.nclients = hub.nusers = 0;
+	htab_init(&hub.clients, sub_key);
+	htab_init(&hub.users, user_key);
+	htab_init(&hub.stat_users, stat_key);
+	hub.total = 0;
 	hub.hist_cap = (size_t)cfg->history_size;
 	hub.hist = hub.hist_cap ? xcalloc(hub.hist_cap, sizeof(*hub.hist)) : NULL;
 	hub.hist_head = hub.hist_len = 0;
@@ -73,39 +98,29 @@ int hub_init(const struct config *cfg)
 
 void hub_free(void)
 {
-	for (size_t i = 0; i < hub.hist_len; i++)
+	size_t i;
+	struct htab_entry *e, *next;
+
+	for (i = 0; i < hub.hist_len; i++)
 		msg_unref(hub.hist[(hub.hist_head + i) % hub.hist_cap]);
 	free(hub.hist);
 	hub.hist = NULL;
 	hub.hist_len = hub.hist_cap = 0;
-	for (size_t i = 0; i <= hub.user_mask; i++) {
-		struct hub_user *u = hub.users[i], *next;
-		for (; u; u = next) {
-			next = u->next;
-			free(u);
-		}
+	/* streams are closed, so the tables are empty; stats entries too */
+	for (e = htab_first(&hub.stat_users, &i); e; e = next) {
+		next = htab_next(&hub.stat_users, e, &i);
+		free(container_of(e, struct stat_user, by_name));
 	}
-	free(hub.users);
-	free(hub.clients);
-	hub.users = NULL;
-	hub.clients = NULL;
-}
-
-void hub_lock(void)
-{
-	pthread_mutex_lock(&hub.lock);
-}
-
-void hub_unlock(void)
-{
-	pthread_mutex_unlock(&hub.lock);
+	htab_free(&hub.clients);
+	htab_free(&hub.users);
+	htab_free(&hub.stat_users);
 }
 
 void hub_set_stopping(void)
 {
-	hub_lock();
+	pthread_mutex_lock(&hub.lock);
 	hub.stopping = 1;
-	hub_unlock();
+	pthread_mutex_unlock(&hub.lock);
 }
 
 void hub_new_id(char *out, size_t outlen)
@@ -114,420 +129,394 @@ void hub_new_id(char *out, size_t outlen)
 	snprintf(out, outlen, "%s-%" PRIu64, hub.boot, n);
 }
 
-/* ---- registry tables ---------------------------------------------------- */
+/* ---- lookups (hub lock held) ------------------------------------------------ */
 
-static void clients_grow(void)
+static struct hub_user *user_find(const char *name)
 {
-	size_t mask = hub.client_mask * 2 + 1;
-	struct stream **b = xcalloc(mask + 1, sizeof(*b));
+	struct htab_entry *e = htab_find(&hub.users, name, htab_hash(&hub.users, name));
+	return e ? container_of(e, struct hub_user, by_name) : NULL;
+}
 
-	for (size_t i = 0; i <= hub.client_mask; i++) {
-		struct stream *s = hub.clients[i], *next;
-		for (; s; s = next) {
-			next = s->hub.client_next;
-			s->hub.client_next = b[s->hub.client_hash & mask];
-			b[s->hub.client_hash & mask] = s;
-		}
+static struct sub *client_find(const char *client_id)
+{
+	struct htab_entry *e = htab_find(&hub.clients, client_id, htab_hash(&hub.clients, client_id));
+	return e ? container_of(e, struct sub, by_client) : NULL;
+}
+
+/* ---- stats counts (stats_lock, never under the hub lock) ---------------------- */
+
+static void stats_count(const char *user, long delta)
+{
+	uint32_t h;
+	struct htab_entry *e;
+	struct stat_user *u;
+
+	pthread_mutex_lock(&hub.stats_lock);
+	h = htab_hash(&hub.stat_users, user);
+	e = htab_find(&hub.stat_users, user, h);
+	if (e) {
+		u = container_of(e, struct stat_user, by_name);
+	} else {
+		size_t len = strlen(user);
+		u = xcalloc(1, sizeof(*u) + len + 1);
+		memcpy(u->name, user, len + 1);
+		htab_insert(&hub.stat_users, &u->by_name, h);
 	}
-	free(hub.clients);
-	hub.clients = b;
-	hub.client_mask = mask;
-}
-
-static void users_grow(void)
-{
-	size_t mask = hub.user_mask * 2 + 1;
-	struct hub_user **b = xcalloc(mask + 1, sizeof(*b));
-
-	for (size_t i = 0; i <= hub.user_mask; i++) {
-		struct hub_user *u = hub.users[i], *next;
-		for (; u; u = next) {
-			next = u->next;
-			u->next = b[u->hash & mask];
-			b[u->hash & mask] = u;
-		}
+	u->count += delta;
+	hub.total += delta;
+	if (u->count <= 0) {
+		htab_remove(&hub.stat_users, &u->by_name);
+		free(u);
 	}
-	free(hub.users);
-	hub.users = b;
-	hub.user_mask = mask;
+	pthread_mutex_unlock(&hub.stats_lock);
 }
 
-static struct hub_user *user_find(const char *name, uint32_t h)
+void hub_stats_json(struct buf *out)
 {
-	struct hub_user *u = hub.users[h & hub.user_mask];
-	for (; u; u = u->next)
-		if (u->hash == h && strcmp(u->name, name) == 0)
-			return u;
-	return NULL;
+	struct htab_entry *e;
+	size_t i;
+	int first = 1;
+
+	pthread_mutex_lock(&hub.stats_lock);
+	buf_printf(out, "{\"total_clients\":%ld,\"user_clients\":{", hub.total);
+	for (e = htab_first(&hub.stat_users, &i); e; e = htab_next(&hub.stat_users, e, &i)) {
+		struct stat_user *u = container_of(e, struct stat_user, by_name);
+		if (!first)
+			buf_puts(out, ",");
+		first = 0;
+		buf_json_str(out, u->name);
+		buf_printf(out, ":%ld", u->count);
+	}
+	buf_puts(out, "}}");
+	pthread_mutex_unlock(&hub.stats_lock);
 }
 
-struct stream *hub_user_streams_locked(const char *user)
+long hub_total_clients(void)
 {
-	struct hub_user *u = user_find(user, hash_str(user));
-	return u ? u->streams : NULL;
+	long n;
+
+	pthread_mutex_lock(&hub.stats_lock);
+	n = hub.total;
+	pthread_mutex_unlock(&hub.stats_lock);
+	return n;
 }
 
-struct stream *hub_client_locked(const char *client_id)
-{
-	uint32_t h = hash_str(client_id);
-	struct stream *s = hub.clients[h & hub.client_mask];
-	for (; s; s = s->hub.client_next)
-		if (s->hub.client_hash == h && strcmp(s->client_id, client_id) == 0)
-			return s;
-	return NULL;
-}
-
-/* ---- history -------------------------------------------------------------- */
+/* ---- history (hub lock held) ------------------------------------------------ */
 
 static struct msg *hist_at(size_t i)
 {
 	return hub.hist[(hub.hist_head + i) % hub.hist_cap];
 }
 
+static void hist_drop_oldest(void)
+{
+	msg_unref(hist_at(0));
+	hub.hist_head = (hub.hist_head + 1) % hub.hist_cap;
+	hub.hist_len--;
+}
+
 static void hist_expire(int64_t now)
 {
-	while (hub.hist_len > 0 && hist_at(0)->created + hub.cfg->history_ttl < now) {
-		msg_unref(hist_at(0));
-		hub.hist_head = (hub.hist_head + 1) % hub.hist_cap;
-		hub.hist_len--;
-	}
+	while (hub.hist_len > 0 && hist_at(0)->created < now - hub.cfg->history_ttl)
+		hist_drop_oldest();
 }
 
 static void hist_append(struct msg *m)
 {
 	if (!hub.hist_cap)
 		return;
-	if (hub.hist_len == hub.hist_cap) {
-		msg_unref(hist_at(0));
-		hub.hist_head = (hub.hist_head + 1) % hub.hist_cap;
-		hub.hist_len--;
-	}
+	if (hub.hist_len == hub.hist_cap)
+		hist_drop_oldest();
 	msg_ref(m, 1);
 	hub.hist[(hub.hist_head + hub.hist_len) % hub.hist_cap] = m;
 	hub.hist_len++;
 }
 
-static int replay_visible(const struct msg *m, const struct stream *s)
+long hub_history_len(void)
 {
-	return m->target == MSG_BROADCAST || (m->target == MSG_USER && strcmp(m->key, s->user) == 0);
+	long n;
+
+	pthread_mutex_lock(&hub.lock);
+	n = (long)hub.hist_len;
+	pthread_mutex_unlock(&hub.lock);
+	return n;
 }
 
-/* Finds last_event_id in the history (newest first) and attaches to s every
- * later message it may see. Sets s->resumed. */
-static void collect_replay(struct stream *s, const char *last_event_id)
+/* What a stream of user may be sent again from the history: broadcasts
+ * and its user's messages (a client message was for one stream, now gone). */
+static int replay_visible(const struct msg *m, const char *user)
 {
-	size_t i, found, n = 0;
+	return m->target == MSG_BROADCAST || (m->target == MSG_USER && strcmp(m->key, user) == 0);
+}
 
-	s->resumed = 0;
+/* What a stream of user could have received before it reconnected: also the
+ * client messages sent to one of its user's streams. */
+static int could_have_received(const struct msg *m, const char *user)
+{
+	return replay_visible(m, user) || (m->target == MSG_CLIENT && strcmp(m->owner, user) == 0);
+}
+
+/* Finds last_event_id among the messages user could have received (newest
+ * first) and collects every later one it may see, within
+ * --max-replay-bytes. Returns 1 (resumed) with the messages in *out, or 0
+ * (unknown id, or too much to replay). */
+static int collect_replay(const char *user, const char *last_event_id, struct msg ***out, size_t *nout)
+{
+	size_t i, found, n = 0, bytes = 0;
+
+	*out = NULL;
+	*nout = 0;
 	if (!hub.hist_cap)
-		return;
+		return 0;
 	hist_expire(util_wall_s());
+	/* An id of a message this user could not have received is unknown:
+	 * resuming from it would tell one user which ids exist for another. */
 	for (i = hub.hist_len; i > 0; i--)
-		if (strcmp(hist_at(i - 1)->id, last_event_id) == 0)
+		if (could_have_received(hist_at(i - 1), user) && strcmp(hist_at(i - 1)->id, last_event_id) == 0)
 			break;
 	if (i == 0)
-		return;
-	found = i; /* replay starts at index found */
-	s->resumed = 1;
-	for (i = found; i < hub.hist_len; i++)
-		if (replay_visible(hist_at(i), s))
-			n++;
-	if (!n)
-		return;
-	s->replay = xmalloc(n * sizeof(*s->replay));
+		return 0;
+	found = i;
 	for (i = found; i < hub.hist_len; i++) {
-		struct msg *m = hist_at(i);
-		if (replay_visible(m, s)) {
-			msg_ref(m, 1);
-			s->replay[s->nreplay++] = m;
+		if (replay_visible(hist_at(i), user)) {
+			n++;
+			bytes += hist_at(i)->len;
 		}
 	}
+	if (bytes > (size_t)hub.cfg->max_replay_bytes) {
+		METRIC_ADD(replay_refused_total, 1);
+		return 0;
+	}
+	if (!n)
+		return 1;
+	*out = xmalloc(n * sizeof(**out));
+	for (i = found; i < hub.hist_len; i++) {
+		struct msg *m = hist_at(i);
+		if (replay_visible(m, user)) {
+			msg_ref(m, 1);
+			(*out)[(*nout)++] = m;
+		}
+	}
+	return 1;
 }
 
-/* ---- attach / detach ---------------------------------------------------- */
+/* ---- open / close ------------------------------------------------------------- */
 
-enum hub_attach_result hub_attach(struct stream *s, const char *last_event_id)
+static void detach(struct stream *s, void *owner)
 {
-	uint32_t uh = hash_str(s->user);
-	struct hub_user *u;
-	struct loop *l;
+	struct sub *sub = owner;
+	struct hub_user *u = sub->user;
 
-	hub_lock();
+	stats_count(u->name, -1);
+	pthread_mutex_lock(&hub.lock);
+	htab_remove(&hub.clients, &sub->by_client);
+	LIST_REMOVE(sub, user_link);
+	if (--u->count == 0) {
+		htab_remove(&hub.users, &u->by_name);
+		free(u);
+	}
+	pthread_mutex_unlock(&hub.lock);
+	free(sub);
+}
+
+enum hub_open_result hub_open_stream(struct loop *l, int fd, uint16_t request_id, const struct hub_who *who,
+				     const char *last_event_id)
+{
+	struct stream_params p = { .fd = fd, .request_id = request_id, .token_exp = who->token_exp,
+				   .key_id = who->key_id, .on_close = detach };
+	struct hub_user *u;
+	struct sub *sub;
+	struct stream *s;
+	struct msg **replay = NULL;
+	size_t nreplay = 0;
+	uint64_t start_seq;
+	int resumed = -1;
+	uuid_t id;
+
+	pthread_mutex_lock(&hub.lock);
 	if (hub.stopping) {
-		hub_unlock();
+		pthread_mutex_unlock(&hub.lock);
 		return HUB_STOPPING;
 	}
-	if (hub.cfg->max_clients && (long)hub.nclients >= hub.cfg->max_clients) {
-		hub_unlock();
+	if (hub.cfg->max_clients && (long)hub.clients.count >= hub.cfg->max_clients) {
+		pthread_mutex_unlock(&hub.lock);
 		return HUB_TOO_MANY_CLIENTS;
 	}
-	u = user_find(s->user, uh);
+	u = user_find(who->user);
 	if (hub.cfg->max_clients_per_user && u && u->count >= hub.cfg->max_clients_per_user) {
-		hub_unlock();
+		pthread_mutex_unlock(&hub.lock);
 		return HUB_TOO_MANY_USER_CLIENTS;
 	}
 	if (!u) {
-		size_t len = strlen(s->user);
+		size_t len = strlen(who->user);
 		u = xcalloc(1, sizeof(*u) + len + 1);
-		memcpy(u->name, s->user, len + 1);
-		u->hash = uh;
-		u->next = hub.users[uh & hub.user_mask];
-		hub.users[uh & hub.user_mask] = u;
-		if (++hub.nusers > 2 * (hub.user_mask + 1))
-			users_grow();
+		memcpy(u->name, who->user, len + 1);
+		LIST_INIT(&u->subs);
+		htab_insert(&hub.users, &u->by_name, htab_hash(&hub.users, u->name));
 	}
 	u->count++;
-	s->hub.user = u;
-	s->hub.user_prev = NULL;
-	s->hub.user_next = u->streams;
-	if (u->streams)
-		u->streams->hub.user_prev = s;
-	u->streams = s;
-
-	s->hub.client_hash = hash_str(s->client_id);
-	s->hub.client_next = hub.clients[s->hub.client_hash & hub.client_mask];
-	hub.clients[s->hub.client_hash & hub.client_mask] = s;
-	if (++hub.nclients > 2 * (hub.client_mask + 1))
-		clients_grow();
-
-	s->start_seq = hub.seq;
-	s->resumed = -1;
+	sub = xcalloc(1, sizeof(*sub));
+	sub->user = u;
+	uuid_generate_random(id);
+	uuid_unparse_lower(id, sub->client_id);
+	LIST_INSERT_HEAD(&u->subs, sub, user_link);
+	htab_insert(&hub.clients, &sub->by_client, htab_hash(&hub.clients, sub->client_id));
+	p.client_id = sub->client_id;
+	p.user = u->name;
+	p.owner = sub;
+	s = sub->stream = stream_new(l, &p);
+	start_seq = hub.seq;
 	if (last_event_id)
-		collect_replay(s, last_event_id);
-	l = loops_pick();
-	s->loop = l;
-	loop_post_stream(l, s);
-	hub_unlock();
-	return HUB_ATTACHED;
+		resumed = collect_replay(u->name, last_event_id, &replay, &nreplay);
+	pthread_mutex_unlock(&hub.lock);
+
+	stats_count(u->name, 1);
+	stream_start(s, start_seq, resumed < 0 ? NULL : resumed ? ",\"resumed\":true" : ",\"resumed\":false", replay,
+		     nreplay);
+	return HUB_OPENED;
 }
 
-void hub_detach(struct stream *s)
+/* ---- publish and disconnect (hub lock held while resolving) ---------------------- */
+
+/* Loops to wake once the lock is released: bit i is loop i. */
+typedef uint64_t wake_set;
+
+static void wake(wake_set w)
 {
-	struct hub_user *u = s->hub.user;
-	struct stream **pp;
-
-	hub_lock();
-	if (!u) {
-		hub_unlock();
-		return;
-	}
-	for (pp = &hub.clients[s->hub.client_hash & hub.client_mask]; *pp; pp = &(*pp)->hub.client_next) {
-		if (*pp == s) {
-			*pp = s->hub.client_next;
-			break;
-		}
-	}
-	hub.nclients--;
-	if (s->hub.user_prev)
-		s->hub.user_prev->hub.user_next = s->hub.user_next;
-	else
-		u->streams = s->hub.user_next;
-	if (s->hub.user_next)
-		s->hub.user_next->hub.user_prev = s->hub.user_prev;
-	s->hub.user = NULL;
-	if (--u->count == 0) {
-		struct hub_user **up;
-		for (up = &hub.users[u->hash & hub.user_mask]; *up; up = &(*up)->next) {
-			if (*up == u) {
-				*up = u->next;
-				break;
-			}
-		}
-		hub.nusers--;
-		free(u);
-	}
-	hub_unlock();
+	for (int i = 0; w; i++, w >>= 1)
+		if (w & 1)
+			loop_wake(loops_get(i));
 }
 
-/* ---- publish -------------------------------------------------------------- */
+static wake_set post_to(struct stream *s, struct msg *m, int (*post)(struct stream *, struct msg *))
+{
+	msg_ref(m, 1);
+	return post(s, m) ? 1ULL << loop_index(stream_loop(s)) : 0;
+}
 
-static long count_target_locked(enum msg_target target, const char *key)
+/* Posts m to every stream target names, with post; returns how many, and
+ * the loops to wake in *w. */
+static long resolve(enum msg_target target, const char *key, struct msg *m,
+		    int (*post)(struct stream *, struct msg *), wake_set *w)
 {
 	struct hub_user *u;
+	struct sub *sub;
+	long n = 0;
 
 	switch (target) {
-	case MSG_BROADCAST:
-		return (long)hub.nclients;
 	case MSG_USER:
-		u = user_find(key, hash_str(key));
-		return u ? u->count : 0;
-	case MSG_CLIENT:
-		return hub_client_locked(key) ? 1 : 0;
-	default:
-		return 0;
-	}
-}
-
-/* Posts m to every loop with post (each takes a reference). Lock held.
- * Returns the loops to wake (bit i: loop i). */
-static uint64_t post_all_loops(struct msg *m, int (*post)(struct loop *, struct msg *))
-{
-	uint64_t wake = 0;
-
-	for (int i = 0; i < loops_count(); i++) {
-		msg_ref(m, 1);
-		if (post(loops_get(i), m))
-			wake |= 1ULL << i;
-	}
-	return wake;
-}
-
-/* Posts m to the loops that hold its targets: a broadcast to every loop, a
- * message for a user or a client once per target stream, resolved here so
- * that the loops need not take the hub lock. Lock held. Returns the loops
- * to wake (bit i: loop i), woken by wake_loops once the lock is released,
- * so that no one waits on the hub lock behind a system call. */
-static uint64_t post_locked(struct msg *m)
-{
-	uint64_t wake = 0;
-	struct stream *s;
-
-	switch (m->target) {
-	case MSG_USER:
-		for (s = hub_user_streams_locked(m->key); s; s = s->hub.user_next) {
-			msg_ref(m, 1);
-			if (loop_post_deliver(s->loop, m, s))
-				wake |= 1ULL << loop_index(s->loop);
+		if ((u = user_find(key)) != NULL) {
+			LIST_FOREACH(sub, &u->subs, user_link) {
+				*w |= post_to(sub->stream, m, post);
+				n++;
+			}
 		}
 		break;
 	case MSG_CLIENT:
-		s = hub_client_locked(m->key);
-		if (s) {
-			msg_ref(m, 1);
-			if (loop_post_deliver(s->loop, m, s))
-				wake |= 1ULL << loop_index(s->loop);
+		if ((sub = client_find(key)) != NULL) {
+			msg_set_owner(m, sub->user->name);
+			*w |= post_to(sub->stream, m, post);
+			n++;
 		}
 		break;
 	default:
-		wake = post_all_loops(m, loop_post_publish);
 		break;
 	}
-	return wake;
-}
-
-/* Publishers between their post and the end of their wake_loops: the
- * loops must not go away under them (hub_wait_wakers). */
-static long wakers;
-
-static void wake_loops(uint64_t wake, int deliver_here)
-{
-	for (int i = 0; wake; i++, wake >>= 1)
-		if (wake & 1)
-			loop_wake(loops_get(i), deliver_here);
-	__atomic_sub_fetch(&wakers, 1, __ATOMIC_RELEASE);
-}
-
-void hub_wait_wakers(void)
-{
-	struct timespec pause = { 0, 1000000 };
-
-	while (__atomic_load_n(&wakers, __ATOMIC_ACQUIRE) > 0)
-		nanosleep(&pause, NULL);
+	return n;
 }
 
 int hub_publish(struct msg *m, long *recipients)
 {
-	uint64_t wake;
+	wake_set w = 0;
 
-	hub_lock();
+	pthread_mutex_lock(&hub.lock);
 	if (hub.stopping) {
-		hub_unlock();
+		pthread_mutex_unlock(&hub.lock);
 		return -1;
 	}
 	m->seq = ++hub.seq;
-	*recipients = count_target_locked(m->target, m->key);
+	if (m->target == MSG_BROADCAST) {
+		/* one post per loop; each walks its own streams */
+		for (int i = 0; i < loops_count(); i++) {
+			msg_ref(m, 1);
+			if (stream_post_broadcast(loops_get(i), m))
+				w |= 1ULL << i;
+		}
+		*recipients = (long)hub.clients.count;
+	} else {
+		*recipients = resolve(m->target, m->key, m, stream_post_deliver, &w);
+	}
 	if (hub.hist_cap) {
 		hist_expire(m->created);
 		hist_append(m);
 	}
-	wake = post_locked(m);
-	__atomic_add_fetch(&wakers, 1, __ATOMIC_RELAXED);
-	hub_unlock();
-	wake_loops(wake, m->target != MSG_BROADCAST);
+	pthread_mutex_unlock(&hub.lock);
+	wake(w);
 	METRIC_ADD(published[m->target], 1);
 	return 0;
 }
 
 long hub_disconnect(struct msg *final)
 {
+	wake_set w = 0;
 	long n;
 
-	uint64_t wake = 0;
-
-	hub_lock();
-	final->seq = ++hub.seq;
-	n = count_target_locked(final->target, final->key);
-	/* every loop, which finds its targets itself (rare: no need to
-	 * resolve them here) */
-	if (n > 0)
-		wake = post_all_loops(final, loop_post_disconnect);
-	__atomic_add_fetch(&wakers, 1, __ATOMIC_RELAXED);
-	hub_unlock();
-	wake_loops(wake, 0);
-	return n;
-}
-
-/* ---- stats ---------------------------------------------------------------- */
-
-long hub_total_clients(void)
-{
-	long n;
-	hub_lock();
-	n = (long)hub.nclients;
-	hub_unlock();
-	return n;
-}
-
-long hub_history_len(void)
-{
-	long n;
-	hub_lock();
-	n = (long)hub.hist_len;
-	hub_unlock();
-	return n;
-}
-
-void hub_stats_json(struct buf *out)
-{
-	int first = 1;
-
-	hub_lock();
-	buf_printf(out, "{\"total_clients\":%zu,\"user_clients\":{", hub.nclients);
-	for (size_t i = 0; i <= hub.user_mask; i++) {
-		for (struct hub_user *u = hub.users[i]; u; u = u->next) {
-			if (!first)
-				buf_puts(out, ",");
-			first = 0;
-			buf_json_str(out, u->name);
-			buf_printf(out, ":%ld", u->count);
-		}
+	pthread_mutex_lock(&hub.lock);
+	if (hub.stopping) {
+		pthread_mutex_unlock(&hub.lock);
+		return -1;
 	}
-	buf_puts(out, "}}");
-	hub_unlock();
+	final->seq = ++hub.seq;
+	n = resolve(final->target, final->key, final, stream_post_finish, &w);
+	pthread_mutex_unlock(&hub.lock);
+	wake(w);
+	return n;
 }
 
-/* ---- history file --------------------------------------------------------- */
+/* ---- history file ---------------------------------------------------------------- */
 
-static const char *const target_names[] = { "broadcast", "user", "client" };
+static const char *const target_names[] = { "broadcast", "user", "client", "topic" };
+
+/* Opens path.tmp for writing: created here (O_EXCL, 0600), never through a
+ * link planted there. A leftover from a crash is removed first. */
+static FILE *open_tmp(const char *tmp)
+{
+	int fd = -1;
+
+	for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 && errno == EEXIST && attempt == 0 && unlink(tmp) < 0)
+			break;
+	}
+	return fd >= 0 ? fdopen(fd, "w") : NULL;
+}
+
+static int refuse_symlink(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+		log_error("event=history_file_refused path=%s reason=\"it is a symbolic link\"", path);
+		return -1;
+	}
+	return 0;
+}
 
 int hub_history_save(const char *path)
 {
 	char tmp[4096];
 	FILE *f;
 	size_t i;
-	int fd;
 
+	if (refuse_symlink(path) < 0)
+		return -1;
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	/* 0600: the history holds private send-to-user payloads */
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	f = fd >= 0 ? fdopen(fd, "w") : NULL;
-	if (!f) {
-		if (fd >= 0)
-			close(fd);
+	if (!(f = open_tmp(tmp))) {
 		log_error("event=history_save_failed path=%s error=\"%s\"", path, strerror(errno));
 		return -1;
 	}
-	hub_lock();
+	pthread_mutex_lock(&hub.lock);
 	for (i = 0; i < hub.hist_len; i++) {
 		struct msg *m = hist_at(i);
 		struct json_object *o = json_object_new_object();
@@ -535,14 +524,22 @@ int hub_history_save(const char *path)
 		json_object_object_add(o, "target", json_object_new_string(target_names[m->target]));
 		if (m->key)
 			json_object_object_add(o, "key", json_object_new_string(m->key));
+		if (m->owner)
+			json_object_object_add(o, "owner", json_object_new_string(m->owner));
 		json_object_object_add(o, "id", json_object_new_string(m->id));
 		json_object_object_add(o, "bytes", json_object_new_string_len(m->bytes, (int)m->len));
 		fprintf(f, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 		json_object_put(o);
 	}
 	i = hub.hist_len;
-	hub_unlock();
-	if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
+	pthread_mutex_unlock(&hub.lock);
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+		log_error("event=history_save_failed path=%s error=\"%s\"", path, strerror(errno));
+		fclose(f);
+		unlink(tmp);
+		return -1;
+	}
+	if (fclose(f) != 0 || rename(tmp, path) != 0) {
 		log_error("event=history_save_failed path=%s error=\"%s\"", path, strerror(errno));
 		unlink(tmp);
 		return -1;
@@ -551,71 +548,88 @@ int hub_history_save(const char *path)
 	return 0;
 }
 
+/* One line of the history file as a message, or NULL when it is not one. */
+static struct msg *history_line(const char *line, size_t len, int64_t now, int *expired)
+{
+	struct json_object *o = util_json_parse(line, len, 4), *v;
+	const char *id, *key = NULL;
+	int target = -1;
+	int64_t created;
+	struct msg *m = NULL;
+
+	*expired = 0;
+	if (!o || !json_object_is_type(o, json_type_object))
+		goto done;
+	if (!json_object_object_get_ex(o, "target", &v) || !json_object_is_type(v, json_type_string))
+		goto done;
+	for (int t = 0; t < (int)ARRAY_LEN(target_names); t++)
+		if (strcmp(json_object_get_string(v), target_names[t]) == 0)
+			target = t;
+	if (target < 0)
+		goto done;
+	if (json_object_object_get_ex(o, "key", &v)) {
+		if (!json_object_is_type(v, json_type_string))
+			goto done;
+		key = json_object_get_string(v);
+	}
+	if ((target != MSG_BROADCAST) != (key != NULL))
+		goto done;
+	if (!json_object_object_get_ex(o, "id", &v) || !json_object_is_type(v, json_type_string))
+		goto done;
+	id = json_object_get_string(v);
+	if (!sse_valid_id(id, strlen(id)))
+		goto done;
+	if (!json_object_object_get_ex(o, "created", &v) || !json_object_is_type(v, json_type_int))
+		goto done;
+	created = json_object_get_int64(v);
+	if (!json_object_object_get_ex(o, "bytes", &v) || !json_object_is_type(v, json_type_string) ||
+	    json_object_get_string_len(v) == 0)
+		goto done;
+	if (created < now - hub.cfg->history_ttl) {
+		*expired = 1;
+		goto done;
+	}
+	m = msg_new((enum msg_target)target, key, id, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+	m->created = created;
+	if (m->owner && json_object_object_get_ex(o, "owner", &v) && json_object_is_type(v, json_type_string) &&
+	    json_object_get_string_len(v) <= MSG_MAX_OWNER)
+		msg_set_owner(m, json_object_get_string(v));
+done:
+	json_object_put(o);
+	return m;
+}
+
 int hub_history_load(const char *path)
 {
 	char *line = NULL;
 	size_t cap = 0, loaded = 0, bad = 0;
 	ssize_t len;
 	int64_t now = util_wall_s();
-	FILE *f = fopen(path, "r");
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
 
 	if (!f) {
+		if (fd >= 0)
+			close(fd);
 		if (errno == ENOENT)
 			return 0;
 		log_error("event=history_load_failed path=%s error=\"%s\"", path, strerror(errno));
 		return -1;
 	}
-	hub_lock();
+	pthread_mutex_lock(&hub.lock);
 	while ((len = getline(&line, &cap, f)) > 0) {
-		struct json_object *o = util_json_parse(line, (size_t)len, 4), *v;
-		const char *id, *key = NULL, *bytes;
-		int target = -1;
-		int64_t created;
-		struct msg *m;
-
-		if (!o || !json_object_is_type(o, json_type_object))
-			goto skip;
-		if (!json_object_object_get_ex(o, "target", &v) || !json_object_is_type(v, json_type_string))
-			goto skip;
-		for (int t = 0; t < 3; t++)
-			if (strcmp(json_object_get_string(v), target_names[t]) == 0)
-				target = t;
-		if (target < 0)
-			goto skip;
-		if (json_object_object_get_ex(o, "key", &v)) {
-			if (!json_object_is_type(v, json_type_string))
-				goto skip;
-			key = json_object_get_string(v);
+		int expired;
+		struct msg *m = history_line(line, (size_t)len, now, &expired);
+		if (!m) {
+			bad += !expired;
+			continue;
 		}
-		if ((target != MSG_BROADCAST) != (key != NULL))
-			goto skip;
-		if (!json_object_object_get_ex(o, "id", &v) || !json_object_is_type(v, json_type_string))
-			goto skip;
-		id = json_object_get_string(v);
-		if (!sse_valid_id(id, strlen(id)))
-			goto skip;
-		if (!json_object_object_get_ex(o, "created", &v) || !json_object_is_type(v, json_type_int))
-			goto skip;
-		created = json_object_get_int64(v);
-		if (!json_object_object_get_ex(o, "bytes", &v) || !json_object_is_type(v, json_type_string) ||
-		    json_object_get_string_len(v) == 0)
-			goto skip;
-		bytes = json_object_get_string(v);
-		if (created + hub.cfg->history_ttl < now)
-			goto drop;
-		m = msg_new((enum msg_target)target, key, id, bytes, (size_t)json_object_get_string_len(v));
-		m->created = created;
 		m->seq = ++hub.seq;
 		hist_append(m);
 		msg_unref(m);
 		loaded++;
-		goto drop;
-	skip:
-		bad++;
-	drop:
-		json_object_put(o);
 	}
-	hub_unlock();
+	pthread_mutex_unlock(&hub.lock);
 	free(line);
 	fclose(f);
 	if (bad)

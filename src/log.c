@@ -57,3 +57,37 @@ void log_msg(enum log_level level, const char *fmt, ...)
 			level_names[level], line);
 	}
 }
+
+const char *log_quote(char *dst, size_t dstlen, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	dst[o++] = '"';
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		char e[4];
+		size_t n = 0;
+		if (c == '"' || c == '\\') {
+			e[n++] = '\\';
+			e[n++] = (char)c;
+		} else if (c < 0x20 || c >= 0x7f) {
+			e[n++] = '\\';
+			e[n++] = 'x';
+			e[n++] = hex[c >> 4];
+			e[n++] = hex[c & 15];
+		} else {
+			e[n++] = (char)c;
+		}
+		if (o + n + 5 > dstlen) {
+			memcpy(dst + o, "...", 3);
+			o += 3;
+			break;
+		}
+		memcpy(dst + o, e, n);
+		o += n;
+	}
+	dst[o++] = '"';
+	dst[o] = '\0';
+	return dst;
+}

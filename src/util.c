@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+#include <openssl/crypto.h>
 
 #include "util.h"
 
@@ -56,6 +57,34 @@ char *xstrndup(const char *s, size_t n)
 	memcpy(p, s, n);
 	p[n] = '\0';
 	return p;
+}
+
+void util_wipe(void *p, size_t n)
+{
+#ifdef HAVE_EXPLICIT_BZERO
+	explicit_bzero(p, n);
+#else
+	OPENSSL_cleanse(p, n);
+#endif
+}
+
+int util_pipe_cloexec_nonblock(int fds[2])
+{
+#ifdef HAVE_PIPE2
+	return pipe2(fds, O_CLOEXEC | O_NONBLOCK);
+#else
+	if (pipe(fds) < 0)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		if (fcntl(fds[i], F_SETFD, FD_CLOEXEC) < 0 ||
+		    fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK) < 0) {
+			close(fds[0]);
+			close(fds[1]);
+			return -1;
+		}
+	}
+	return 0;
+#endif
 }
 
 int64_t util_mono_ms(void)

@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+/* The struct of type that holds member at address ptr. */
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 /* Allocation wrappers: on failure they log and abort, so callers never see
  * NULL. Memory is released with free(). */
@@ -15,6 +17,12 @@ void *xcalloc(size_t n, size_t size) __attribute__((malloc, returns_nonnull));
 void *xrealloc(void *p, size_t n) __attribute__((returns_nonnull));
 char *xstrdup(const char *s) __attribute__((malloc, returns_nonnull, nonnull));
 char *xstrndup(const char *s, size_t n) __attribute__((malloc, returns_nonnull, nonnull));
+
+/* Zeroes n bytes at p in a way the compiler may not drop (secrets). */
+void util_wipe(void *p, size_t n);
+
+/* A pipe with both ends close-on-exec and non-blocking. Returns 0 or -1. */
+int util_pipe_cloexec_nonblock(int fds[2]);
 
 /* Monotonic milliseconds, for timers. */
 int64_t util_mono_ms(void);

@@ -499,7 +499,7 @@ def nginx_restart_scenario(procs, hub, tokens, front, streams, sig, open_timeout
     fig["hub_fds_before"] = fds0
     swarm = StreamSwarm(front.host, front.port, keep_data=False)
     t0 = time.monotonic()
-    swarm.open(lambda i: tokens.user("n%d" % (i % 50)), streams, timeout=open_timeout)
+    swarm.open(lambda i: tokens.user("n%d" % (i % 100)), streams, timeout=open_timeout)
     fig["open_seconds"] = round(time.monotonic() - t0, 2)
     up = len(swarm.streaming())
     fig["streams_up"] = up

@@ -372,7 +372,7 @@ def test_slow_consumer_is_closed_and_others_get_everything(procs, tokens):
     sc = stalled.open(lambda i: tokens.user("stall"), 1)[0]
     assert sc.state == "streaming", (sc.status, sc.body)
     readers = fs.StreamSwarm(stack.host, stack.port, keep_data=False)
-    rs = readers.open(lambda i: tokens.user("r%d" % (i % 10)), 200)
+    rs = readers.open(lambda i: tokens.user("r%d" % (i % 20)), 200)
     assert len(readers.streaming()) == 200
     payload = "x" * 8000
     sent = []
@@ -413,7 +413,7 @@ def test_clients_that_reset_mid_stream_are_cleaned_up(procs, tokens):
     big = {"p": "y" * 30000}
 
     sw = fs.StreamSwarm(stack.host, stack.port, keep_data=False)
-    sw.open(lambda i: tokens.user("reset%d" % (i % 5)), 100)
+    sw.open(lambda i: tokens.user("reset%d" % (i % 10)), 100)
     assert len(sw.streaming()) == 100
     for i in range(5):
         stack.publish("broadcast", event="big", data=big)

@@ -99,10 +99,10 @@ def test_idle_kept_connection_closes_after_keepalive_timeout(procs, tokens):
     assert metrics(hub.listen, tokens.admin())["sse_fastcgi_idle_connections"] == 0
 
 
-def test_idle_connections_do_not_hold_acceptors(procs, tokens):
-    """More idle kept connections than acceptor threads (4): each still gets
+def test_idle_connections_do_not_hold_loops(procs, tokens):
+    """More idle kept connections than loop threads (2): each still gets
     its next request answered, and so does a new connection."""
-    hub = procs.hub(extra_args=["--acceptors", "2"])
+    hub = procs.hub(extra_args=["--loops", "2"])
     conns = [fcgi.FcgiConnection(hub.listen) for _ in range(12)]
     try:
         for c in conns:
