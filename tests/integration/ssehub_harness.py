@@ -12,9 +12,9 @@ conftest.py stay thin:
 * http_call       - one HTTP request (http.client), JSON decoded.
 * SSEParser / SSEStream - an incremental WHATWG event-stream parser and a
                     raw-socket HTTP/1.1 client (chunked decoding) on top of it.
-* fcgi_request    - a tiny FastCGI client to talk to ssehub without a front.
 * Stack           - hub + front + tokens with the API shortcuts tests use.
 
+Talking FastCGI straight to ssehub (no front) is fcgi_client.py's job.
 Every socket read and every wait has a timeout.
 """
 
@@ -26,7 +26,6 @@ import secrets
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import time
 import uuid
@@ -34,6 +33,8 @@ from collections import deque
 from pathlib import Path
 
 import jwt
+
+from fcgi_client import connect_to, listen_target
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -173,32 +174,6 @@ class ManagedProcess:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-
-
-def listen_target(listen):
-    """'unix:/p' -> ('unix', '/p'); '127.0.0.1:9' -> ('tcp', ('127.0.0.1', 9));
-    '[::1]:9' -> ('tcp', ('::1', 9))."""
-    if listen.startswith("unix:"):
-        return "unix", listen[5:]
-    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)", listen) or re.fullmatch(r"([^:]+):(\d+)", listen)
-    if not m:
-        raise ValueError("bad listen address %r" % listen)
-    return "tcp", (m.group(1), int(m.group(2)))
-
-
-def connect_to(listen, timeout=DEFAULT_TIMEOUT):
-    kind, addr = listen_target(listen)
-    if kind == "unix":
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    else:
-        s = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(addr)
-    except OSError:
-        s.close()
-        raise
-    return s
 
 
 def can_connect(listen):
@@ -641,24 +616,6 @@ def http_call(front, method, path, body=None, token=None, headers=None, timeout=
 # Server-sent events
 
 
-def split_cgi(stdout, require_separator=False):
-    """(status int, headers {lower name: value}, body bytes) from a CGI-style
-    answer (a Status: header, 200 when absent). Without a blank line after
-    the headers, the whole answer is the head -- or, with
-    require_separator, that is an AssertionError."""
-    head, sep, rest = stdout.partition(b"\r\n\r\n")
-    if not sep:
-        head, sep, rest = stdout.partition(b"\n\n")
-    if not sep and require_separator:
-        raise AssertionError("no header/body separator in stdout %r" % stdout[:300])
-    hdrs = {}
-    for line in head.decode("iso-8859-1").splitlines():
-        k, _, v = line.partition(":")
-        hdrs[k.strip().lower()] = v.strip()
-    status = int(hdrs.get("status", "200").split()[0])
-    return status, hdrs, rest
-
-
 class Block:
     """What one blank-line-terminated group of lines produced.
 
@@ -1056,126 +1013,6 @@ class SSEStream:
             self.sock.close()
         except OSError:
             pass
-
-
-# --------------------------------------------------------------------------
-# FastCGI client (direct, no front server)
-
-FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT, FCGI_STDERR = 1, 3, 4, 5, 6, 7
-
-
-def _fcgi_record(rtype, content, request_id=1):
-    return struct.pack("!BBHHBx", 1, rtype, request_id, len(content), 0) + content
-
-
-def _fcgi_nv(name, value):
-    out = b""
-    for item in (name, value):
-        n = len(item)
-        out += bytes([n]) if n < 128 else struct.pack("!I", n | 0x80000000)
-    return out + name + value
-
-
-class FcgiRequest:
-    """One FastCGI request straight to ssehub (no front server), reading the
-    answer record by record: stdout bytes, whether the empty STDOUT record
-    (end of stream) came, and the END_REQUEST (app_status, protocol_status)."""
-
-    def __init__(self, listen, method="GET", uri="/api/sse/health", headers=None, body=b"",
-                 timeout=DEFAULT_TIMEOUT):
-        path, _, query = uri.partition("?")
-        params = {"REQUEST_METHOD": method, "REQUEST_URI": uri, "QUERY_STRING": query,
-                  "DOCUMENT_URI": path, "SCRIPT_NAME": path, "SERVER_PROTOCOL": "HTTP/1.1",
-                  "GATEWAY_INTERFACE": "CGI/1.1", "CONTENT_LENGTH": str(len(body)) if body else "",
-                  "CONTENT_TYPE": "application/json" if body else "", "REMOTE_ADDR": "127.0.0.1",
-                  "SERVER_NAME": "localhost", "SERVER_PORT": "80"}
-        for k, v in (headers or {}).items():
-            params["HTTP_" + k.upper().replace("-", "_")] = v
-        pdata = b"".join(_fcgi_nv(k.encode(), v.encode()) for k, v in params.items())
-        msg = _fcgi_record(FCGI_BEGIN_REQUEST, struct.pack("!HB5x", 1, 0))
-        msg += _fcgi_record(FCGI_PARAMS, pdata) + _fcgi_record(FCGI_PARAMS, b"")
-        if body:
-            msg += _fcgi_record(FCGI_STDIN, body)
-        msg += _fcgi_record(FCGI_STDIN, b"")
-        self.timeout = timeout
-        self.stdout = b""
-        self.stdout_closed = False     # the empty FCGI_STDOUT record arrived
-        self.end_request = None        # (app_status, protocol_status)
-        self.eof = False
-        self.records = []              # (type, content length) in order
-        self._buf = b""
-        self.sock = connect_to(listen, timeout)
-        self.sock.sendall(msg)
-
-    def _parse(self):
-        while len(self._buf) >= 8 and self.end_request is None:
-            _, rtype, _, clen, plen = struct.unpack("!BBHHBx", self._buf[:8])
-            if len(self._buf) < 8 + clen + plen:
-                return
-            content = self._buf[8:8 + clen]
-            self._buf = self._buf[8 + clen + plen:]
-            self.records.append((rtype, clen))
-            if rtype == FCGI_STDOUT:
-                if clen == 0:
-                    self.stdout_closed = True
-                self.stdout += content
-            elif rtype == FCGI_END_REQUEST:
-                app, proto = struct.unpack("!IB3x", content[:8])
-                self.end_request = (app, proto)
-
-    def read(self, until, timeout=None):
-        """Reads until until(self) is true, END_REQUEST or EOF; False on timeout."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            self._parse()
-            if until(self) or self.end_request is not None or self.eof:
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                return False
-            except ConnectionResetError:
-                data = b""
-            if not data:
-                self.eof = True
-            self._buf += data
-
-    def read_to_end(self, timeout=None):
-        if not self.read(lambda r: False, timeout):
-            raise AssertionError("no FastCGI END_REQUEST within %ss (stdout %r)" % (
-                self.timeout if timeout is None else timeout, self.stdout[:300]))
-        return self
-
-    def response(self):
-        """(status, headers dict lower-case, body bytes) from the CGI-style stdout."""
-        return split_cgi(self.stdout)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-def fcgi_request(listen, method="GET", uri="/api/sse/health", headers=None, body=b"", timeout=DEFAULT_TIMEOUT):
-    """One complete FastCGI request. Returns (status, headers, body)."""
-    r = FcgiRequest(listen, method, uri, headers, body, timeout)
-    try:
-        r.read_to_end()
-        if r.end_request is None:
-            raise AssertionError("FastCGI connection closed before END_REQUEST (stdout %r)" % r.stdout[:300])
-        return r.response()
-    finally:
-        r.close()
-
-
-def fcgi_health(listen, timeout=DEFAULT_TIMEOUT):
-    status, _, body = fcgi_request(listen, timeout=timeout)
-    return status == 200 and json.loads(body.decode()).get("success") is True
 
 
 # --------------------------------------------------------------------------
