@@ -3,8 +3,8 @@
 Built on ssehub_harness (Hub, NginxFront, Tokens, http_call, SSEStream,
 ChunkedDecoder) and fcgi_client (every FastCGI byte); what is added here:
 
-* BigNginxFront - the harness's nginx config with room for thousands of
-                  streams (worker_connections, worker_rlimit_nofile) and an
+* BigNginxFront - the harness's nginx with room for thousands of streams
+                  (worker_connections, worker_rlimit_nofile) and an
                   optional worker_shutdown_timeout; start/stop/restart.
 * proc_fds / proc_rss_kb / wait_fds - what /proc says about a process.
 * fcgi_get_health - a well-formed FastCGI GET /api/sse/health, timed.
@@ -85,14 +85,9 @@ class BigNginxFront(h.NginxFront):
     kind = "nginx"
 
     def __init__(self, workdir, upstream, name="nginx", connections=16384, shutdown_timeout=None):
-        super().__init__(workdir, upstream, name=name)
-        text = self.conf.read_text()
-        text = text.replace("worker_connections 1024;", "worker_connections %d;" % connections)
-        extra = "worker_rlimit_nofile %d;\n" % (connections * 2 + 64)
-        if shutdown_timeout is not None:
-            extra += "worker_shutdown_timeout %ds;\n" % shutdown_timeout
-        text = text.replace("worker_processes 1;", "worker_processes 1;\n" + extra)
-        self.conf.write_text(text)
+        main = ["worker_shutdown_timeout %ds" % shutdown_timeout] if shutdown_timeout is not None else []
+        super().__init__(workdir, upstream, name=name, worker_connections=connections,
+                         rlimit_nofile=connections * 2 + 64, main_extra=main)
 
     def restart(self, wait=True):
         """Starts the same config again (after stop)."""

@@ -6,7 +6,8 @@ conftest.py stay thin:
 * ManagedProcess  - a child process with its output in a log file, stopped
                     with a signal and a bounded wait.
 * Hub             - one ssehub process (command line built from options).
-* NginxFront / LighttpdFront - a real front server in a private prefix.
+* NginxFront / LighttpdFront - a real front server in a private prefix,
+                    running the shipped example config (frontconf.py).
 * Procs           - owns every process a test starts and cleans them up.
 * Tokens          - HS256 tokens minted with PyJWT.
 * http_call       - one HTTP request (http.client), JSON decoded.
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import jwt
 
+import frontconf
 from fcgi_client import connect_to, listen_target
 
 HERE = Path(__file__).resolve().parent
@@ -41,6 +43,7 @@ REPO_ROOT = HERE.parent.parent
 
 DEFAULT_TIMEOUT = 5.0
 HOST = "127.0.0.1"
+SANITIZER_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS")
 
 
 # --------------------------------------------------------------------------
@@ -292,82 +295,30 @@ class FrontServer:
 
 
 class NginxFront(FrontServer):
+    """nginx running examples/nginx/ssehub.conf as users copy it (rendered by
+    frontconf: this port, the hub's socket, an empty document root), with
+    the private prefix, logs and worker sizes around it."""
+
     kind = "nginx"
 
-    def __init__(self, workdir, upstream, name="nginx", token_cookie="token"):
-        """token_cookie: the hub's --token-cookie, the one cookie passed on
-        to it for streams (as the example's map does)."""
+    def __init__(self, workdir, upstream, name="nginx", token_cookie="token", worker_connections=1024,
+                 rlimit_nofile=None, main_extra=(), http_extra=()):
+        """upstream: fastcgi_pass syntax; token_cookie: the hub's
+        --token-cookie (the one cookie the example passes on for streams);
+        main_extra / http_extra: directives (without ';') around the example."""
         super().__init__(workdir)
         self.prefix = self.workdir / name
         self.prefix.mkdir(parents=True, exist_ok=True)
-        p = self.prefix
-        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (p / "tmp" / sub).mkdir(parents=True, exist_ok=True)
-        self.error_log = p / "error.log"
-        self.access_log = p / "access.log"
-        self.conf = p / "nginx.conf"
+        self.error_log = self.prefix / "error.log"
+        self.access_log = self.prefix / "access.log"
         self.logs = [self.error_log]
-        user = "user root;" if os.geteuid() == 0 else ""
-        # As examples/nginx/ssehub.conf: a stream gets only the params
-        # ssehub reads and its own connection; the API and /metrics go
-        # over kept connections (FCGI_KEEP_CONN).
-        locs = """
-        location /sse/ {
-            fastcgi_pass %(up)s;
-            fastcgi_pass_request_headers off;
-            fastcgi_param REQUEST_METHOD $request_method;
-            fastcgi_param REQUEST_URI $request_uri;
-            fastcgi_param HTTP_AUTHORIZATION $http_authorization if_not_empty;
-            fastcgi_param HTTP_COOKIE $ssehub_token_cookie if_not_empty;
-            fastcgi_param HTTP_LAST_EVENT_ID $http_last_event_id if_not_empty;
-            fastcgi_buffering off;
-            fastcgi_buffer_size 512;
-            fastcgi_read_timeout 120s;
-            fastcgi_keep_conn off;
-        }
-        location /api/ {
-            include /etc/nginx/fastcgi_params;
-            fastcgi_pass ssehub_api;
-            fastcgi_keep_conn on;
-            fastcgi_buffer_size 1k;
-        }
-        location = /metrics {
-            include /etc/nginx/fastcgi_params;
-            fastcgi_pass ssehub_api;
-            fastcgi_keep_conn on;
-        }""" % {"up": upstream}
-        self.conf.write_text("""
-daemon off;
-master_process on;
-worker_processes 1;
-%(user)s
-pid %(p)s/nginx.pid;
-error_log %(p)s/error.log info;
-events { worker_connections 1024; }
-http {
-    access_log %(p)s/access.log;
-    client_body_temp_path %(p)s/tmp/client_body;
-    proxy_temp_path %(p)s/tmp/proxy;
-    fastcgi_temp_path %(p)s/tmp/fastcgi;
-    uwsgi_temp_path %(p)s/tmp/uwsgi;
-    scgi_temp_path %(p)s/tmp/scgi;
-    map $cookie_%(cookie)s $ssehub_token_cookie {
-        "" "";
-        default "%(cookie)s=$cookie_%(cookie)s";
-    }
-    upstream ssehub_api {
-        server %(up)s;
-        keepalive 16;
-    }
-    request_pool_size 10k;
-    server {
-        listen %(host)s:%(port)d;
-        server_name localhost;
-%(locs)s
-    }
-}
-""" % {"user": user, "p": p, "host": self.host, "port": self.port, "up": upstream, "locs": locs,
-       "cookie": token_cookie})
+        site = frontconf.nginx_site(upstream, "%s:%d" % (self.host, self.port), self.prefix / "htdocs",
+                                    token_cookie=token_cookie)
+        (self.prefix / "htdocs").mkdir(exist_ok=True)
+        self.conf = frontconf.write_nginx(self.prefix, site, worker_connections=worker_connections,
+                                          rlimit_nofile=rlimit_nofile,
+                                          user="root" if os.geteuid() == 0 else None,
+                                          main_extra=main_extra, http_extra=http_extra)
 
     def start(self):
         nginx = find_program("nginx")
@@ -378,44 +329,25 @@ http {
 
 
 class LighttpdFront(FrontServer):
-    """lighttpd with an external FastCGI socket (socket=...) or spawning
-    ssehub itself (bin_path=...; the socket is then lighttpd's own)."""
+    """lighttpd running examples/lighttpd/ssehub.conf (rendered by
+    frontconf): variant B with an external FastCGI socket (socket=...) or
+    variant A spawning ssehub itself (bin_path=...; the socket is then
+    lighttpd's own). extra: lines after it (e.g. larger header limits)."""
 
     kind = "lighttpd"
 
-    def __init__(self, workdir, socket_path=None, bin_path=None, name="lighttpd"):
+    def __init__(self, workdir, socket_path=None, bin_path=None, name="lighttpd", extra=()):
         super().__init__(workdir)
         self.prefix = self.workdir / name
         self.prefix.mkdir(parents=True, exist_ok=True)
-        p = self.prefix
-        self.error_log = p / "error.log"
-        self.conf = p / "lighttpd.conf"
+        self.error_log = self.prefix / "error.log"
         self.logs = [self.error_log]
-        (p / "htdocs").mkdir(exist_ok=True)
         if bin_path:
             self.kind = "lighttpd-binpath"
-            backend = ('"socket" => "%s",\n            "bin-path" => "%s",\n'
-                       '            "max-procs" => 1,' % (p / "spawn.sock", bin_path))
+            site = frontconf.lighttpd_site(self.prefix / "spawn.sock", bin_path)
         else:
-            backend = '"socket" => "%s",' % socket_path
-        self.conf.write_text("""
-server.document-root = "%(p)s/htdocs"
-server.bind = "%(host)s"
-server.port = %(port)d
-server.errorlog = "%(p)s/error.log"
-server.pid-file = "%(p)s/lighttpd.pid"
-server.upload-dirs = ( "%(p)s" )
-server.modules = ( "mod_fastcgi" )
-server.stream-response-body = 2
-server.max-read-idle = 120
-server.max-write-idle = 120
-$HTTP["url"] =~ "^/(sse/|api/|metrics$)" {
-    fastcgi.server = ( "/" => ((
-            %(backend)s
-            "check-local" => "disable"
-    )))
-}
-""" % {"p": p, "host": self.host, "port": self.port, "backend": backend})
+            site = frontconf.lighttpd_site(socket_path)
+        self.conf = frontconf.write_lighttpd(self.prefix, self.host, self.port, site, extra)
 
     def start(self):
         lighttpd = find_program("lighttpd")
@@ -482,7 +414,10 @@ class Procs:
         log = self.workdir / ("%s-ssehub.log" % name)
         pid_file = self.workdir / ("%s-ssehub.pid" % name)
         wrapper = self.workdir / ("%s-wrapper.sh" % name)
-        wrapper.write_text('#!/bin/sh\nexec "%s" "$@" 2>>"%s"\n' % (self.binary, log))
+        # the example hands ssehub only PATH and TZ (bin-copy-environment):
+        # the wrapper restores the sanitizer settings of a sanitizer run
+        env = "".join("export %s='%s'\n" % (k, os.environ[k]) for k in SANITIZER_ENV if k in os.environ)
+        wrapper.write_text('#!/bin/sh\n%sexec "%s" "$@" 2>>"%s"\n' % (env, self.binary, log))
         wrapper.chmod(0o755)
         args = ["--pid-file", str(pid_file)] + [str(a) for a in hub_args]
         for a in args:

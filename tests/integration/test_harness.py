@@ -1,14 +1,16 @@
-"""Self-tests of the harness's SSE parser and chunked decoder and of the
-FastCGI client (no ssehub needed): the integration tests are only as good
-as these."""
+"""Self-tests of the harness's SSE parser and chunked decoder, of the
+FastCGI client and of the example renderer (no ssehub needed): the
+integration tests are only as good as these."""
 
 import socket
+import subprocess
 import threading
 
 import pytest
 
 import fcgi_client as fcgi
-from ssehub_harness import ChunkedDecoder, SSEParser
+import frontconf
+from ssehub_harness import ChunkedDecoder, SSEParser, find_program
 
 
 def parse(pieces):
@@ -179,3 +181,62 @@ def test_fcgi_connection_collects_management_answers(tmp_path):
     finally:
         t.join(5)
         server.close()
+
+
+# ---- the example renderer
+
+
+def _active_lines(text):
+    return [x.strip() for x in text.split("\n") if x.strip() and not x.strip().startswith("#")]
+
+
+def test_nginx_example_renders_as_documented(tmp_path):
+    site = frontconf.nginx_site("unix:/tmp/t.sock", "127.0.0.1:8080 reuseport", tmp_path, token_cookie="sse_jwt",
+                                stream_extra=["fastcgi_buffer_size 1k", "tcp_nodelay on"])
+    lines = _active_lines(site)
+    example = _active_lines(frontconf.NGINX_EXAMPLE.read_text())
+    assert "listen 127.0.0.1:8080 reuseport;" in lines and "root %s;" % tmp_path in lines
+    assert not [x for x in lines if "/run/ssehub" in x or x.startswith("listen [::]")]
+    assert lines.count("fastcgi_pass unix:/tmp/t.sock;") == 2 and "server unix:/tmp/t.sock;" in lines
+    assert 'default "sse_jwt=$cookie_sse_jwt";' in lines
+    assert "fastcgi_buffer_size 1k;" in lines and "fastcgi_buffer_size 512;" not in lines
+    # every other line as users copy it, the read timeout included
+    assert len(lines) == len(example) and "fastcgi_read_timeout 90s;" in lines  # [::]:80 out, tcp_nodelay in
+    changed = set(example) - set(lines)
+    assert changed == {"listen 80;", "listen [::]:80;", "root /var/www/ssehub;", "server unix:/run/ssehub/ssehub.sock;",
+                       "fastcgi_pass unix:/run/ssehub/ssehub.sock;", "map $cookie_token $ssehub_token_cookie {",
+                       'default "token=$cookie_token";', "fastcgi_buffer_size 512;"}, changed
+    if not find_program("nginx"):
+        pytest.skip("nginx is not installed")
+    conf = frontconf.write_nginx(tmp_path / "ngx", site, error_log_level="warn")
+    r = subprocess.run([find_program("nginx"), "-t", "-q", "-p", str(tmp_path / "ngx") + "/", "-c", str(conf),
+                        "-e", str(tmp_path / "ngx" / "error.log")], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("variant", ["A-bin-path", "B-socket"])
+def test_lighttpd_example_renders_as_documented(tmp_path, variant):
+    bin_path = "/usr/local/sbin/ssehub-test --log stderr" if variant == "A-bin-path" else None
+    site = frontconf.lighttpd_site(tmp_path / "x.sock", bin_path)
+    lines = _active_lines(site)
+    assert lines.count("fastcgi.server = (") == 1 and '"read-timeout"   => 90,' in lines
+    assert '"socket"         => "%s",' % (tmp_path / "x.sock") in lines
+    assert not [x for x in lines if "/run/" in x]
+    assert ('"bin-path" => "%s",' % bin_path in lines) == (bin_path is not None)
+    if not find_program("lighttpd"):
+        pytest.skip("lighttpd is not installed")
+    conf = frontconf.write_lighttpd(tmp_path / "lt", "127.0.0.1", 8080, site)
+    r = subprocess.run([find_program("lighttpd"), "-tt", "-f", str(conf)], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("edit", [("\n    listen 80;\n", "\n    listen 8080;\n"),
+                                  ("\n    root /var/www/ssehub;\n", "\n    root /srv;\n"),
+                                  ("unix:/run/ssehub/ssehub.sock;\n", "unix:/run/x.sock;\n")])
+def test_renderer_refuses_a_drifted_example(tmp_path, edit):
+    text = frontconf.NGINX_EXAMPLE.read_text()
+    assert edit[0] in text
+    drifted = tmp_path / "drifted.conf"
+    drifted.write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(frontconf.ExampleDrift):
+        frontconf.nginx_site("unix:/tmp/t.sock", "127.0.0.1:8080", tmp_path, example=drifted)
