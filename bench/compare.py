@@ -50,37 +50,29 @@ def die(msg):
 
 # ---------------------------------------------------------------- /proc helpers
 
-def rss_kb(pid):
+def proc_field(pid, name, key):
+    """The number after key (e.g. "VmRSS:") in /proc/PID/name; 0 when the
+    process or the line is gone."""
     try:
-        with open("/proc/%d/status" % pid) as f:
+        with open("/proc/%d/%s" % (pid, name)) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def rss_kb(pid):
+    return proc_field(pid, "status", "VmRSS:")
 
 
 def pss_kb(pid):
-    try:
-        with open("/proc/%d/smaps_rollup" % pid) as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return proc_field(pid, "smaps_rollup", "Pss:")
 
 
 def threads(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return proc_field(pid, "status", "Threads:")
 
 
 def nfds(pid):
@@ -945,7 +937,6 @@ def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
     w("| repetitions | %d, interleaved %s per scenario; medians (min–max in brackets) |" % (
         env.reps_done, " ".join(SHORT[s] for s in systems)))
     la = [x for x in load_samples if x is not None]
-    oth = [r.get("other_cpu_s") for r in runs if r.get("other_cpu_s") is not None]
     oth_rate = [r["other_cpu_s"] / r["wall_s"] for r in runs
                 if r.get("other_cpu_s") is not None and r.get("wall_s")]
     w("| machine load | 1-min load average %s–%s (median %s) at the start of the runs; "

@@ -255,14 +255,17 @@ wait_load() {  # wait_load SECONDS: wait for sseload to exit, then stop it
 	wait "$LOAD_PID" 2>/dev/null
 	LOAD_PID=
 }
-if [ "$STOP_FIRST" = 1 ]; then
-	sleep 3  # delivery of the last broadcast
+sample_after_publish() {  # CPU, processes, RSS and threads at the end of the publish phase
 	HUB_CPU1=$(cpu_ticks "$HUB_PID")
 	NGX_CPU1=$(sum_workers cpu_ticks)
 	SYS_BUSY1=$(sys_busy) SYS_IRQ1=$(sys_irq) SYS_STEAL1=$(sys_steal) T_PUB1=$(now_ms)
 	proc_snapshot >"$TMP/procs1"
 	HUB_RSS2=$(rss_kb "$HUB_PID")
 	HUB_THREADS2=$(threads "$HUB_PID")
+}
+if [ "$STOP_FIRST" = 1 ]; then
+	sleep 3  # delivery of the last broadcast
+	sample_after_publish
 	HUB_RSS3=n/a
 	LEFT=n/a
 	stop_hub
@@ -270,12 +273,7 @@ if [ "$STOP_FIRST" = 1 ]; then
 	wait_load 30
 else
 	wait_load $((DELIVER_S + 30))
-	HUB_CPU1=$(cpu_ticks "$HUB_PID")
-	NGX_CPU1=$(sum_workers cpu_ticks)
-	SYS_BUSY1=$(sys_busy) SYS_IRQ1=$(sys_irq) SYS_STEAL1=$(sys_steal) T_PUB1=$(now_ms)
-	proc_snapshot >"$TMP/procs1"
-	HUB_RSS2=$(rss_kb "$HUB_PID")
-	HUB_THREADS2=$(threads "$HUB_PID")
+	sample_after_publish
 	LEFT="?"
 	for i in $(seq 50); do
 		LEFT=$(stat_clients)

@@ -878,22 +878,13 @@ class SSEStream:
                 return b
 
     def wait_event(self, name, timeout=DEFAULT_TIMEOUT):
-        """Reads until an event of type name; AssertionError on timeout."""
-        deadline = time.monotonic() + timeout
-        seen = []
-        while True:
-            try:
-                b = self.next_block(max(0.0, deadline - time.monotonic()))
-            except StreamEnded as exc:
-                raise AssertionError("stream ended before event %r (%s); seen %r" % (name, exc, seen))
-            if b is None:
-                raise AssertionError("no event %r within %ss; seen %r" % (name, timeout, seen))
-            if b.dispatched and b.type == name:
-                return b
-            seen.append(b)
+        """Reads until an event of type name and returns it; AssertionError
+        on timeout or when the stream ends first."""
+        return self.blocks_until(name, timeout)[-1]
 
     def blocks_until(self, name, timeout=DEFAULT_TIMEOUT):
-        """Every block up to and including the first event named name."""
+        """Every block up to and including the first event named name;
+        AssertionError on timeout or when the stream ends first."""
         deadline = time.monotonic() + timeout
         got = []
         while True:
