@@ -11,7 +11,6 @@ flag is not set or the peer sent more than one request at once.
 import json
 import os
 import re
-import socket
 import time
 
 import fcgi_client as fcgi
