@@ -160,10 +160,10 @@ def test_stop_with_a_request_in_flight(procs, tokens, route):
     freed memory is touched: round 1 had a use-after-free here)."""
     method, uri, body = ROUTES[route]
     hub = procs.hub(extra_args=["--loops", 2])
-    streams = [h.FcgiRequest(hub.listen, uri="/sse/stream",
+    streams = [fcgi.FcgiRequest(hub.listen, uri="/sse/stream",
                              headers={"Authorization": "Bearer " + tokens.user("inflight")}) for _ in range(3)]
     for s in streams:
-        assert s.read(lambda r: b"event: connected" in r.stdout, 5), s.stdout
+        assert s.read(lambda r: b"event: connected" in r.stdout, 5), s.response
     data = json.dumps(body).encode() if body else b""
     params = fcgi.cgi_params(method, uri, {"Authorization": "Bearer " + tokens.admin()}, data)
     wire = (fcgi.begin_request(1) + fcgi.stream_records(fcgi.PARAMS, fcgi.encode_pairs(params))
@@ -183,8 +183,7 @@ def test_stop_with_a_request_in_flight(procs, tokens, route):
             assert json.loads(out)["error"]["code"] == "shutting_down", out
     c.close()
     for s in streams:
-        s.read_to_end(timeout=5)
-        assert s.end_request is not None, "a stream did not get END_REQUEST at the stop"
+        assert s.read_to_end(timeout=5).end is not None, "a stream did not get END_REQUEST at the stop"
     rc = hub.process.wait(5)
     assert rc == 0, "exit status %r after SIGTERM with a %s request in flight" % (rc, route)
 
