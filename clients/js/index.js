@@ -64,8 +64,8 @@ function callHandler(fn, arg) {
  */
 export class SSEParser {
   constructor(onEvent, onRetry, lastEventId = '') {
-    this.onEvent = onEvent;
-    this.onRetry = onRetry || (() => {});
+    this._onEvent = onEvent;
+    this._onRetry = onRetry || (() => {});
     this.lastEventId = lastEventId;  // the "last event ID string"
     this._idBuffer = lastEventId;    // kept from event to event, as the spec says
     this._data = '';
@@ -115,7 +115,7 @@ export class SSEParser {
       case 'event': this._eventType = value; break;
       case 'data': this._data += value + '\n'; break;
       case 'id': if (value.indexOf('\0') === -1) this._idBuffer = value; break;
-      case 'retry': if (/^[0-9]+$/.test(value)) this.onRetry(parseInt(value, 10)); break;
+      case 'retry': if (/^[0-9]+$/.test(value)) this._onRetry(parseInt(value, 10)); break;
       default: break;                // unknown fields are ignored
     }
   }
@@ -133,7 +133,7 @@ export class SSEParser {
     };
     this._data = '';
     this._eventType = '';
-    this.onEvent(event);
+    this._onEvent(event);
   }
 }
 
