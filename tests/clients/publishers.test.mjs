@@ -68,12 +68,16 @@ async function listen(user, lastEventId = '') {
   const client = new SSEClient(baseUrl() + '/sse/stream', {
     transport: 'fetch', token: () => mintToken({ user_id: user }), lastEventId, minDelayMs: 200, maxDelayMs: 1000,
   });
-  let connected = false;
-  client.on('connected', () => { connected = true; });
+  let hello = null;
+  client.on('hello', (m) => { hello = m.id; });
   client.on('published', (m) => got.push(m));
   streams.push(client);
   client.connect();
-  await until('connected', () => connected);
+  // A first message, so that a stream cut later (nginx reloads in a test
+  // below) resumes from it and misses nothing.
+  await until('connected', () => client.state === 'connected');
+  const h = await api('/api/sse/send-to-user', { user_id: user, event: 'hello', data: 0 });
+  await until('hello', () => hello === h.id);
   return { client, got };
 }
 
