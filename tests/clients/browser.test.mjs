@@ -94,6 +94,9 @@ test('token refresh in Chromium: 2 s tokens, a message every 100 ms for 6 s, bot
     assert.ok(g.connected.slice(1).every((c) => c.resumed === true), transport + ': ' + JSON.stringify(g.connected));
   }
   await page.close();
+  // Gone from the hub before the next test counts its streams.
+  await until('the streams closed', async () =>
+    (await streamsOf(users.fetch)) === 0 && (await streamsOf(users.eventsource)) === 0, 5000);
 });
 
 // The example pages: #state, #client-id, #notifications li, #token, #toggle.

@@ -52,6 +52,7 @@ free_port() {
 }
 
 state=$(mktemp -d /tmp/ssehub-clients.XXXXXX)
+: > "$art/clients-demo.log"
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
 	SSEHUB_DEMO_DIR=$state bash "$repo/scripts/demo.sh" stop >>"$art/clients-demo.log" 2>&1
@@ -62,11 +63,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(free_port)
-tls_port=$(free_port)
-if ! SSEHUB_DEMO_DIR=$state SSEHUB_DEMO_PORT=$port SSEHUB_DEMO_TLS_PORT=$tls_port \
-	SSEHUB_DEMO_ARGS="--ping-interval 2 --jwt-leeway 0 --history-file $state/history.jsonl" \
-	timeout 300 bash "$repo/scripts/demo.sh" start >"$art/clients-demo.log" 2>&1; then
+# A port found free may be taken before nginx binds it (other tests run on
+# this machine): three tries, new ports each time.
+started=0
+for _ in 1 2 3; do
+	port=$(free_port)
+	tls_port=$(free_port)
+	if SSEHUB_DEMO_DIR=$state SSEHUB_DEMO_PORT=$port SSEHUB_DEMO_TLS_PORT=$tls_port \
+		SSEHUB_DEMO_ARGS="--ping-interval 2 --jwt-leeway 0 --history-file $state/history.jsonl" \
+		timeout 300 bash "$repo/scripts/demo.sh" start >>"$art/clients-demo.log" 2>&1; then
+		started=1
+		break
+	fi
+	grep -q 'Address already in use' "$state/nginx/logs/error.log" 2>/dev/null || break
+	: > "$state/nginx/logs/error.log"
+done
+if [ "$started" -ne 1 ]; then
 	tail -20 "$art/clients-demo.log" | sed 's/^/# /'
 	bail "scripts/demo.sh start failed (log: $art/clients-demo.log)"
 fi
