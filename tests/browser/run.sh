@@ -62,12 +62,23 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(free_port)
+: > "$art/browser-demo.log"
 # Short pings so that the test sees them; --history-file so that a restarted
-# hub knows the ids the clients resume from.
-if ! SSEHUB_DEMO_DIR=$state SSEHUB_DEMO_PORT=$port SSEHUB_DEMO_TLS_PORT=off \
-	SSEHUB_DEMO_ARGS="--ping-interval 2 --history-file $state/history.jsonl" \
-	timeout 300 bash "$repo/scripts/demo.sh" start >"$art/browser-demo.log" 2>&1; then
+# hub knows the ids the clients resume from. A port found free may be taken
+# before nginx binds it (other tests run on this machine): three tries.
+started=0
+for _ in 1 2 3; do
+	port=$(free_port)
+	if SSEHUB_DEMO_DIR=$state SSEHUB_DEMO_PORT=$port SSEHUB_DEMO_TLS_PORT=off \
+		SSEHUB_DEMO_ARGS="--ping-interval 2 --history-file $state/history.jsonl" \
+		timeout 300 bash "$repo/scripts/demo.sh" start >>"$art/browser-demo.log" 2>&1; then
+		started=1
+		break
+	fi
+	grep -q 'Address already in use' "$state/nginx/logs/error.log" 2>/dev/null || break
+	: > "$state/nginx/logs/error.log"
+done
+if [ "$started" -ne 1 ]; then
 	tail -20 "$art/browser-demo.log" | sed 's/^/# /'
 	bail "scripts/demo.sh start failed (log: $art/browser-demo.log)"
 fi
