@@ -254,10 +254,11 @@ def apache_mpm(streams):
 def front_max_streams(name, nofile):
     """The most streams the system's front server can hold here (None: no
     limit of its own below the load client's). lighttpd is one process
-    with 2 fds per stream; Apache is sized per run (apache_mpm), up to
-    its compiled ServerLimit of 20,000 children."""
+    with 2 fds per stream that stops accepting ("sockets disabled,
+    out-of-fds") at 90 % of server.max-fds; Apache is sized per run
+    (apache_mpm)."""
     if FRONT[name] == "lighttpd":
-        return (nofile - 100) // 2
+        return (nofile * 9 // 10 - 300) // 2     # room for the API calls
     return None
 
 
