@@ -201,10 +201,12 @@ def write_nginx(prefix, site, workers=1, worker_connections=1024, rlimit_nofile=
 def lighttpd_site(socket_path, bin_path=None, example=LIGHTTPD_EXAMPLE):
     """examples/lighttpd/ssehub.conf for one of its variants: bin_path given,
     variant A (lighttpd binds socket_path and starts bin_path on it);
-    otherwise variant B (lighttpd connects to ssehub's socket_path)."""
+    otherwise variant B (lighttpd connects to ssehub's socket_path, or to
+    each of a list of them: one host block per node of a cluster)."""
     source = str(example)
     lines = Path(example).read_text().split("\n")
-    socket_path = _plain(socket_path, "socket path")
+    sockets = [_plain(x, "socket path") for x in (socket_path if isinstance(socket_path, list) else [socket_path])]
+    socket_path = sockets[0]
     if bin_path is not None:
         lines = _substitute(lines, '"/run/lighttpd/ssehub.sock"', '"%s"' % socket_path, 1, source)
         command = _plain(bin_path, "bin-path")
@@ -216,8 +218,15 @@ def lighttpd_site(socket_path, bin_path=None, example=LIGHTTPD_EXAMPLE):
     b_start = _index(lines, "# fastcgi.server = (", a_end, source, False)
     b_end = _index(lines, "# )", b_start, source, False)
     variant_b = [re.sub(r"^(\s*)# ?", r"\1", x, count=1) for x in lines[b_start:b_end + 1]]
+    # one host block per node (a cluster), each with its own socket
+    h_start = _index(variant_b, "(", 0, source, True)
+    h_end = _index(variant_b, "),", h_start, source, True)
+    block = variant_b[h_start:h_end + 1]
+    hosts = []
+    for path in sockets:
+        hosts += _substitute(block, '"/run/ssehub/ssehub.sock"', '"%s"' % path, 1, source)
+    variant_b = variant_b[:h_start] + hosts + variant_b[h_end + 1:]
     lines = lines[:a_start] + lines[a_end + 1:b_start] + variant_b + lines[b_end + 1:]
-    lines = _substitute(lines, '"/run/ssehub/ssehub.sock"', '"%s"' % socket_path, 1, source)
     return "\n".join(lines)
 
 

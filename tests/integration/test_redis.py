@@ -539,3 +539,43 @@ def test_one_script_call_per_publish(procs, tokens, redis):
     for s in streams:
         assert s.wait(lambda s=s: len(s.named("e")) == 20, SLOW)
         s.close()
+
+
+@pytest.mark.parametrize("front", ["nginx", "lighttpd"])
+def test_nodes_behind_one_front_server(procs, tokens, redis, front):
+    """The shipped examples with one server/host line per node: streams
+    and API calls land on any node and act on all of them."""
+    if not h.find_program(front):
+        pytest.skip("%s is not installed" % front)
+    c = Cluster(procs, tokens, redis.url, n=2, front=False)
+    f = procs.front(front, upstream=[x.upstream for x in c.hubs])
+    stack = h.Stack(f, tokens)
+    streams = [stack.open_stream(user_id="front-%d" % i) for i in range(6)]
+    direct = [c.stream(i, "direct-%d" % i) for i in range(2)]
+    r = stack.broadcast("everyone", {"n": 1})
+    assert r["recipients"] == 8, r
+    for s in streams:
+        ev = s.next_event(SLOW)
+        assert ev is not None and ev.type == "everyone", ev
+    for d in direct:
+        assert d.wait(lambda d=d: len(d.named("everyone")) == 1, SLOW)
+    st = stack.stats()
+    assert st["total_clients"] == 8 and sum(n["clients"] for n in st["nodes"]) == 8, st
+    stack.check_marker(streams)
+    for s in streams:
+        s.close()
+    for d in direct:
+        d.close()
+
+
+def test_a_publishers_id_is_an_idempotency_key(procs, tokens, redis):
+    c = Cluster(procs, tokens, redis.url, n=2, front=False)
+    s = c.stream(1, "ola")
+    first = c.publish(0, "send-to-user", user_id="ola", event="pay", data=1, id="payment-77")
+    again = c.publish(1, "send-to-user", user_id="ola", event="pay", data=1, id="payment-77")
+    assert first == {"id": "payment-77", "recipients": 1}, first
+    assert again["id"] == "payment-77" and again.get("duplicate") is True and again["recipients"] == 0, again
+    marker = c.publish(0, "broadcast", event="marker", data=0)
+    assert s.wait(lambda: s.named("marker"), SLOW)
+    assert [e.id for e in s.events if e.type in ("pay", "marker")] == ["payment-77", marker["id"]], s.events
+    s.close()
