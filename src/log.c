@@ -78,13 +78,13 @@ char *log_quote_n(char *dst, size_t dstlen, const char *s, size_t len)
 		snprintf(dst, dstlen, "-");
 		return dst;
 	}
-	if (dstlen < 6) {
-		dst[0] = '\0';
-		return dst;
-	}
 	for (size_t i = 0; i < len && need < dstlen; i++)
 		need += quoted_len((unsigned char)s[i]);
 	cut = need >= dstlen; /* the quotes and the NUL included */
+	if (cut && dstlen < 6) {
+		dst[0] = '\0';
+		return dst;
+	}
 	dst[o++] = '"';
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];

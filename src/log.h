@@ -24,7 +24,7 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
  * byte of a UTF-8 character too) is written as \xNN with two lowercase hex
  * digits. The result is always NUL-terminated; a value too long for dst is
  * cut at a whole character or escape and ends with "..." inside the quotes
- * (dst needs 6 bytes for that; with fewer it gets ""). s may be NULL: the
+ * (that needs 6 bytes; a value cut with fewer gives ""). s may be NULL: the
  * output is then - (unquoted). Returns dst, for use as a printf argument:
  *   char q[LOG_QUOTE_SIZE(AUTH_MAX_USER)];
  *   log_info("event=x user=%s", log_quote(q, sizeof(q), user));

@@ -651,7 +651,9 @@ static void test_log(void)
 	   "log: a value that just fits is whole (%s)", small);
 	ok(strcmp(log_quote(small, sizeof(small), "\n\n\n\n"), "\"\\x0a...\"") == 0,
 	   "log: cut only between whole escapes (%s)", small);
-	ok(strcmp(log_quote(small, 5, "abc"), "") == 0, "log: a buffer under 6 bytes gets an empty string");
+	ok(strcmp(log_quote(small, 5, "abc"), "") == 0 && strcmp(log_quote(small, 3, ""), "\"\"") == 0 &&
+		   strcmp(log_quote(small, 4, "a"), "\"a\"") == 0,
+	   "log: a value cut in under 6 bytes is an empty string; a whole one fits as it is");
 	{
 		char big[LOG_QUOTE_SIZE(sizeof(evil) - 1)];
 		log_quote(big, sizeof(big), evil);
