@@ -435,6 +435,14 @@ static int member_cmp(const void *a, const void *b)
 	struct decoder dx, dy;
 	int cx, cy;
 
+	/* names without escapes (nearly all) compare as they are written */
+	if (!memchr(x->name, '\\', x->name_len) && !memchr(y->name, '\\', y->name_len)) {
+		size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+		int c = memcmp(x->name + 1, y->name + 1, n - 2);
+		if (c)
+			return c;
+		return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+	}
 	decoder_init(&dx, x->name, x->name_len);
 	decoder_init(&dy, y->name, y->name_len);
 	do {

@@ -27,14 +27,21 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-/* json-c 0.16 decodes the escaped surrogate pairs of U+1D800..U+1DFFF
- * (\ud836\udc00 to \ud837\udfff) as U+FFFD: its bug, not a difference to
- * look for. 1 when the unescaped v holds such a character (F0 9D A0..BF). */
+/* json-c 0.16 decodes an escaped surrogate pair as U+FFFD when the low 16
+ * bits of the character it stands for fall in D800..DFFF (U+1D800..1DFFF,
+ * U+2D800..2DFFF, ... : 32,768 characters): its bug, not a difference to
+ * look for. 1 when the unescaped v[0..len) holds such a character. */
 static int jsonc_misdecodes(const char *v, size_t len)
 {
-	for (size_t i = 0; i + 2 < len; i++)
-		if ((unsigned char)v[i] == 0xf0 && (unsigned char)v[i + 1] == 0x9d && ((unsigned char)v[i + 2] & 0xe0) == 0xa0)
+	const unsigned char *s = (const unsigned char *)v;
+	uint32_t cp;
+	size_t n;
+
+	for (size_t i = 0; i < len; i += n ? n : 1) {
+		n = util_utf8_next(s + i, len - i, &cp);
+		if (n == 4 && (cp & 0xf800) == 0xd800)
 			return 1;
+	}
 	return 0;
 }
 
