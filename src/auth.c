@@ -142,7 +142,7 @@ static void cache_put(const char *token, size_t len, uint64_t h, int64_t valid_f
 	pthread_mutex_lock(&cache_lock);
 	/* keys reloaded while this one was being verified: do not keep it */
 	pthread_rwlock_rdlock(&keys_lock);
-	if (active->generation != checked_generation) {
+	if (!active || active->generation != checked_generation) {
 		pthread_rwlock_unlock(&keys_lock);
 		pthread_mutex_unlock(&cache_lock);
 		util_wipe(copy, len);
@@ -672,8 +672,9 @@ static enum auth_result verify(const char *token, size_t len, struct auth_identi
 		return AUTH_OK;
 
 	pthread_rwlock_rdlock(&keys_lock);
-	checked_generation = active->generation;
-	for (int i = 0; i < active->n && !jwt; i++) {
+	/* no key set: auth_shutdown ran while this request was in flight */
+	checked_generation = active ? active->generation : 0;
+	for (int i = 0; active && i < active->n && !jwt; i++) {
 		if (jwt_decode(&jwt, token, active->keys[i].bytes, (int)active->keys[i].len) != 0)
 			jwt = NULL;
 		else
