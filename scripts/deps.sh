@@ -5,8 +5,8 @@
 set -euo pipefail
 
 build_pkgs="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev libjwt-dev uuid-dev libssl-dev"
-demo_pkgs="$build_pkgs nginx python3-jwt curl"
-test_pkgs="$demo_pkgs lighttpd spawn-fcgi python3-pytest python3-cryptography valgrind chromium fonts-dejavu-core clang"
+demo_pkgs="$build_pkgs nginx python3-jwt curl openssl"
+test_pkgs="$demo_pkgs lighttpd spawn-fcgi python3-pytest python3-cryptography valgrind chromium fonts-dejavu-core clang php-cli php-curl golang-go"
 
 case "${1:-test}" in
 	build) want=$build_pkgs ;;

@@ -100,6 +100,9 @@ run_tap() { # label script
 stage "browser tests (headless Chromium, demo page behind nginx)"
 run_tap browser tests/browser/run.sh
 
+stage "client tests (clients/js in Node and Chromium, React, Vue, HTTP/2, publishers)"
+run_tap clients tests/clients/run.sh
+
 stage "install tests (make install DESTDIR, init script, systemd units)"
 run_tap install tests/install/run.sh
 

@@ -23,6 +23,7 @@
 #include "auth.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #define MAX_KEYS 32
@@ -127,8 +128,10 @@ static int cache_get(const char *token, size_t len, uint64_t h, struct auth_iden
 	if (hit)
 		*id = c->id;
 	pthread_mutex_unlock(&cache_lock);
-	if (hit)
+	if (hit) {
 		__atomic_add_fetch(&cache_hits, 1, __ATOMIC_RELAXED);
+		METRIC_ADD(auth_cache_hits_total, 1);
+	}
 	return hit;
 }
 
@@ -179,8 +182,10 @@ const char *auth_result_code(enum auth_result r)
 
 void auth_count_failure(enum auth_result r)
 {
-	if ((unsigned)r < AUTH__COUNT && r != AUTH_OK)
+	if ((unsigned)r < AUTH__COUNT && r != AUTH_OK) {
 		__atomic_add_fetch(&failures[r], 1, __ATOMIC_RELAXED);
+		METRIC_ADD(auth_failures[r], 1);
+	}
 }
 
 uint64_t auth_failures(enum auth_result r)

@@ -5,6 +5,8 @@
 #ifndef SSEHUB_LOG_H
 #define SSEHUB_LOG_H
 
+#include <stddef.h>
+
 enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 /* Parses "error", "warn", "info" or "debug". Returns the level or -1. */

@@ -59,6 +59,36 @@ char *xstrndup(const char *s, size_t n)
 	return p;
 }
 
+void util_wipe(void *p, size_t n)
+{
+	if (!n)
+		return;
+#ifdef HAVE_EXPLICIT_BZERO
+	explicit_bzero(p, n);
+#else
+	OPENSSL_cleanse(p, n);
+#endif
+}
+
+int util_pipe_cloexec_nonblock(int fds[2])
+{
+#ifdef HAVE_PIPE2
+	return pipe2(fds, O_CLOEXEC | O_NONBLOCK);
+#else
+	if (pipe(fds) < 0)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		if (fcntl(fds[i], F_SETFD, FD_CLOEXEC) < 0 ||
+		    fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK) < 0) {
+			close(fds[0]);
+			close(fds[1]);
+			return -1;
+		}
+	}
+	return 0;
+#endif
+}
+
 int64_t util_mono_ms(void)
 {
 	struct timespec ts;
@@ -358,17 +388,6 @@ int util_text_valid(const char *str, size_t len)
 		i += n;
 	}
 	return 1;
-}
-
-void util_wipe(void *p, size_t n)
-{
-	if (!n)
-		return;
-#ifdef HAVE_EXPLICIT_BZERO
-	explicit_bzero(p, n);
-#else
-	OPENSSL_cleanse(p, n);
-#endif
 }
 
 void buf_append(struct buf *b, const void *p, size_t n)

@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+/* The struct of type that holds member at address ptr. */
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 /* Allocation wrappers: on failure they log and abort, so callers never see
  * NULL. Memory is released with free(). */
@@ -15,6 +17,15 @@ void *xcalloc(size_t n, size_t size) __attribute__((malloc, returns_nonnull));
 void *xrealloc(void *p, size_t n) __attribute__((returns_nonnull));
 char *xstrdup(const char *s) __attribute__((malloc, returns_nonnull, nonnull));
 char *xstrndup(const char *s, size_t n) __attribute__((malloc, returns_nonnull, nonnull));
+
+/* Overwrites p[0..n) with zeros in a way the compiler may not remove (a
+ * memset before free may be optimised away): explicit_bzero when the C
+ * library has it (HAVE_EXPLICIT_BZERO, from configure), OPENSSL_cleanse
+ * otherwise. p may be NULL when n is 0. For tokens, secrets and keys. */
+void util_wipe(void *p, size_t n);
+
+/* A pipe with both ends close-on-exec and non-blocking. Returns 0 or -1. */
+int util_pipe_cloexec_nonblock(int fds[2]);
 
 /* Monotonic milliseconds, for timers. */
 int64_t util_mono_ms(void);
@@ -69,12 +80,6 @@ int util_utf8_valid(const char *s, size_t len);
  * U+2029), which some parsers split lines at. Empty text is valid here;
  * callers bound the length. */
 int util_text_valid(const char *s, size_t len);
-
-/* Overwrites p[0..n) with zeros in a way the compiler may not remove (a
- * memset before free may be optimised away): explicit_bzero when the C
- * library has it (HAVE_EXPLICIT_BZERO, from configure), OPENSSL_cleanse
- * otherwise. p may be NULL when n is 0. For tokens, secrets and keys. */
-void util_wipe(void *p, size_t n);
 
 /* A growable byte buffer. Zero-initialise before use; free b->data. */
 struct buf {
