@@ -114,7 +114,9 @@ static const char S_STATS[] =
 	"return res\n";
 
 /* KEYS meta log idx; ARGV epoch seq custom-id. Returns {0} (unknown or
- * too old) or {1, seq, message...} with every message after seq. */
+ * too old) or {1, seq, message...}: the message seq itself (so that the
+ * node can check that the stream could have received it), then every one
+ * after it. */
 static const char S_SINCE[] =
 	"if redis.call('HGET',KEYS[1],'epoch')~=ARGV[1] then return {0} end\n"
 	"local s=tonumber(ARGV[2])\n"
@@ -122,9 +124,9 @@ static const char S_SINCE[] =
 	"local top=tonumber(redis.call('HGET',KEYS[1],'seq') or '0')\n"
 	"if s>top then return {0} end\n"
 	"local f=redis.call('XRANGE',KEYS[2],'-','+','COUNT',1)\n"
-	"if s<top and (not f[1] or tonumber(string.match(f[1][1],'^(%d+)'))>s+1) then return {0} end\n"
+	"if not f[1] or tonumber(string.match(f[1][1],'^(%d+)'))>s then return {0} end\n"
 	"local out={1,s}\n"
-	"for _,x in ipairs(redis.call('XRANGE',KEYS[2],(s+1)..'-0','+')) do out[#out+1]=x[2][2] end\n"
+	"for _,x in ipairs(redis.call('XRANGE',KEYS[2],s..'-0','+')) do out[#out+1]=x[2][2] end\n"
 	"return out\n";
 
 /* KEYS meta log idx; ARGV old-epoch new-epoch: after a failover lost
@@ -167,6 +169,7 @@ static struct {
 	uint64_t probe_n;
 	char epoch[BUSMSG_MAX_EPOCH + 1];
 	uint64_t last;                   /* last sequence delivered in epoch */
+	int synced;                      /* the position was read once */
 	int syncing;                     /* a backfill or repair is running: queue */
 	char **queue;
 	size_t *queue_len, nqueue, queue_cap;
@@ -491,6 +494,7 @@ static void repaired(void *arg, redisReply *r)
 		log_error("event=bus_messages_lost node=%s from=%" PRIu64 " to=%" PRIu64, bus.node, bus.last + 1, upto);
 		METRIC_ADD(bus_lost_total, upto - bus.last);
 		bus.last = upto;
+		bus.hooks.skip(upto);
 	}
 	drain_queue();
 }
@@ -587,14 +591,21 @@ static void on_meta(void *arg, redisReply *r)
 		seq = strtoll(s->str, NULL, 10);
 	if (e->type != REDIS_REPLY_STRING || e->len > BUSMSG_MAX_EPOCH) {
 		/* no epoch yet: the first publish makes one */
+		bus.synced = 1;
 		bus.syncing = 0;
 		drain_queue();
 		return;
 	}
-	if (!bus.epoch[0]) {
+	if (!bus.epoch[0] && bus.synced) {
+		/* there was no epoch when we looked first: all of it is new */
+		new_epoch(e->str, e->len, "the first messages");
+		repair(1, (uint64_t)seq);
+	} else if (!bus.epoch[0]) {
 		/* just started: live from here */
+		bus.synced = 1;
 		set_epoch(e->str, e->len);
 		bus.last = (uint64_t)seq;
+		bus.hooks.skip(bus.last);
 		bus.syncing = 0;
 		drain_queue();
 	} else if (strcmp(bus.epoch, e->str) != 0) {

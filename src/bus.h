@@ -27,6 +27,9 @@ struct bus_hooks {
 	void (*deliver)(const struct busmsg *m);
 	/* The epoch changed: ids of the old one are unknown from now on. */
 	void (*reset)(const char *epoch);
+	/* Sequences up to seq will not be delivered (they came before this
+	 * node started, or were lost): a replay may take them from the log. */
+	void (*skip)(uint64_t seq);
 	/* emit(arg, user, n) for every user with streams on this node. */
 	void (*each_user)(void (*emit)(void *arg, const char *user, long n), void *arg);
 	/* emit(arg, client_id, user) for every stream of this node. */
@@ -88,8 +91,8 @@ int bus_stats(struct loop *l, void (*fn)(void *arg, const struct buf *json), voi
 /* Messages after a Last-Event-ID: seq (or the publisher's own id when
  * custom is not NULL) in the current epoch. fn(arg, status, after,
  * entries, lens, n): status 1 with the sequence the id stands for and the
- * raw bus messages after it (oldest first), 0 when the id is unknown or
- * older than the log, -1 when Redis failed. */
+ * raw bus messages from that one on (oldest first), 0 when the id is
+ * unknown or older than the log, -1 when Redis failed. */
 typedef void bus_since_fn(void *arg, int status, uint64_t after, const char *const *entries, const size_t *lens,
 			  size_t n);
 int bus_since(struct loop *l, uint64_t seq, const char *custom, bus_since_fn *fn, void *arg);

@@ -83,6 +83,7 @@ static const char *stat_key(const struct htab_entry *e)
 
 static void bus_deliver(const struct busmsg *m);
 static void bus_reset(const char *epoch);
+static void bus_skip(uint64_t seq);
 static void bus_each_user(void (*emit)(void *, const char *, long), void *arg);
 static void bus_each_client(void (*emit)(void *, const char *, const char *), void *arg);
 static void stats_count(const char *user, long delta);
@@ -108,7 +109,8 @@ int hub_init(const struct config *cfg)
 
 void hub_start(void)
 {
-	static const struct bus_hooks hooks = { bus_deliver, bus_reset, bus_each_user, bus_each_client, stats_count };
+	static const struct bus_hooks hooks = { bus_deliver, bus_reset, bus_skip, bus_each_user, bus_each_client,
+						stats_count };
 
 	bus_start(&hooks);
 }
@@ -582,20 +584,26 @@ static void since_done(void *arg, int status, uint64_t after, const char *const 
 	o->from_redis = status == 1;
 	o->redis_upto = after;
 	o->redis.user = o->user;
-	for (size_t i = 0; i < n && status == 1; i++) {
+	for (size_t i = 0; i < n && o->from_redis; i++) {
 		struct busmsg bm;
 		const char *why;
 		struct msg *m;
 		if (busmsg_decode(entries[i], lens[i], (size_t)hub.cfg->max_message_bytes + 256, &bm, &why) < 0)
 			continue;
 		m = msg_from_bus(&bm);
-		if (m) {
+		if (m->cseq == after) {
+			/* the resume point: an id this stream could not have
+			 * received is unknown, as in the local history */
+			o->from_redis = could_have_received(m, o->user);
+		} else {
 			o->redis_upto = m->cseq;
 			if (m->created >= util_wall_s() - hub.cfg->history_ttl)
 				replay_add(&o->redis, m);
-			msg_unref(m);
 		}
+		msg_unref(m);
 	}
+	if (o->from_redis && (!n || !entries))
+		o->from_redis = 0; /* not even the resume point: trimmed */
 	if (o->redis.over) {
 		METRIC_ADD(replay_refused_total, 1);
 		replay_drop(&o->redis);
@@ -914,6 +922,14 @@ static void bus_deliver(const struct busmsg *bm)
 		deliver(m, finish);
 		msg_unref(m);
 	}
+}
+
+static void bus_skip(uint64_t seq)
+{
+	pthread_mutex_lock(&hub.lock);
+	if (seq > hub.last_cseq)
+		hub.last_cseq = seq;
+	pthread_mutex_unlock(&hub.lock);
 }
 
 /* The epoch changed: this node's history is of another numbering. */

@@ -16,7 +16,9 @@ nginx, examples/nginx/ssehub.conf (nginx_site):
   listen 80;                     -> listen LISTEN;  (address:port, options allowed)
   listen [::]:80;                -> left out (one private address)
   root /var/www/ssehub;          -> root ROOT;
-  unix:/run/ssehub/ssehub.sock   -> UPSTREAM on its 3 lines (unix:/path or host:port)
+  server unix:/run/ssehub/ssehub.sock;
+                                 -> one "server UPSTREAM;" line per node, in
+                                    both upstream blocks (unix:/path or host:port)
   $cookie_token, "token=         -> another --token-cookie name (the map)
   location /sse/ { ... }         -> only with stream_extra (a bench knob, off by
                                     default): a directive replaces the lines
@@ -104,7 +106,8 @@ def _index(lines, text, start, source, active):
 def nginx_site(upstream, listen, root, token_cookie="token", stream_extra=(), example=NGINX_EXAMPLE):
     """examples/nginx/ssehub.conf (the maps, the upstream and the server
     block, for inside http {}) with its substitution points replaced.
-    upstream: fastcgi_pass syntax (unix:/path, host:port); listen: what
+    upstream: fastcgi_pass syntax (unix:/path, host:port), or a list of
+    them for several nodes (a cluster with --redis); listen: what
     follows "listen"; stream_extra: directives (without ';') for location
     /sse/ (see _stream_extra)."""
     source = str(example)
@@ -112,13 +115,30 @@ def nginx_site(upstream, listen, root, token_cookie="token", stream_extra=(), ex
     lines = _substitute(lines, "listen 80;", "listen %s;" % _plain(listen, "listen"), 1, source, True)
     lines = _substitute(lines, "listen [::]:80;", None, 1, source, True)
     lines = _substitute(lines, "root /var/www/ssehub;", "root %s;" % _plain(root, "root"), 1, source, True)
-    lines = _substitute(lines, "unix:/run/ssehub/ssehub.sock", _plain(upstream, "upstream"), 3, source)
+    nodes = [upstream] if isinstance(upstream, str) else list(upstream)
+    lines = _servers(lines, [_plain(u, "upstream") for u in nodes], source)
     cookie = _plain(token_cookie, "token cookie")
     if not re.fullmatch(r"[A-Za-z0-9_]+", cookie):
         raise ValueError("token cookie %r is not an nginx variable name" % cookie)
     lines = _substitute(lines, "map $cookie_token ", "map $cookie_%s " % cookie, 1, source)
     lines = _substitute(lines, '"token=$cookie_token"', '"%s=$cookie_%s"' % (cookie, cookie), 1, source)
     return "\n".join(_stream_extra(lines, stream_extra, source))
+
+
+def _servers(lines, nodes, source):
+    """Each of the 2 "server unix:/run/ssehub/ssehub.sock;" lines (the two
+    upstream blocks) becomes one server line per node."""
+    out, hits = [], 0
+    for line in lines:
+        if _active(line) and line.strip() == "server unix:/run/ssehub/ssehub.sock;":
+            pad = line[:len(line) - len(line.lstrip())]
+            out += ["%sserver %s;" % (pad, n) for n in nodes]
+            hits += 1
+        else:
+            out.append(line)
+    if hits != 2:
+        raise ExampleDrift("%s: expected 2 lines 'server unix:/run/ssehub/ssehub.sock;', found %d" % (source, hits))
+    return out
 
 
 def _stream_extra(lines, directives, source):
