@@ -1,6 +1,8 @@
 /* hub: registry, target resolution, ids, history. Streams live in the
  * loops; the hub holds a subscription (struct sub) per stream and posts to
- * the stream's loop. */
+ * the stream's loop. With the Redis backplane (bus.c), publishes and
+ * disconnects go through Redis and come back, numbered, to every node's
+ * hub_deliver; this node's stream counts are kept in loop 0 (bus hooks). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -14,6 +16,7 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "bus.h"
 #include "htab.h"
 #include "hub.h"
 #include "log.h"
@@ -49,7 +52,8 @@ struct stat_user {
 static struct {
 	pthread_mutex_t lock;            /* the hub lock */
 	const struct config *cfg;
-	uint64_t seq;
+	uint64_t seq;                    /* this node's delivery order */
+	uint64_t last_cseq;              /* with Redis: the last cluster sequence delivered */
 	int stopping;
 	struct htab clients, users;
 	struct msg **hist;               /* ring */
@@ -77,10 +81,17 @@ static const char *stat_key(const struct htab_entry *e)
 	return container_of(e, struct stat_user, by_name)->name;
 }
 
+static void bus_deliver(const struct busmsg *m);
+static void bus_reset(const char *epoch);
+static void bus_skip(uint64_t seq);
+static void bus_each_user(void (*emit)(void *, const char *, long), void *arg);
+static void bus_each_client(void (*emit)(void *, const char *, const char *), void *arg);
+static void stats_count(const char *user, long delta);
+
 int hub_init(const struct config *cfg)
 {
 	hub.cfg = cfg;
-	hub.seq = 0;
+	hub.seq = hub.last_cseq = 0;
 	hub.stopping = 0;
 	htab_init(&hub.clients, sub_key);
 	htab_init(&hub.users, user_key);
@@ -96,11 +107,25 @@ int hub_init(const struct config *cfg)
 	return 0;
 }
 
+void hub_start(void)
+{
+	static const struct bus_hooks hooks = { bus_deliver, bus_reset, bus_skip, bus_each_user, bus_each_client,
+						stats_count };
+
+	bus_start(&hooks);
+}
+
+void hub_stop_loop(struct loop *l)
+{
+	bus_stop_loop(l);
+}
+
 void hub_free(void)
 {
 	size_t i;
 	struct htab_entry *e, *next;
 
+	bus_free();
 	for (i = 0; i < hub.hist_len; i++)
 		msg_unref(hub.hist[(hub.hist_head + i) % hub.hist_cap]);
 	free(hub.hist);
@@ -123,7 +148,14 @@ void hub_set_stopping(void)
 	pthread_mutex_unlock(&hub.lock);
 }
 
-void hub_new_id(char *out, size_t outlen)
+int hub_backplane(void)
+{
+	return bus_enabled() ? bus_healthy() : -1;
+}
+
+/* A fresh id for a message published without Redis, unique across
+ * restarts: the start time, then a counter. */
+static void new_local_id(char *out, size_t outlen)
 {
 	uint64_t n = __atomic_add_fetch(&hub.next_id, 1, __ATOMIC_RELAXED);
 	snprintf(out, outlen, "%s-%" PRIu64, hub.boot, n);
@@ -171,14 +203,17 @@ static void stats_count(const char *user, long delta)
 	pthread_mutex_unlock(&hub.stats_lock);
 }
 
-void hub_stats_json(struct buf *out)
+/* The seed's stats object members for this node. */
+static long local_stats(struct buf *out)
 {
 	struct htab_entry *e;
 	size_t i;
 	int first = 1;
+	long total;
 
 	pthread_mutex_lock(&hub.stats_lock);
-	buf_printf(out, "{\"total_clients\":%ld,\"user_clients\":{", hub.total);
+	total = hub.total;
+	buf_printf(out, "\"total_clients\":%ld,\"user_clients\":{", hub.total);
 	for (e = htab_first(&hub.stat_users, &i); e; e = htab_next(&hub.stat_users, e, &i)) {
 		struct stat_user *u = container_of(e, struct stat_user, by_name);
 		if (!first)
@@ -187,8 +222,37 @@ void hub_stats_json(struct buf *out)
 		buf_json_str(out, u->name);
 		buf_printf(out, ":%ld", u->count);
 	}
-	buf_puts(out, "}}");
+	buf_puts(out, "}");
 	pthread_mutex_unlock(&hub.stats_lock);
+	return total;
+}
+
+static void bus_each_user(void (*emit)(void *, const char *, long), void *arg)
+{
+	struct htab_entry *e;
+	size_t i;
+
+	pthread_mutex_lock(&hub.stats_lock);
+	for (e = htab_first(&hub.stat_users, &i); e; e = htab_next(&hub.stat_users, e, &i)) {
+		struct stat_user *u = container_of(e, struct stat_user, by_name);
+		emit(arg, u->name, u->count);
+	}
+	pthread_mutex_unlock(&hub.stats_lock);
+}
+
+/* After Redis came back: every stream of this node (O(streams) under the
+ * hub lock, once per reconnect). */
+static void bus_each_client(void (*emit)(void *, const char *, const char *), void *arg)
+{
+	struct htab_entry *e;
+	size_t i;
+
+	pthread_mutex_lock(&hub.lock);
+	for (e = htab_first(&hub.clients, &i); e; e = htab_next(&hub.clients, e, &i)) {
+		struct sub *sub = container_of(e, struct sub, by_client);
+		emit(arg, sub->client_id, sub->user->name);
+	}
+	pthread_mutex_unlock(&hub.lock);
 }
 
 long hub_total_clients(void)
@@ -199,6 +263,55 @@ long hub_total_clients(void)
 	n = hub.total;
 	pthread_mutex_unlock(&hub.stats_lock);
 	return n;
+}
+
+struct stats_wait {
+	struct hub_wait *w;
+};
+
+static void node_block(struct buf *out, long clients)
+{
+	buf_puts(out, ",\"node\":{\"id\":");
+	buf_json_str(out, bus_node_id());
+	buf_printf(out, ",\"clients\":%ld}", clients);
+}
+
+static void cluster_stats(void *arg, const struct buf *json)
+{
+	struct hub_wait *w = arg;
+	struct buf mine = { 0 };
+	long clients = local_stats(&mine);
+
+	free(mine.data);
+	buf_puts(&w->json, "{");
+	if (json) {
+		buf_append(&w->json, json->data, json->len);
+	} else {
+		/* Redis could not answer after all: this node's figures */
+		local_stats(&w->json);
+		buf_puts(&w->json, ",\"partial\":true");
+	}
+	node_block(&w->json, clients);
+	buf_puts(&w->json, "}");
+	w->status = HUB_OK;
+	w->done(w);
+}
+
+enum hub_status hub_stats(struct loop *l, struct hub_wait *w)
+{
+	long clients;
+
+	w->status = HUB_OK;
+	if (bus_enabled() && bus_stats(l, cluster_stats, w) == 0)
+		return HUB_PENDING;
+	buf_puts(&w->json, "{");
+	clients = local_stats(&w->json);
+	if (bus_enabled()) {
+		buf_puts(&w->json, ",\"partial\":true");
+		node_block(&w->json, clients);
+	}
+	buf_puts(&w->json, "}");
+	return HUB_OK;
 }
 
 /* ---- history (hub lock held) ------------------------------------------------ */
@@ -225,6 +338,7 @@ static void hist_append(struct msg *m)
 {
 	if (!hub.hist_cap)
 		return;
+	hist_expire(m->created);
 	if (hub.hist_len == hub.hist_cap)
 		hist_drop_oldest();
 	msg_ref(m, 1);
@@ -256,16 +370,47 @@ static int could_have_received(const struct msg *m, const char *user)
 	return replay_visible(m, user) || (m->target == MSG_CLIENT && strcmp(m->owner, user) == 0);
 }
 
-/* Finds last_event_id among the messages user could have received (newest
- * first) and collects every later one it may see, within
- * --max-replay-bytes. Returns 1 (resumed) with the messages in *out, or 0
- * (unknown id, or too much to replay). */
-static int collect_replay(const char *user, const char *last_event_id, struct msg ***out, size_t *nout)
-{
-	size_t i, found, n = 0, bytes = 0;
+/* A replay being collected: the messages a stream of user may see, within
+ * --max-replay-bytes. */
+struct replay {
+	const char *user;
+	struct msg **m;
+	size_t n, cap, bytes;
+	int over;
+};
 
-	*out = NULL;
-	*nout = 0;
+static void replay_add(struct replay *r, struct msg *m)
+{
+	if (!replay_visible(m, r->user) || r->over)
+		return;
+	r->bytes += m->len;
+	if (r->bytes > (size_t)hub.cfg->max_replay_bytes) {
+		r->over = 1;
+		return;
+	}
+	if (r->n == r->cap) {
+		r->cap = r->cap ? r->cap * 2 : 16;
+		r->m = xrealloc(r->m, r->cap * sizeof(*r->m));
+	}
+	msg_ref(m, 1);
+	r->m[r->n++] = m;
+}
+
+static void replay_drop(struct replay *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		msg_unref(r->m[i]);
+	free(r->m);
+	r->m = NULL;
+	r->n = r->cap = 0;
+}
+
+/* Finds last_event_id among the messages user could have received (newest
+ * first) in the local history. Returns its position + 1, or 0. */
+static size_t hist_find(const char *user, const char *last_event_id)
+{
+	size_t i;
+
 	if (!hub.hist_cap)
 		return 0;
 	hist_expire(util_wall_s());
@@ -273,29 +418,22 @@ static int collect_replay(const char *user, const char *last_event_id, struct ms
 	 * resuming from it would tell one user which ids exist for another. */
 	for (i = hub.hist_len; i > 0; i--)
 		if (could_have_received(hist_at(i - 1), user) && strcmp(hist_at(i - 1)->id, last_event_id) == 0)
-			break;
-	if (i == 0)
-		return 0;
-	found = i;
-	for (i = found; i < hub.hist_len; i++) {
-		if (replay_visible(hist_at(i), user)) {
-			n++;
-			bytes += hist_at(i)->len;
-		}
-	}
-	if (bytes > (size_t)hub.cfg->max_replay_bytes) {
+			return i;
+	return 0;
+}
+
+/* Collects the local history from position from, or (from_cseq) the
+ * messages after cluster sequence after. Returns 1, or 0 when the replay
+ * is over --max-replay-bytes (r is then emptied). */
+static int collect_local(struct replay *r, size_t from, int from_cseq, uint64_t after)
+{
+	for (size_t i = from; i < hub.hist_len; i++)
+		if (!from_cseq || hist_at(i)->cseq > after)
+			replay_add(r, hist_at(i));
+	if (r->over) {
 		METRIC_ADD(replay_refused_total, 1);
+		replay_drop(r);
 		return 0;
-	}
-	if (!n)
-		return 1;
-	*out = xmalloc(n * sizeof(**out));
-	for (i = found; i < hub.hist_len; i++) {
-		struct msg *m = hist_at(i);
-		if (replay_visible(m, user)) {
-			msg_ref(m, 1);
-			(*out)[(*nout)++] = m;
-		}
 	}
 	return 1;
 }
@@ -307,7 +445,10 @@ static void detach(struct stream *s, void *owner)
 	struct sub *sub = owner;
 	struct hub_user *u = sub->user;
 
-	stats_count(u->name, -1);
+	if (bus_enabled())
+		bus_close(u->name, sub->client_id); /* counted in loop 0, in order */
+	else
+		stats_count(u->name, -1);
 	pthread_mutex_lock(&hub.lock);
 	htab_remove(&hub.clients, &sub->by_client);
 	LIST_REMOVE(sub, user_link);
@@ -319,61 +460,252 @@ static void detach(struct stream *s, void *owner)
 	free(sub);
 }
 
-enum hub_open_result hub_open_stream(struct loop *l, int fd, uint16_t request_id, const struct hub_who *who,
-				     const char *last_event_id)
+/* A stream being opened; with Redis it waits for the admission and maybe
+ * for the log. */
+struct opening {
+	struct loop *loop;
+	int fd;
+	uint16_t request_id;
+	struct hub_who who;
+	char user[MSG_MAX_OWNER + 1];    /* user ids are at most 128 bytes, like owners */
+	char client_id[37];
+	char *last_event_id;
+	struct hub_wait *w;
+	struct replay redis;             /* messages read from the Redis log */
+	uint64_t redis_upto;             /* the last cluster sequence in them */
+	int from_redis;                  /* -1: not asked, 0: unknown there, 1: resumed there */
+};
+
+static void opening_free(struct opening *o)
 {
-	struct stream_params p = { .fd = fd, .request_id = request_id, .token_exp = who->token_exp,
-				   .key_id = who->key_id, .on_close = detach };
+	replay_drop(&o->redis);
+	free(o->last_event_id);
+	free(o);
+}
+
+/* Registers and starts the stream (the final step, in o->loop's thread).
+ * Returns the status for the caller. */
+static enum hub_status open_now(struct opening *o)
+{
+	struct stream_params p = { .fd = o->fd, .request_id = o->request_id, .token_exp = o->who.token_exp,
+				   .key_id = o->who.key_id, .on_close = detach };
+	struct replay r = { .user = o->user };
 	struct hub_user *u;
 	struct sub *sub;
 	struct stream *s;
-	struct msg **replay = NULL;
-	size_t nreplay = 0;
 	uint64_t start_seq;
 	int resumed = -1;
-	uuid_t id;
 
 	pthread_mutex_lock(&hub.lock);
 	if (hub.stopping) {
 		pthread_mutex_unlock(&hub.lock);
 		return HUB_STOPPING;
 	}
+	u = user_find(o->user);
+	/* checked again under the lock: another loop may have opened one since
+	 * (with Redis, the cluster's count has admitted this stream already) */
+	if (!bus_enabled() && hub.cfg->max_clients_per_user && u && u->count >= hub.cfg->max_clients_per_user) {
+		pthread_mutex_unlock(&hub.lock);
+		return HUB_TOO_MANY_USER_CLIENTS;
+	}
 	if (hub.cfg->max_clients && (long)hub.clients.count >= hub.cfg->max_clients) {
 		pthread_mutex_unlock(&hub.lock);
 		return HUB_TOO_MANY_CLIENTS;
 	}
-	u = user_find(who->user);
-	if (hub.cfg->max_clients_per_user && u && u->count >= hub.cfg->max_clients_per_user) {
-		pthread_mutex_unlock(&hub.lock);
-		return HUB_TOO_MANY_USER_CLIENTS;
-	}
 	if (!u) {
-		size_t len = strlen(who->user);
+		size_t len = strlen(o->user);
 		u = xcalloc(1, sizeof(*u) + len + 1);
-		memcpy(u->name, who->user, len + 1);
+		memcpy(u->name, o->user, len + 1);
 		LIST_INIT(&u->subs);
 		htab_insert(&hub.users, &u->by_name, htab_hash(&hub.users, u->name));
 	}
 	u->count++;
 	sub = xcalloc(1, sizeof(*sub));
 	sub->user = u;
-	uuid_generate_random(id);
-	uuid_unparse_lower(id, sub->client_id);
+	memcpy(sub->client_id, o->client_id, sizeof(sub->client_id));
 	LIST_INSERT_HEAD(&u->subs, sub, user_link);
 	htab_insert(&hub.clients, &sub->by_client, htab_hash(&hub.clients, sub->client_id));
 	p.client_id = sub->client_id;
 	p.user = u->name;
 	p.owner = sub;
-	s = sub->stream = stream_new(l, &p);
+	s = sub->stream = stream_new(o->loop, &p);
 	start_seq = hub.seq;
-	if (last_event_id)
-		resumed = collect_replay(u->name, last_event_id, &replay, &nreplay);
+	if (o->last_event_id) {
+		size_t at;
+		resumed = 0;
+		if (o->from_redis == 1) {
+			/* the log's messages up to what this node has delivered,
+			 * then the local ones after them */
+			for (size_t i = 0; i < o->redis.n && !r.over; i++)
+				if (o->redis.m[i]->cseq <= hub.last_cseq)
+					replay_add(&r, o->redis.m[i]);
+			resumed = r.over ? (METRIC_ADD(replay_refused_total, 1), replay_drop(&r), 0)
+					 : collect_local(&r, 0, 1, o->redis_upto);
+		} else if ((at = hist_find(o->user, o->last_event_id)) != 0) {
+			resumed = collect_local(&r, at, 0, 0);
+		}
+	}
 	pthread_mutex_unlock(&hub.lock);
 
-	stats_count(u->name, 1);
-	stream_start(s, start_seq, resumed < 0 ? NULL : resumed ? ",\"resumed\":true" : ",\"resumed\":false", replay,
-		     nreplay);
-	return HUB_OPENED;
+	if (!bus_enabled())
+		stats_count(u->name, 1);
+	stream_start(s, start_seq, resumed < 0 ? NULL : resumed ? ",\"resumed\":true" : ",\"resumed\":false", r.m, r.n);
+	return HUB_OK;
+}
+
+/* The id's cluster sequence when it is one of ours ("<epoch>-<seq>" in the
+ * current epoch); 0 otherwise. */
+static uint64_t cluster_seq_of(const char *id)
+{
+	char epoch[BUSMSG_MAX_EPOCH + 1];
+	size_t n;
+	uint64_t v = 0;
+	const char *p;
+
+	bus_epoch(epoch, sizeof(epoch));
+	n = strlen(epoch);
+	if (!n || strncmp(id, epoch, n) != 0 || id[n] != '-')
+		return 0;
+	for (p = id + n + 1; *p >= '0' && *p <= '9' && v < UINT64_MAX / 10; p++)
+		v = v * 10 + (uint64_t)(*p - '0');
+	return *p || p == id + n + 1 ? 0 : v;
+}
+
+static struct msg *msg_from_bus(const struct busmsg *m);
+
+/* The Redis log's answer to a Last-Event-ID this node's history lacks:
+ * the messages after cluster sequence after. */
+static void since_done(void *arg, int status, uint64_t after, const char *const *entries, const size_t *lens,
+		       size_t n)
+{
+	struct opening *o = arg;
+	struct hub_wait *w = o->w;
+
+	o->from_redis = status == 1;
+	o->redis_upto = after;
+	o->redis.user = o->user;
+	for (size_t i = 0; i < n && o->from_redis; i++) {
+		struct busmsg bm;
+		const char *why;
+		struct msg *m;
+		if (busmsg_decode(entries[i], lens[i], (size_t)hub.cfg->max_message_bytes + 256, &bm, &why) < 0)
+			continue;
+		m = msg_from_bus(&bm);
+		if (m->cseq == after) {
+			/* the resume point: an id this stream could not have
+			 * received is unknown, as in the local history */
+			o->from_redis = could_have_received(m, o->user);
+		} else {
+			o->redis_upto = m->cseq;
+			if (m->created >= util_wall_s() - hub.cfg->history_ttl)
+				replay_add(&o->redis, m);
+		}
+		msg_unref(m);
+	}
+	if (o->from_redis && (!n || !entries))
+		o->from_redis = 0; /* not even the resume point: trimmed */
+	if (o->redis.over) {
+		METRIC_ADD(replay_refused_total, 1);
+		replay_drop(&o->redis);
+		o->from_redis = 0;
+	}
+	if (w->cancelled) {
+		bus_close(o->user, o->client_id);
+		opening_free(o);
+		w->done(w);
+		return;
+	}
+	w->status = open_now(o);
+	if (w->status != HUB_OK)
+		bus_close(o->user, o->client_id);
+	opening_free(o);
+	w->done(w);
+}
+
+/* Does this reconnect need the Redis log? (Not when the local history has
+ * the id, or when the id cannot be in the log at all.) */
+static int needs_log(struct opening *o, uint64_t *seq, const char **custom)
+{
+	int found;
+
+	*seq = cluster_seq_of(o->last_event_id);
+	*custom = *seq ? NULL : o->last_event_id;
+	pthread_mutex_lock(&hub.lock);
+	found = hist_find(o->user, o->last_event_id) != 0;
+	pthread_mutex_unlock(&hub.lock);
+	return !found && bus_healthy();
+}
+
+/* The cluster admitted (or refused) the stream. */
+static void admitted(void *arg, int ok)
+{
+	struct opening *o = arg;
+	struct hub_wait *w = o->w;
+	uint64_t seq;
+	const char *custom;
+
+	if (w->cancelled || !ok) {
+		if (ok)
+			bus_close(o->user, o->client_id);
+		w->status = ok ? HUB_STOPPING : HUB_TOO_MANY_USER_CLIENTS;
+		opening_free(o);
+		w->done(w);
+		return;
+	}
+	if (o->last_event_id && needs_log(o, &seq, &custom) &&
+	    bus_since(o->loop, seq, custom, since_done, o) == 0)
+		return;
+	w->status = open_now(o);
+	if (w->status != HUB_OK)
+		bus_close(o->user, o->client_id);
+	opening_free(o);
+	w->done(w);
+}
+
+enum hub_status hub_open_stream(struct loop *l, int fd, uint16_t request_id, const struct hub_who *who,
+				const char *last_event_id, struct hub_wait *w)
+{
+	struct opening *o;
+	struct hub_user *u;
+	long on_node, limit = hub.cfg->max_clients_per_user;
+	uuid_t id;
+	enum hub_status st;
+
+	pthread_mutex_lock(&hub.lock);
+	if (hub.stopping) {
+		pthread_mutex_unlock(&hub.lock);
+		return w->status = HUB_STOPPING;
+	}
+	if (hub.cfg->max_clients && (long)hub.clients.count >= hub.cfg->max_clients) {
+		pthread_mutex_unlock(&hub.lock);
+		return w->status = HUB_TOO_MANY_CLIENTS;
+	}
+	u = user_find(who->user);
+	on_node = u ? u->count : 0;
+	pthread_mutex_unlock(&hub.lock);
+	if (limit && on_node >= limit)
+		return w->status = HUB_TOO_MANY_USER_CLIENTS;
+
+	o = xcalloc(1, sizeof(*o));
+	o->loop = l;
+	o->fd = fd;
+	o->request_id = request_id;
+	o->who = *who;
+	snprintf(o->user, sizeof(o->user), "%s", who->user);
+	o->who.user = o->user;
+	uuid_generate_random(id);
+	uuid_unparse_lower(id, o->client_id);
+	o->last_event_id = last_event_id ? xstrdup(last_event_id) : NULL;
+	o->from_redis = -1;
+	o->w = w;
+	if (bus_enabled()) {
+		/* the cluster-wide limit and this node's count, in loop 0 */
+		bus_open(l, o->user, o->client_id, limit, admitted, o);
+		return w->status = HUB_PENDING;
+	}
+	st = open_now(o);
+	opening_free(o);
+	return w->status = st;
 }
 
 /* ---- publish and disconnect (hub lock held while resolving) ---------------------- */
@@ -404,6 +736,15 @@ static long resolve(enum msg_target target, const char *key, struct msg *m,
 	long n = 0;
 
 	switch (target) {
+	case MSG_BROADCAST:
+		/* one post per loop; each walks its own streams */
+		for (int i = 0; i < loops_count(); i++) {
+			msg_ref(m, 1);
+			if (stream_post_broadcast(loops_get(i), m))
+				*w |= 1ULL << i;
+		}
+		n = (long)hub.clients.count;
+		break;
 	case MSG_USER:
 		if ((u = user_find(key)) != NULL) {
 			LIST_FOREACH(sub, &u->subs, user_link) {
@@ -414,7 +755,8 @@ static long resolve(enum msg_target target, const char *key, struct msg *m,
 		break;
 	case MSG_CLIENT:
 		if ((sub = client_find(key)) != NULL) {
-			msg_set_owner(m, sub->user->name);
+			if (m->owner && !m->owner[0])
+				msg_set_owner(m, sub->user->name);
 			*w |= post_to(sub->stream, m, post);
 			n++;
 		}
@@ -425,38 +767,9 @@ static long resolve(enum msg_target target, const char *key, struct msg *m,
 	return n;
 }
 
-int hub_publish(struct msg *m, long *recipients)
-{
-	wake_set w = 0;
-
-	pthread_mutex_lock(&hub.lock);
-	if (hub.stopping) {
-		pthread_mutex_unlock(&hub.lock);
-		return -1;
-	}
-	m->seq = ++hub.seq;
-	if (m->target == MSG_BROADCAST) {
-		/* one post per loop; each walks its own streams */
-		for (int i = 0; i < loops_count(); i++) {
-			msg_ref(m, 1);
-			if (stream_post_broadcast(loops_get(i), m))
-				w |= 1ULL << i;
-		}
-		*recipients = (long)hub.clients.count;
-	} else {
-		*recipients = resolve(m->target, m->key, m, stream_post_deliver, &w);
-	}
-	if (hub.hist_cap) {
-		hist_expire(m->created);
-		hist_append(m);
-	}
-	pthread_mutex_unlock(&hub.lock);
-	wake(w);
-	METRIC_ADD(published[m->target], 1);
-	return 0;
-}
-
-long hub_disconnect(struct msg *final)
+/* Delivers m (seq, and with Redis cseq, set) to this node's streams and
+ * its history. Returns the recipients here, or -1 when stopping. */
+static long deliver(struct msg *m, int finish)
 {
 	wake_set w = 0;
 	long n;
@@ -466,11 +779,167 @@ long hub_disconnect(struct msg *final)
 		pthread_mutex_unlock(&hub.lock);
 		return -1;
 	}
-	final->seq = ++hub.seq;
-	n = resolve(final->target, final->key, final, stream_post_finish, &w);
+	m->seq = ++hub.seq;
+	if (m->cseq)
+		hub.last_cseq = m->cseq;
+	n = resolve(m->target, m->key, m, finish ? stream_post_finish : stream_post_deliver, &w);
+	if (!finish)
+		hist_append(m);
 	pthread_mutex_unlock(&hub.lock);
 	wake(w);
 	return n;
+}
+
+/* The SSE bytes of a message: its id line, then the body. */
+static struct msg *build_msg(enum msg_target target, const char *key, const char *id, const char *body, size_t len,
+			     int with_id)
+{
+	struct buf b = { 0 };
+	struct msg *m;
+
+	if (with_id) {
+		buf_puts(&b, "id: ");
+		buf_puts(&b, id);
+		buf_puts(&b, "\n");
+	}
+	buf_append(&b, body, len);
+	m = msg_new(target, key, with_id ? id : NULL, b.data, b.len);
+	free(b.data);
+	return m;
+}
+
+static enum busmsg_kind bus_kind(enum msg_target t, int disconnect)
+{
+	switch (t) {
+	case MSG_USER: return disconnect ? BUS_DISCONNECT_USER : BUS_USER;
+	case MSG_CLIENT: return disconnect ? BUS_DISCONNECT_CLIENT : BUS_CLIENT;
+	case MSG_TOPIC: return BUS_TOPIC;
+	default: return BUS_BROADCAST;
+	}
+}
+
+/* A cluster publish or disconnect was numbered (or failed). */
+static void bus_done(void *arg, const struct bus_result *r)
+{
+	struct hub_wait *w = arg;
+
+	if (!r->ok) {
+		w->status = HUB_UNAVAILABLE;
+	} else {
+		w->status = HUB_OK;
+		w->count = r->count;
+		w->duplicate = r->duplicate;
+		if (!w->id[0])
+			snprintf(w->id, sizeof(w->id), "%s-%" PRIu64, r->epoch, r->seq);
+	}
+	w->done(w);
+}
+
+static enum hub_status send_to_cluster(struct loop *l, const struct hub_pub *p, int disconnect, struct hub_wait *w)
+{
+	if (__atomic_load_n(&hub.stopping, __ATOMIC_RELAXED))
+		return w->status = HUB_STOPPING;
+	w->id[0] = '\0';
+	if (p->id)
+		snprintf(w->id, sizeof(w->id), "%s", p->id);
+	if (bus_publish(l, bus_kind(p->target, disconnect), p->key, p->id, p->body, p->body_len, bus_done, w) < 0)
+		return w->status = HUB_UNAVAILABLE;
+	return w->status = HUB_PENDING;
+}
+
+enum hub_status hub_publish(struct loop *l, const struct hub_pub *p, struct hub_wait *w)
+{
+	struct msg *m;
+	long n;
+
+	if (bus_enabled()) {
+		enum hub_status st = send_to_cluster(l, p, 0, w);
+		if (st != HUB_UNAVAILABLE && st != HUB_STOPPING)
+			METRIC_ADD(published[p->target], 1);
+		return st;
+	}
+	if (p->id)
+		snprintf(w->id, sizeof(w->id), "%s", p->id);
+	else
+		new_local_id(w->id, sizeof(w->id));
+	m = build_msg(p->target, p->key, w->id, p->body, p->body_len, 1);
+	n = deliver(m, 0);
+	msg_unref(m);
+	if (n < 0)
+		return w->status = HUB_STOPPING;
+	w->count = n;
+	METRIC_ADD(published[p->target], 1);
+	return w->status = HUB_OK;
+}
+
+enum hub_status hub_disconnect(struct loop *l, const struct hub_pub *p, struct hub_wait *w)
+{
+	struct msg *m;
+	long n;
+
+	if (bus_enabled())
+		return send_to_cluster(l, p, 1, w);
+	m = build_msg(p->target, p->key, NULL, p->body, p->body_len, 0);
+	n = deliver(m, 1);
+	msg_unref(m);
+	if (n < 0)
+		return w->status = HUB_STOPPING;
+	w->count = n;
+	return w->status = HUB_OK;
+}
+
+/* ---- from the backplane (loop 0's thread) ------------------------------------------ */
+
+/* The message a bus message stands for (its bytes with the id line), or
+ * NULL for a kind this node does not deliver. */
+static struct msg *msg_from_bus(const struct busmsg *bm)
+{
+	static const enum msg_target targets[128] = { ['b'] = MSG_BROADCAST, ['u'] = MSG_USER, ['c'] = MSG_CLIENT,
+						      ['t'] = MSG_TOPIC, ['U'] = MSG_USER, ['C'] = MSG_CLIENT };
+	int finish = bm->kind == BUS_DISCONNECT_USER || bm->kind == BUS_DISCONNECT_CLIENT;
+	char id[SSE_MAX_ID + 1], key[BUSMSG_MAX_KEY + 1];
+	struct msg *m;
+
+	if (bm->id_len)
+		snprintf(id, sizeof(id), "%.*s", (int)bm->id_len, bm->id);
+	else
+		snprintf(id, sizeof(id), "%.*s-%" PRIu64, (int)bm->epoch_len, bm->epoch, bm->seq);
+	snprintf(key, sizeof(key), "%.*s", (int)bm->key_len, bm->key);
+	m = build_msg(targets[bm->kind & 127], bm->key_len ? key : NULL, id, bm->body, bm->body_len, !finish);
+	m->cseq = bm->seq;
+	m->created = bm->created;
+	if (m->owner && bm->owner_len <= MSG_MAX_OWNER)
+		snprintf(m->owner, MSG_MAX_OWNER + 1, "%.*s", (int)bm->owner_len, bm->owner);
+	return m;
+}
+
+static void bus_deliver(const struct busmsg *bm)
+{
+	int finish = bm->kind == BUS_DISCONNECT_USER || bm->kind == BUS_DISCONNECT_CLIENT;
+	struct msg *m = msg_from_bus(bm);
+
+	if (m) {
+		deliver(m, finish);
+		msg_unref(m);
+	}
+}
+
+static void bus_skip(uint64_t seq)
+{
+	pthread_mutex_lock(&hub.lock);
+	if (seq > hub.last_cseq)
+		hub.last_cseq = seq;
+	pthread_mutex_unlock(&hub.lock);
+}
+
+/* The epoch changed: this node's history is of another numbering. */
+static void bus_reset(const char *epoch)
+{
+	pthread_mutex_lock(&hub.lock);
+	while (hub.hist_len)
+		hist_drop_oldest();
+	hub.last_cseq = 0;
+	pthread_mutex_unlock(&hub.lock);
 }
 
 /* ---- history file ---------------------------------------------------------------- */

@@ -431,16 +431,21 @@ class Procs:
     # front servers
     def front(self, kind, hub=None, upstream=None, wait=True):
         """kind: nginx | lighttpd | apache. upstream: nginx fastcgi_pass
-        syntax, from hub by default (lighttpd and apache: unix: only)."""
+        syntax, from hub by default, or a list of them (the nodes of a
+        cluster; nginx and lighttpd). lighttpd and apache: unix: only."""
         upstream = upstream or hub.upstream
-        if kind != "nginx" and not upstream.startswith("unix:"):
+        nodes = upstream if isinstance(upstream, list) else [upstream]
+        if kind != "nginx" and not all(u.startswith("unix:") for u in nodes):
             raise ValueError("%s front only wired for unix sockets here" % kind)
         name = "%s%d" % (kind, len(self.fronts))
         if kind == "nginx":
             f = NginxFront(self.workdir, upstream, name=name)
         elif kind == "lighttpd":
-            f = LighttpdFront(self.workdir, socket_path=upstream[5:], name=name)
+            paths = [u[5:] for u in nodes]
+            f = LighttpdFront(self.workdir, socket_path=paths if isinstance(upstream, list) else paths[0], name=name)
         elif kind == "apache":
+            if isinstance(upstream, list):
+                raise ValueError("apache front: one hub only (the example has no balancer)")
             f = ApacheFront(self.workdir, upstream[5:], name=name)
         else:
             raise ValueError(kind)

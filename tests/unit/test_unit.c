@@ -700,7 +700,11 @@ static void test_hub(void)
 	ok(strstr(a1->r.out.data, "Content-Type: text/event-stream\r\n") != NULL, "hub: stream head written by its loop");
 	ok(strstr(a1->r.out.data, "event: connected\n") && strstr(a1->r.out.data, "\"client_id\":\""),
 	   "hub: connected event with a client id");
-	hub_stats_json(&stats);
+	{
+		struct hub_wait w = { 0 };
+		ok(hub_stats(loops_get(0), &w) == HUB_OK, "hub: stats answered at once without Redis");
+		stats = w.json;
+	}
 	ok(strstr(stats.data, "\"total_clients\":3") && strstr(stats.data, "\"alice\":2") && strstr(stats.data, "\"bob\":1"),
 	   "hub: stats count streams per user: %s", stats.data);
 
