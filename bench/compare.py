@@ -309,28 +309,11 @@ class System:
                         self.name, open(d + "/hub.log").read()[-500:]))
                 time.sleep(0.05)
         kind = FRONT[self.name]
-        fdir = os.path.join(d, kind)
-        if kind == "nginx":
-            self.front, elog = self._start_nginx(fdir, sock), os.path.join(fdir, "error.log")
-            least = 3      # master + 2 workers
-        elif kind == "lighttpd":
-            site = frontconf.lighttpd_site(sock)
-            conf = frontconf.write_lighttpd(fdir, "127.0.0.1", self.port, site, [
-                "server.max-fds = %d" % e.nofile,
-                "server.max-connections = %d" % front_max_streams(self.name, e.nofile),
-                "server.listen-backlog = 4096"])
-            self.front = subprocess.Popen(["lighttpd", "-D", "-f", str(conf)], stdout=subprocess.DEVNULL,
-                                          stderr=open(d + "/front.out", "w"))
-            elog, least = os.path.join(fdir, "error.log"), 1
-        else:
-            self.mpm = apache_mpm(streams)
-            listen = "127.0.0.1:%d" % self.port
-            site = frontconf.apache_site(sock, listen, os.path.join(fdir, "htdocs"))
-            conf = frontconf.write_apache(fdir, site, listen, mpm=self.mpm,
-                                          user="www-data" if os.geteuid() == 0 else None)
-            self.front = subprocess.Popen(["apache2", "-f", str(conf), "-k", "start", "-DFOREGROUND"],
-                                          stdout=subprocess.DEVNULL, stderr=open(d + "/front.out", "w"))
-            elog, least = os.path.join(fdir, "error.log"), 2
+        try:
+            elog, least = self._start_front(kind, os.path.join(d, kind), sock, streams)
+        except (OSError, ValueError):      # a drifted example (frontconf.ExampleDrift), no binary
+            self.stop()
+            raise
         end = time.monotonic() + (60 if valgrind_out else 10)
         while True:
             st, _ = http_get("http://127.0.0.1:%d/api/sse/health" % self.port, timeout=2)
@@ -341,6 +324,31 @@ class System:
                 self.stop()
                 raise RuntimeError("%s: %s/health failed (status %s): %s" % (self.name, kind, st, err))
             time.sleep(0.05)
+
+    def _start_front(self, kind, fdir, sock, streams):
+        """Starts the front server in fdir (self.front); returns its error
+        log and the number of processes it has once up."""
+        e, d = self.env, self.d
+        if kind == "nginx":
+            self.front = self._start_nginx(fdir, sock)
+            return os.path.join(fdir, "error.log"), 3      # master + 2 workers
+        if kind == "lighttpd":
+            site = frontconf.lighttpd_site(sock)
+            conf = frontconf.write_lighttpd(fdir, "127.0.0.1", self.port, site, [
+                "server.max-fds = %d" % e.nofile,
+                "server.max-connections = %d" % front_max_streams(self.name, e.nofile),
+                "server.listen-backlog = 4096"])
+            self.front = subprocess.Popen(["lighttpd", "-D", "-f", str(conf)], stdout=subprocess.DEVNULL,
+                                          stderr=open(d + "/front.out", "w"))
+            return os.path.join(fdir, "error.log"), 1
+        self.mpm = apache_mpm(streams)
+        listen = "127.0.0.1:%d" % self.port
+        site = frontconf.apache_site(sock, listen, os.path.join(fdir, "htdocs"))
+        conf = frontconf.write_apache(fdir, site, listen, mpm=self.mpm,
+                                      user="www-data" if os.geteuid() == 0 else None)
+        self.front = subprocess.Popen(["apache2", "-f", str(conf), "-k", "start", "-DFOREGROUND"],
+                                      stdout=subprocess.DEVNULL, stderr=open(d + "/front.out", "w"))
+        return os.path.join(fdir, "error.log"), 2          # parent + 1 child
 
     def _start_nginx(self, ngx, sock):
         e, d = self.env, self.d
