@@ -123,15 +123,15 @@ def test_times_beyond_32_bits_are_refused(nginx_stack, tokens, name):
 @pytest.mark.skip(reason="known bug in src/auth.c check_claims: exp + --jwt-leeway (lines 506, 545) and "
                          "nbf/iat - --jwt-leeway (549-551) overflow int64: exp 2^63-1 reads as expired, and "
                          "UBSan aborts the hub on nbf or iat -2^63. Unskip when fixed.")
-@pytest.mark.parametrize("claims", [{"exp": 2 ** 63 - 1}, {"exp": 2 ** 64}, {"exp": 2 ** 63},
-                                    {"nbf": -(2 ** 63)}, {"iat": -(2 ** 63)}])
-def test_times_at_the_ends_of_int64(nginx_stack, tokens, claims):
+def test_times_at_the_ends_of_int64(nginx_stack, tokens):
     """A far-future exp (or a far-past nbf/iat) is either accepted or
     refused as invalid_token, never read as expired, and the hub lives on."""
     st = nginx_stack
-    status, code = _stream_status(st, _token(tokens, **claims))
-    assert (status, code) in ((200, None), (401, "invalid_token")), (claims, status, code)
-    assert _stream_status(st, _token(tokens)) == (200, None)
+    for claims in ({"exp": 2 ** 63 - 1}, {"exp": 2 ** 64}, {"exp": 2 ** 63}, {"nbf": -(2 ** 63)},
+                   {"iat": -(2 ** 63)}):
+        status, code = _stream_status(st, _token(tokens, **claims))
+        assert (status, code) in ((200, None), (401, "invalid_token")), (claims, status, code)
+        assert _stream_status(st, _token(tokens)) == (200, None), "after %r" % claims
 
 
 def test_exp_as_huge_float_is_refused(nginx_stack, tokens):
