@@ -19,7 +19,8 @@
 #   SSEHUB_ARTIFACTS       where logs and results go (default tests/artifacts):
 #                          debian11-prepare.log, debian11-test.log,
 #                          debian11-unit.log (TAP), debian11-clang-unit.log,
-#                          debian11-integration.xml (JUnit), debian11-versions.txt
+#                          debian11-integration.xml (JUnit), integration-debian11.log,
+#                          debian11-versions.txt
 #   SSEHUB_DEBIAN11_PYTEST extra pytest arguments (e.g. "-k stream")
 #
 # Mounts (/proc, /dev/pts, /dev/shm inside the chroot) live only while a step
@@ -227,7 +228,7 @@ run_tests() {
 		libjson-c-dev libjwt-dev libfcgi-dev uuid-dev libssl-dev libhiredis-dev autoconf automake nginx-core \
 		lighttpd spawn-fcgi valgrind python3 python3-pytest python3-jwt python3-cryptography \
 		>"$art/debian11-versions.txt" 2>/dev/null
-	sed 's/^/# /' "$art/debian11-versions.txt"
+	echo "# versions: $(sed 's/ /=/' "$art/debian11-versions.txt" | tr '\n' ' ')"
 
 	# the tree as git sees it (tracked and new files, no build output)
 	rm -rf "$c/build"
@@ -253,14 +254,16 @@ run_tests() {
 
 	t0=$SECONDS
 	if T=900 in_chroot "$c" sh -c 'cd /build/clang && autoreconf -fi &&
-	    ./configure -q --enable-werror CC=clang CFLAGS="-std=gnu99 -O2 -g" && make -j2 && make check' \
+	    ./configure -q --enable-werror CC=clang CFLAGS="-std=gnu99 -O2 -g" && make -j2' \
 		>"$art/debian11-clang.log" 2>&1; then
-		ok "clang $(in_chroot "$c" clang -dumpversion) -std=gnu99 build, warnings are errors, and make check ($((SECONDS - t0)) s)"
+		ok "clang $(in_chroot "$c" clang -dumpversion) -std=gnu99 build, warnings are errors ($((SECONDS - t0)) s)"
+		T=600 in_chroot "$c" sh -c 'cd /build/clang && make check' >>"$art/debian11-clang.log" 2>&1
+		cp "$c/build/clang/tests/unit/test_unit.log" "$art/debian11-clang-unit.log" 2>/dev/null ||
+			echo "# unit tests left no log" >"$art/debian11-clang-unit.log"
 	else
-		not_ok "clang -std=gnu99 build, warnings are errors, and make check"
-		grep -E 'error|warning|^FAIL' "$art/debian11-clang.log" | head -40 | sed 's/^/#   /'
+		not_ok "clang -std=gnu99 build, warnings are errors"
+		grep -E 'error|warning' "$art/debian11-clang.log" | head -40 | sed 's/^/#   /'
 	fi
-	cp "$c/build/clang/tests/unit/test_unit.log" "$art/debian11-clang-unit.log" 2>/dev/null
 
 	# The example configurations, checked by the old servers themselves
 	# (files next to the packages' own, so their relative includes resolve).
@@ -291,10 +294,10 @@ run_tests() {
 		T=1500 in_chroot "$c" sh -c 'cd /build/ssehub && SSEHUB_BIN=/build/ssehub/src/ssehub \
 		    python3 -m pytest -q -p no:cacheprovider -rs --junitxml=/build/out/integration.xml \
 		    --deselect tests/integration/test_eventsource_node.py "$@" tests/integration' sh "${extra[@]}" \
-			>"$art/debian11-integration.log" 2>&1
+			>"$art/integration-debian11.log" 2>&1
 		log "integration suite: $((SECONDS - t0)) s"
 		cp "$c/build/out/integration.xml" "$art/debian11-integration.xml" 2>/dev/null
-		grep -E '^(FAILED|ERROR) |[0-9]+ (passed|failed)' "$art/debian11-integration.log" | tail -25 | sed 's/^/# /'
+		grep -E '^(FAILED|ERROR) |[0-9]+ (passed|failed)' "$art/integration-debian11.log" | tail -25 | sed 's/^/# /'
 	fi
 	kill_inside "$c"
 	unmount_all

@@ -21,7 +21,7 @@
 #   legacy-VARIANT.tap          the build and the checks (TAP)
 #   legacy-VARIANT-unit.log     the unit tests (TAP, from make check)
 #   legacy-VARIANT.xml          the integration tests (JUnit)
-#   legacy-VARIANT-*.log        build and test output
+#   legacy-VARIANT-*.log        build output; integration-VARIANT.log: pytest's
 # Exits non-zero when something failed.
 set -uo pipefail
 
@@ -151,7 +151,7 @@ cp "$b/tests/unit/test_unit.log" "$art/legacy-$variant-unit.log" 2>/dev/null ||
 
 run_pytest() { # pytest args...
 	(cd "$root" && SSEHUB_BIN="$b/src/ssehub" timeout 1500 "$PY" -m pytest -q -p no:cacheprovider -rs \
-		--junitxml="$art/legacy-$variant.xml" "$@") >"$art/legacy-$variant-integration.log" 2>&1
+		--junitxml="$art/legacy-$variant.xml" "$@") >"$art/integration-$variant.log" 2>&1
 }
 
 shim=$b/oldkernel.so
