@@ -25,6 +25,8 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+import frontconf  # noqa: E402
 PY = "/usr/bin/python3"
 NCHAN_SO = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -48,37 +50,29 @@ def die(msg):
 
 # ---------------------------------------------------------------- /proc helpers
 
-def rss_kb(pid):
+def proc_field(pid, name, key):
+    """The number after key (e.g. "VmRSS:") in /proc/PID/name; 0 when the
+    process or the line is gone."""
     try:
-        with open("/proc/%d/status" % pid) as f:
+        with open("/proc/%d/%s" % (pid, name)) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def rss_kb(pid):
+    return proc_field(pid, "status", "VmRSS:")
 
 
 def pss_kb(pid):
-    try:
-        with open("/proc/%d/smaps_rollup" % pid) as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return proc_field(pid, "smaps_rollup", "Pss:")
 
 
 def threads(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return proc_field(pid, "status", "Threads:")
 
 
 def nfds(pid):
@@ -193,67 +187,22 @@ def stop_pid(pid, sig=signal.SIGTERM, secs=10):
 
 # ---------------------------------------------------------------- systems
 
-NGINX_HEAD = """{load}worker_processes 2;
-worker_rlimit_nofile {nofile};
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
-events {{
-    worker_connections {nofile};
-}}
-http {{
-    access_log off;
-    client_body_temp_path {d}/tmp-body;
-    fastcgi_temp_path {d}/tmp-fastcgi;
-    proxy_temp_path {d}/tmp-proxy;
-    uwsgi_temp_path {d}/tmp-uwsgi;
-    scgi_temp_path {d}/tmp-scgi;
-{http_extra}    server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
+# ssehub runs behind examples/nginx/ssehub.conf as users copy it (rendered
+# by tests/integration/frontconf.py for this socket and port); the peers get
+# a server block of their own on the same private nginx.
+LISTEN = "127.0.0.1:%d reuseport backlog=4096"
+SERVER = """    server {{
+        listen {listen};
 {locations}
     }}
-}}
 """
-
-# As in examples/nginx/ssehub.conf: streams on their own connection each,
-# with only the params ssehub reads and a request pool that holds a whole
-# stream; API requests over a pool of kept FastCGI connections.
-HTTP_SSEHUB = """    map $cookie_token $ssehub_token_cookie {{
-        "" "";
-        default "token=$cookie_token";
-    }}
-    upstream ssehub_api {{
-        server unix:{d}/ssehub.sock;
-        keepalive 16;
-    }}
-    request_pool_size 10k;
-"""
-LOC_SSEHUB = """        location /sse/ {{
-            fastcgi_pass unix:{d}/ssehub.sock;
-            fastcgi_pass_request_headers off;
-            fastcgi_param REQUEST_METHOD $request_method;
-            fastcgi_param REQUEST_URI $request_uri;
-            fastcgi_param HTTP_AUTHORIZATION $http_authorization if_not_empty;
-            fastcgi_param HTTP_COOKIE $ssehub_token_cookie if_not_empty;
-            fastcgi_param HTTP_LAST_EVENT_ID $http_last_event_id if_not_empty;
-            fastcgi_buffering off;
-            fastcgi_buffer_size 512;
-            fastcgi_keep_conn off;
-            fastcgi_read_timeout 300s;{extra}
-        }}
-        location / {{
-            include /etc/nginx/fastcgi_params;
-            fastcgi_pass ssehub_api;
-            fastcgi_keep_conn on;
-            fastcgi_buffer_size 1k;
-        }}"""
-
+# The Go hub: its read timeout as the ssehub example's fastcgi_read_timeout.
 LOC_GOHUB = """        location / {{
             proxy_pass http://unix:{d}/gohub.sock;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering off;
-            proxy_read_timeout 300s;
+            proxy_read_timeout 90s;
         }}"""
 
 # A subscriber joins its user channel and the broadcast channel (multiplexed).
@@ -315,17 +264,20 @@ class System:
                     raise RuntimeError("%s did not start: %s" % (
                         self.name, open(d + "/hub.log").read()[-500:]))
                 time.sleep(0.05)
-        loc = {"ssehub": LOC_SSEHUB, "gohub": LOC_GOHUB, "nchan": LOC_NCHAN}[self.name]
-        conf = NGINX_HEAD.format(
-            load=("load_module %s;\n" % NCHAN_SO) if self.name == "nchan" else "",
-            nofile=e.nofile, d=d, port=self.port,
-            http_extra={"nchan": HTTP_NCHAN, "ssehub": HTTP_SSEHUB}.get(self.name, "").format(d=d),
-            locations=loc.format(d=d, extra="".join(
-                "\n            " + x.strip() + ";" for x in e.ssehub_nginx_extra)))
-        with open(d + "/nginx.conf", "w") as f:
-            f.write(conf)
+        ngx = os.path.join(d, "nginx")
+        listen = LISTEN % self.port
+        if self.name == "ssehub":
+            site = frontconf.nginx_site("unix:" + sock, listen, os.path.join(d, "htdocs"),
+                                        stream_extra=e.ssehub_nginx_extra)
+        elif self.name == "gohub":
+            site = SERVER.format(listen=listen, locations=LOC_GOHUB.format(d=d))
+        else:
+            site = HTTP_NCHAN + SERVER.format(listen=listen, locations=LOC_NCHAN.format())
+        conf = frontconf.write_nginx(ngx, site, workers=2, worker_connections=e.nofile, rlimit_nofile=e.nofile,
+                                     error_log_level="warn", access_log=False,
+                                     main_extra=["load_module %s" % NCHAN_SO] if self.name == "nchan" else [])
         self.nginx = subprocess.Popen(
-            ["nginx", "-p", d, "-c", d + "/nginx.conf", "-e", d + "/nginx-error.log"],
+            ["nginx", "-p", ngx + "/", "-c", str(conf), "-e", os.path.join(ngx, "error.log")],
             stdout=subprocess.DEVNULL, stderr=open(d + "/nginx.out", "w"))
         end = time.monotonic() + (60 if valgrind_out else 10)
         while True:
@@ -333,8 +285,8 @@ class System:
             if st == 200 and len(self.nginx_pids()) >= 3:
                 break
             if self.nginx.poll() is not None or time.monotonic() > end:
-                err = open(d + "/nginx-error.log").read()[-800:] if os.path.exists(
-                    d + "/nginx-error.log") else ""
+                elog = os.path.join(ngx, "error.log")
+                err = open(elog).read()[-800:] if os.path.exists(elog) else ""
                 self.stop()
                 raise RuntimeError("%s: nginx/health failed (status %s): %s" % (self.name, st, err))
             time.sleep(0.05)
@@ -388,16 +340,16 @@ class System:
 
     def kept(self):
         """FastCGI connections nginx keeps open to ssehub (its upstream
-        keepalive pool), 0 for the others. Each holds one fd in the hub and
-        one in nginx; they are a bounded pool, not a leak. Asked through
-        nginx, so the connection carrying the question is one of them: call
-        it just before counting fds."""
+        keepalive pool, used by /api/sse/), 0 for the others. Each holds one
+        fd in the hub and one in nginx; they are a bounded pool, not a leak.
+        Asked through nginx's /metrics location, which does not keep its
+        connection: call it just before counting fds."""
         if self.name != "ssehub":
             return 0
         st, body = http_get("http://127.0.0.1:%d/metrics" % self.port,
                             {"Authorization": "Bearer " + self.env.admin_token})
         m = re.search(rb"^sse_fastcgi_idle_connections (\d+)$", body or b"", re.M)
-        return int(m.group(1)) + 1 if st == 200 and m else 0
+        return int(m.group(1)) if st == 200 and m else 0
 
     def stream_args(self):
         if self.name == "nchan":
@@ -411,7 +363,7 @@ class System:
 
     def errors_logged(self):
         out = []
-        p = self.d + "/nginx-error.log" if self.d else None
+        p = os.path.join(self.d, "nginx", "error.log") if self.d else None
         if p and os.path.exists(p):
             for line in open(p, errors="replace"):
                 if re.search(r"\[(alert|crit|emerg|error)\]", line):
@@ -985,7 +937,6 @@ def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
     w("| repetitions | %d, interleaved %s per scenario; medians (min–max in brackets) |" % (
         env.reps_done, " ".join(SHORT[s] for s in systems)))
     la = [x for x in load_samples if x is not None]
-    oth = [r.get("other_cpu_s") for r in runs if r.get("other_cpu_s") is not None]
     oth_rate = [r["other_cpu_s"] / r["wall_s"] for r in runs
                 if r.get("other_cpu_s") is not None and r.get("wall_s")]
     w("| machine load | 1-min load average %s–%s (median %s) at the start of the runs; "
@@ -999,7 +950,8 @@ def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
       "`worker_rlimit_nofile %d`, on 127.0.0.1; streams are opened by `sseload` "
       "(one thread, epoll) as fast as the system takes them (at most %d connects in flight, "
       "source addresses 127.0.0.1–8); publishers are `ssepost` (C, keep-alive). "
-      "ssehub: FastCGI over a unix socket, default options (4 acceptors, 2 loops). "
+      "ssehub: FastCGI over a unix socket, default options (4 acceptors, 2 loops), "
+      "behind `examples/nginx/ssehub.conf` as shipped (socket and port filled in). "
       "Nchan: EventSource subscriber on `user_$arg_u broadcast` (multiplexed), "
       "publisher location `/pub?id=...` inside the same nginx, no authentication. "
       "Go: `bench/peers/gohub` (hub singleton, buffered channel and JSON encoding per "

@@ -175,66 +175,23 @@ done
 PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 LISTEN_OPTS="backlog=4096"
 [ "$REUSEPORT" = 1 ] && LISTEN_OPTS="reuseport $LISTEN_OPTS"
-mkdir -p "$TMP/nginx-tmp"
-cat >"$TMP/nginx.conf" <<EOF
-worker_processes 2;
-worker_rlimit_nofile 20000;
-daemon off;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx-error.log warn;
-events {
-    worker_connections 20000;
-}
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx-tmp/client_body;
-    fastcgi_temp_path $TMP/nginx-tmp/fastcgi;
-    proxy_temp_path $TMP/nginx-tmp/proxy;
-    uwsgi_temp_path $TMP/nginx-tmp/uwsgi;
-    scgi_temp_path $TMP/nginx-tmp/scgi;
-    # as examples/nginx/ssehub.conf: lean streams, kept API connections
-    map \$cookie_token \$ssehub_token_cookie {
-        "" "";
-        default "token=\$cookie_token";
-    }
-    upstream ssehub_api {
-        server unix:$TMP/ssehub.sock;
-        keepalive 16;
-    }
-    request_pool_size 10k;
-    server {
-        listen 127.0.0.1:$PORT $LISTEN_OPTS;
-        location /sse/ {
-            fastcgi_pass unix:$TMP/ssehub.sock;
-            fastcgi_pass_request_headers off;
-            fastcgi_param REQUEST_METHOD \$request_method;
-            fastcgi_param REQUEST_URI \$request_uri;
-            fastcgi_param HTTP_AUTHORIZATION \$http_authorization if_not_empty;
-            fastcgi_param HTTP_COOKIE \$ssehub_token_cookie if_not_empty;
-            fastcgi_param HTTP_LAST_EVENT_ID \$http_last_event_id if_not_empty;
-            fastcgi_buffering off;
-            fastcgi_buffer_size 512;
-            fastcgi_read_timeout 300s;
-        }
-        location / {
-            include /etc/nginx/fastcgi_params;
-            fastcgi_pass ssehub_api;
-            fastcgi_keep_conn on;
-            fastcgi_buffer_size 1k;
-        }
-    }
-}
-EOF
+# examples/nginx/ssehub.conf as users copy it, rendered for this socket and
+# port; only the private prefix and the worker sizes are added around it
+NGX=$TMP/nginx
+NGINX_CONF=$($PY "$HERE/../tests/integration/frontconf.py" nginx "$NGX" \
+	--upstream "unix:$TMP/ssehub.sock" --listen "127.0.0.1:$PORT $LISTEN_OPTS" \
+	--workers 2 --connections 20000 --nofile 20000 --error-log-level warn --no-access-log) ||
+	die "could not render examples/nginx/ssehub.conf"
 log "starting nginx on 127.0.0.1:$PORT"
-nginx -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" &
+nginx -p "$NGX/" -c "$NGINX_CONF" -e "$NGX/error.log" &
 NGINX_PID=$!
 ok=0
 for i in $(seq 100); do
-	alive "$NGINX_PID" || { cat "$TMP/nginx-error.log" >&2; die "nginx exited at startup"; }
+	alive "$NGINX_PID" || { cat "$NGX/error.log" >&2; die "nginx exited at startup"; }
 	if curl -fs -m 2 "http://127.0.0.1:$PORT/api/sse/health" >/dev/null; then ok=1; break; fi
 	sleep 0.1
 done
-[ $ok = 1 ] || { tail -n 5 "$TMP/nginx-error.log" "$TMP/ssehub.log" >&2; die "health check through nginx failed"; }
+[ $ok = 1 ] || { tail -n 5 "$NGX/error.log" "$TMP/ssehub.log" >&2; die "health check through nginx failed"; }
 
 # 4. idle figures
 sleep 0.5
@@ -298,14 +255,17 @@ wait_load() {  # wait_load SECONDS: wait for sseload to exit, then stop it
 	wait "$LOAD_PID" 2>/dev/null
 	LOAD_PID=
 }
-if [ "$STOP_FIRST" = 1 ]; then
-	sleep 3  # delivery of the last broadcast
+sample_after_publish() {  # CPU, processes, RSS and threads at the end of the publish phase
 	HUB_CPU1=$(cpu_ticks "$HUB_PID")
 	NGX_CPU1=$(sum_workers cpu_ticks)
 	SYS_BUSY1=$(sys_busy) SYS_IRQ1=$(sys_irq) SYS_STEAL1=$(sys_steal) T_PUB1=$(now_ms)
 	proc_snapshot >"$TMP/procs1"
 	HUB_RSS2=$(rss_kb "$HUB_PID")
 	HUB_THREADS2=$(threads "$HUB_PID")
+}
+if [ "$STOP_FIRST" = 1 ]; then
+	sleep 3  # delivery of the last broadcast
+	sample_after_publish
 	HUB_RSS3=n/a
 	LEFT=n/a
 	stop_hub
@@ -313,12 +273,7 @@ if [ "$STOP_FIRST" = 1 ]; then
 	wait_load 30
 else
 	wait_load $((DELIVER_S + 30))
-	HUB_CPU1=$(cpu_ticks "$HUB_PID")
-	NGX_CPU1=$(sum_workers cpu_ticks)
-	SYS_BUSY1=$(sys_busy) SYS_IRQ1=$(sys_irq) SYS_STEAL1=$(sys_steal) T_PUB1=$(now_ms)
-	proc_snapshot >"$TMP/procs1"
-	HUB_RSS2=$(rss_kb "$HUB_PID")
-	HUB_THREADS2=$(threads "$HUB_PID")
+	sample_after_publish
 	LEFT="?"
 	for i in $(seq 50); do
 		LEFT=$(stat_clients)
@@ -414,9 +369,9 @@ if grep -q . "$TMP/ssehub.log"; then
 	log "ssehub log (last lines):"
 	tail -n 10 "$TMP/ssehub.log" >&2
 fi
-if grep -qE '\[(alert|crit|emerg|error)\]' "$TMP/nginx-error.log"; then
+if grep -qE '\[(alert|crit|emerg|error)\]' "$NGX/error.log"; then
 	log "nginx errors (first lines):"
-	grep -E '\[(alert|crit|emerg|error)\]' "$TMP/nginx-error.log" | head -n 5 >&2
+	grep -E '\[(alert|crit|emerg|error)\]' "$NGX/error.log" | head -n 5 >&2
 fi
 if [ "$STOP_FIRST" = 1 ]; then
 	[ "$OPENED" = "$N" ] && [ "$(kv streams_ended_clean "$L")" = "$N" ] && [ "$DELIVERED" = "$EXPECTED" ] &&

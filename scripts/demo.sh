@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # ssehub demo: build ssehub, run it behind a private nginx instance that serves
-# the demo page (examples/web), mint demo tokens and print how to use them.
+# the demo page (examples/web, with the client package clients/js at
+# /ssehub-client/), the React and Vue examples (/react/, /vue/) and the same
+# over HTTPS + HTTP/2, mint demo tokens and print how to use them.
 #
 #   scripts/demo.sh [start]   install what is missing (as root), build, (re)start
 #   scripts/demo.sh stop      stop what the demo started
@@ -11,10 +13,14 @@
 #                     socket, logs, the generated nginx.conf
 #   SSEHUB_DEMO_HOST  address nginx listens on (default 127.0.0.1)
 #   SSEHUB_DEMO_PORT  port (default: 8080, or the next free one up to 8099)
+#   SSEHUB_DEMO_TLS_PORT  HTTPS + HTTP/2 port (default: 8443, or the next free
+#                     one up to 8462); "off" serves no HTTPS
 #   SSEHUB_DEMO_ARGS  extra ssehub options, e.g. "--ping-interval 5 --log-level debug"
 #
 # The system nginx is not touched: the demo runs its own nginx master with its
-# own prefix, pid file and config, generated from examples/nginx/ssehub.conf.
+# own prefix, pid file and config, generated from examples/nginx/ssehub.conf
+# and ssehub-tls.conf (with a self-signed certificate made by openssl), plus
+# any *.conf dropped in $SSEHUB_DEMO_DIR/nginx/conf.d/ (read in http {}).
 # Running it again stops the previous demo first; the secret is kept.
 set -euo pipefail
 
@@ -31,12 +37,14 @@ NGINX_CONF=$NGX/nginx.conf
 NGINX_PID=$NGX/nginx.pid
 NGINX_ERR=$NGX/logs/error.log
 WEB=$REPO/examples/web
+WEB_ROOT=$STATE/web
+TLS=$STATE/tls
 BIN=$REPO/src/ssehub
 PYTHON=/usr/bin/python3
 TOKEN_TTL=86400
 
 PACKAGES=(build-essential autoconf automake libtool pkg-config libfcgi-dev
-          libjson-c-dev libjwt-dev uuid-dev nginx python3-jwt curl)
+          libjson-c-dev libjwt-dev uuid-dev nginx python3-jwt curl openssl)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'demo.sh: %s\n' "$*" >&2; exit 1; }
@@ -155,7 +163,7 @@ prepare_state() {
             die "$STATE exists and is not a directory owned by $(id -un)"
         fi
     fi
-    install -d -m 0755 "$STATE" "$NGX" "$NGX/logs" "$NGX/tmp"
+    install -d -m 0755 "$STATE" "$NGX" "$NGX/logs" "$NGX/tmp" "$NGX/conf.d"
     if [ ! -s "$SECRET" ]; then
         say "generating the JWT secret ($SECRET)"
         (umask 077 && head -c 32 /dev/urandom | base64 | tr -d '\n' > "$SECRET")
@@ -163,31 +171,79 @@ prepare_state() {
     chmod 0600 "$SECRET"
 }
 
-pick_port() {
-    local port
-    if [ -n "${SSEHUB_DEMO_PORT:-}" ]; then
-        port_busy "$SSEHUB_DEMO_PORT" && die "port $SSEHUB_DEMO_PORT is busy"
-        echo "$SSEHUB_DEMO_PORT"; return
+pick_port() { # wanted first last variable: a free port
+    local port wanted=$1 first=$2 last=$3
+    if [ -n "$wanted" ]; then
+        port_busy "$wanted" && die "port $wanted is busy"
+        echo "$wanted"; return
     fi
-    for port in $(seq 8080 8099); do
+    for port in $(seq "$first" "$last"); do
         port_busy "$port" || { echo "$port"; return; }
     done
-    die "ports 8080-8099 are all busy; set SSEHUB_DEMO_PORT"
+    die "ports $first-$last are all busy; set $4"
 }
 
-# As root, nginx's workers run as www-data: they need the socket (see
-# start_ssehub) and read access to the page.
-web_root_for() {
-    local user=$1
-    if [ -n "$user" ] && ! runuser -u "$user" -- test -r "$WEB/app.js"; then
-        say "$user cannot read $WEB; serving a copy from $STATE/web"
-        rm -rf "$STATE/web"
-        cp -r "$WEB" "$STATE/web"
-        chmod -R a+rX "$STATE/web"
-        echo "$STATE/web"
-    else
-        echo "$WEB"
+# The React and Vue examples, built with esbuild from the packages their
+# lockfiles pin (npm ci once, then a build of a second or less). Optional:
+# without npm, or when the build fails, the demo runs without them.
+build_examples() {
+    local ex dir log=$STATE/examples-build.log
+    : > "$log"
+    if ! command -v npm >/dev/null 2>&1; then
+        say "npm not found: the React and Vue examples are not built"
+        return 0
     fi
+    for ex in react vue; do
+        dir=$REPO/examples/$ex
+        [ -f "$dir/package.json" ] || continue
+        if [ ! -f "$dir/node_modules/.package-lock.json" ] &&
+           ! (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund) >> "$log" 2>&1; then
+            say "npm ci failed in examples/$ex (log: $log); serving it without /$ex/"
+            continue
+        fi
+        (cd "$dir" && npm run -s build) >> "$log" 2>&1 ||
+            say "building examples/$ex failed (log: $log); serving it without /$ex/"
+    done
+}
+
+# The web root: the demo page, the client package it imports at
+# /ssehub-client/ (clients/js), and the built examples at /react/ and /vue/.
+# Symlinks into the repository, or a copy when nginx's workers (www-data,
+# when run as root) cannot read it.
+assemble_web_root() {
+    local user=$1 copy=0 f ex
+    if [ -n "$user" ] && ! runuser -u "$user" -- test -r "$REPO/clients/js/index.js"; then
+        say "$user cannot read $REPO; serving a copy from $WEB_ROOT"
+        copy=1
+    fi
+    rm -rf "$WEB_ROOT"
+    install -d -m 0755 "$WEB_ROOT"
+    place() { # source name
+        if [ "$copy" -eq 1 ]; then cp -rL "$1" "$WEB_ROOT/$2"; else ln -s "$1" "$WEB_ROOT/$2"; fi
+    }
+    for f in "$WEB"/*; do place "$f" "$(basename "$f")"; done
+    place "$REPO/clients/js" ssehub-client
+    for ex in react vue; do
+        if [ -f "$REPO/examples/$ex/dist/index.html" ]; then place "$REPO/examples/$ex/dist" "$ex"; fi
+    done
+    if [ "$copy" -eq 1 ]; then chmod -R a+rX "$WEB_ROOT"; fi
+}
+
+# A self-signed certificate for localhost and the listen address, made once.
+make_certificate() {
+    [ -s "$TLS/cert.pem" ] && [ -s "$TLS/key.pem" ] && return 0
+    command -v openssl >/dev/null 2>&1 || die "openssl not found (or set SSEHUB_DEMO_TLS_PORT=off)"
+    local san="DNS:localhost,IP:127.0.0.1,IP:::1"
+    case $HOST in
+        127.0.0.1|::1|0.0.0.0|::|localhost) ;;
+        *) san="$san,IP:$HOST" ;;
+    esac
+    say "making a self-signed certificate ($TLS/cert.pem)"
+    install -d -m 0700 "$TLS"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj /CN=localhost -addext "subjectAltName=$san" \
+        -keyout "$TLS/key.pem" -out "$TLS/cert.pem" 2>> "$STATE/openssl.log" ||
+        die "openssl could not make a certificate (log: $STATE/openssl.log)"
 }
 
 start_ssehub() {
@@ -226,29 +282,48 @@ start_ssehub() {
     die "ssehub did not create $SOCK"
 }
 
-write_nginx_conf() {
-    local port=$1 user=$2 web=$3 listen_addr=$HOST
-    case $HOST in *:*) listen_addr="[$HOST]" ;; esac
-
-    # The server block is examples/nginx/ssehub.conf with four values
-    # replaced; its header lists them. Check each replacement happened, so
-    # that an edit to the example cannot silently break the demo.
-    local esc_listen esc_web esc_sock
-    esc_listen=$(sed_escape "$listen_addr:$port")
-    esc_web=$(sed_escape "$web")
+# Renders examples/nginx/$1 into $NGX/$1: the listen address, the web root
+# and the socket replaced (each file's header lists the lines), and for the
+# TLS file the certificate. Checks that each replacement happened, so that
+# an edit to an example cannot silently break the demo.
+render_example() { # file listen (ADDR:PORT)
+    local file=$1 listen=$2 src=$REPO/examples/nginx/$1 out=$NGX/$1 tls=""
+    local esc_listen esc_web esc_sock esc_tls
+    esc_listen=$(sed_escape "$listen")
+    esc_web=$(sed_escape "$WEB_ROOT")
     esc_sock=$(sed_escape "$SOCK")
+    esc_tls=$(sed_escape "$TLS")
+    [ "$file" = ssehub-tls.conf ] && tls=" ssl http2"
     sed -e "s|^\([[:space:]]*\)listen 80;|\1listen $esc_listen;|" \
         -e '/^[[:space:]]*listen \[::\]:80;/d' \
+        -e "s|^\([[:space:]]*\)listen 443 ssl http2;|\1listen $esc_listen ssl http2;|" \
+        -e '/^[[:space:]]*listen \[::\]:443 ssl http2;/d' \
+        -e "s|^\([[:space:]]*\)ssl_certificate /.*;|\1ssl_certificate $esc_tls/cert.pem;|" \
+        -e "s|^\([[:space:]]*\)ssl_certificate_key /.*;|\1ssl_certificate_key $esc_tls/key.pem;|" \
         -e "s|^\([[:space:]]*\)root /var/www/ssehub;|\1root $esc_web;|" \
         -e "s|unix:/run/ssehub/ssehub\.sock;|unix:$esc_sock;|" \
-        "$REPO/examples/nginx/ssehub.conf" > "$NGX/ssehub.conf"
+        "$src" > "$out"
     local active
-    active=$(grep -v '^[[:space:]]*#' "$NGX/ssehub.conf")
-    if ! grep -qF "listen $listen_addr:$port;" <<< "$active" ||
-       ! grep -qF "root $web;" <<< "$active" ||
-       ! grep -qF "fastcgi_pass unix:$SOCK;" <<< "$active" ||
-       grep -qF '/run/ssehub/' <<< "$active"; then
-        die "examples/nginx/ssehub.conf no longer has the lines demo.sh rewrites (see its header)"
+    active=$(grep -v '^[[:space:]]*#' "$out")
+    if ! grep -qF "listen $listen$tls;" <<< "$active" ||
+       ! grep -qF "root $WEB_ROOT;" <<< "$active" ||
+       { [ -z "$tls" ] && ! grep -qF "server unix:$SOCK;" <<< "$active"; } ||
+       grep -qF '/run/ssehub/' <<< "$active" ||
+       { [ -n "$tls" ] && ! grep -qF "ssl_certificate_key $TLS/key.pem;" <<< "$active"; }; then
+        die "examples/nginx/$file no longer has the lines demo.sh rewrites (see its header)"
+    fi
+}
+
+listen_of() { # port: the listen address for nginx
+    case $HOST in *:*) echo "[$HOST]:$1" ;; *) echo "$HOST:$1" ;; esac
+}
+
+write_nginx_conf() {
+    local port=$1 user=$2 tls_port=$3 tls_include=""
+    render_example ssehub.conf "$(listen_of "$port")"
+    if [ "$tls_port" != off ]; then
+        render_example ssehub-tls.conf "$(listen_of "$tls_port")"
+        tls_include="include ssehub-tls.conf;"
     fi
 
     cp /etc/nginx/fastcgi_params "$NGX/fastcgi_params"
@@ -282,6 +357,8 @@ http {
     scgi_temp_path $NGX/tmp/scgi;
 
     include ssehub.conf;
+    $tls_include
+    include conf.d/*.conf;
 }
 EOF
     } > "$NGINX_CONF"
@@ -300,9 +377,10 @@ start_nginx() {
 }
 
 wait_healthy() {
-    local base=$1 i out
+    local base=$1 i out ca=()
+    case $base in https:*) ca=(--cacert "$TLS/cert.pem") ;; esac
     for ((i = 0; i < 30; i++)); do
-        out=$(curl -sS --max-time 2 "$base/api/sse/health" 2>/dev/null || true)
+        out=$(curl -sS --max-time 2 "${ca[@]}" "$base/api/sse/health" 2>/dev/null || true)
         case $out in *'"success":true'*) return 0 ;; esac
         sleep 0.2
     done
@@ -337,6 +415,21 @@ EOF
     ) || die "minting tokens failed (is python3-jwt installed?)"
 }
 
+# The React and Vue examples and the HTTPS server, when there are.
+examples_notes() { # base token
+    local ex tls
+    for ex in react vue; do
+        [ -e "$WEB_ROOT/$ex/index.html" ] &&
+            printf '\nThe %s example (useSSE from ssehub-client/%s) as alice:\n  %s/%s/#token=%s\n' \
+                "$ex" "$ex" "$1" "$ex" "$2"
+    done
+    if [ -s "$STATE/tls-url" ]; then
+        tls=$(cat "$STATE/tls-url")
+        printf '\nOver HTTPS + HTTP/2 (self-signed certificate %s; no 6-streams limit):\n  %s#token=%s\n' \
+            "$TLS/cert.pem" "$tls" "$2"
+    fi
+}
+
 print_usage_notes() {
     local base=$1 port=$2 alice bob admin
     alice=$(cat "$STATE/alice.jwt")
@@ -352,6 +445,7 @@ Demo page as user alice, with the admin token (send + stats panels work):
 
 Same page as user bob (open it in a second tab, then send to user alice):
   $base/#token=$bob
+$(examples_notes "$base" "$alice")
 
 Watch a stream from the shell:
   curl -sN '$base/sse/stream?token=$alice'
@@ -380,8 +474,18 @@ EOF
     esac
 }
 
+base_url() { # scheme port: the URL to print and to check with (a wildcard
+              # address is reachable as loopback)
+    case $HOST in
+        0.0.0.0) echo "$1://127.0.0.1:$2" ;;
+        ::|'[::]') echo "$1://[::1]:$2" ;;
+        *:*) echo "$1://[$HOST]:$2" ;;
+        *) echo "$1://$HOST:$2" ;;
+    esac
+}
+
 do_start() {
-    local nginx_user="" nginx_group="" port web base
+    local nginx_user="" nginx_group="" port tls_port base
     install_missing
     [ -x "$PYTHON" ] || die "$PYTHON not found"
     prepare_state
@@ -393,22 +497,26 @@ do_start() {
         id "$nginx_user" >/dev/null 2>&1 || nginx_user=nobody
         nginx_group=$(id -gn "$nginx_user")
     fi
-    port=$(pick_port)
-    web=$(web_root_for "$nginx_user")
-    # URLs to print and to check with: a wildcard address is reachable as
-    # loopback.
-    case $HOST in
-        0.0.0.0) base="http://127.0.0.1:$port" ;;
-        ::|'[::]') base="http://[::1]:$port" ;;
-        *:*) base="http://[$HOST]:$port" ;;
-        *) base="http://$HOST:$port" ;;
-    esac
+    port=$(pick_port "${SSEHUB_DEMO_PORT:-}" 8080 8099 SSEHUB_DEMO_PORT)
+    tls_port=${SSEHUB_DEMO_TLS_PORT:-}
+    if [ "$tls_port" != off ]; then
+        tls_port=$(pick_port "$tls_port" 8443 8462 SSEHUB_DEMO_TLS_PORT)
+        make_certificate
+    fi
+    build_examples
+    assemble_web_root "$nginx_user"
+    base=$(base_url http "$port")
 
     start_ssehub "$nginx_group"
-    write_nginx_conf "$port" "$nginx_user" "$web"
+    write_nginx_conf "$port" "$nginx_user" "$tls_port"
     start_nginx
     wait_healthy "$base"
     echo "$base/" > "$STATE/url"
+    rm -f "$STATE/tls-url"
+    if [ "$tls_port" != off ]; then
+        wait_healthy "$(base_url https "$tls_port")"
+        echo "$(base_url https "$tls_port")/" > "$STATE/tls-url"
+    fi
     mint_tokens
     print_usage_notes "$base" "$port"
 }

@@ -5,15 +5,15 @@
 set -euo pipefail
 
 build_pkgs="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev libjwt-dev uuid-dev libssl-dev libhiredis-dev"
-demo_pkgs="$build_pkgs nginx python3-jwt curl"
+demo_pkgs="$build_pkgs nginx python3-jwt curl openssl"
 # legacy: the 32-bit build (gcc -m32 on Debian's i386 multiarch libraries;
 # libc6-dbg:i386 lets valgrind's x86 tool redirect ld.so's functions), clang
 # for the gnu99 build, and debootstrap for the Debian 11 chroot
 # (tests/legacy/).
-legacy_pkgs="clang debootstrap gcc-multilib libc6-dev:i386 libc6-dbg:i386 libfcgi-dev:i386 libjson-c-dev:i386
-	libjwt-dev:i386 uuid-dev:i386 libssl-dev:i386 libhiredis-dev:i386"
-test_pkgs="$demo_pkgs lighttpd spawn-fcgi python3-pytest python3-cryptography valgrind chromium fonts-dejavu-core
-	$legacy_pkgs"
+legacy_pkgs="clang debootstrap gcc-multilib libc6-dev:i386 libc6-dbg:i386 libjson-c-dev:i386 libjwt-dev:i386
+	uuid-dev:i386 libssl-dev:i386 libhiredis-dev:i386"
+test_pkgs="$demo_pkgs lighttpd spawn-fcgi redis-server redis-sentinel libfcgi-bin python3-pytest python3-cryptography
+	valgrind chromium fonts-dejavu-core php-cli php-curl golang-go $legacy_pkgs"
 
 case "${1:-test}" in
 	build) want=$build_pkgs ;;

@@ -74,6 +74,7 @@ echo "   built src/ssehub"
 stage "C unit tests"
 make -j"$JOBS" check >"$art/make-check.log" 2>&1
 count_tap tests/unit/test_unit.log unit
+count_tap tests/unit/test_strict.log unit-strict
 
 run_pytest() { # label binary [pytest args...]
 	local label=$1 bin=$2
@@ -100,6 +101,9 @@ run_tap() { # label script
 stage "browser tests (headless Chromium, demo page behind nginx)"
 run_tap browser tests/browser/run.sh
 
+stage "client tests (clients/js in Node and Chromium, React, Vue, HTTP/2, publishers)"
+run_tap clients tests/clients/run.sh
+
 stage "install tests (make install DESTDIR, init script, systemd units)"
 run_tap install tests/install/run.sh
 
@@ -121,6 +125,7 @@ if (cd "$san" && autoreconf -fi && ./configure -q --enable-werror --enable-asan 
 	export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$art/ubsan"
 	(cd "$san" && make -j"$JOBS" check) >"$art/make-check-asan.log" 2>&1
 	count_tap "$san/tests/unit/test_unit.log" unit-asan
+	count_tap "$san/tests/unit/test_strict.log" unit-strict-asan
 	# (valgrind runs on the plain build above; it cannot run an ASan binary)
 	run_pytest integration-asan "$san/src/ssehub" --deselect tests/integration/test_valgrind.py
 	unset ASAN_OPTIONS UBSAN_OPTIONS

@@ -1,20 +1,20 @@
 /* api: routing and the admin API. Every byte from the peer is bounded and
  * validated here before it reaches the hub; errors are JSON with a code a
- * developer can act on. */
+ * developer can act on. Answers are built whole into the caller's buffer. */
 #include <inttypes.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api.h"
 #include "auth.h"
 #include "hub.h"
+#include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "msg.h"
 #include "sse.h"
-#include "stream.h"
 #include "util.h"
 
 #define JSON_DEPTH 32
@@ -28,11 +28,8 @@ void api_init(const struct config *c)
 }
 
 struct request {
-	int fd;
-	char **envp;
-	int write_failed;
-	const struct fcgi_in *in;
-	int fd_pressure;
+	struct api_request *api;
+	const struct fcgi_req *in;
 	const char *method;
 	char path[256];
 	const char *query;
@@ -41,7 +38,23 @@ struct request {
 	struct auth_identity who;
 };
 
-enum handler_result { HANDLED, HANDED_OFF };
+enum handler_result { HANDLED, HANDED_OFF, WAITING };
+
+enum route_kind { R_STREAM, R_HEALTH, R_STATS, R_BROADCAST, R_TO_USER, R_TO_CLIENT, R_DISCONNECT, R_METRICS };
+
+/* A request whose answer waits for the hub (the Redis backplane). The hub
+ * holds w until done runs; the connection may go first (api_cancel). */
+struct api_pending {
+	struct hub_wait w;
+	struct api_request *api;         /* NULL once the connection is gone */
+	enum route_kind kind;
+	enum msg_target target;
+};
+
+static const char *param(const struct request *r, const char *name)
+{
+	return fcgi_req_param(r->in, name);
+}
 
 /* ---- answers -------------------------------------------------------------- */
 
@@ -55,23 +68,24 @@ static const char *status_text(int status)
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 413: return "Payload Too Large";
+	case 415: return "Unsupported Media Type";
+	case 431: return "Request Header Fields Too Large";
 	case 429: return "Too Many Requests";
 	case 503: return "Service Unavailable";
 	default: return "Internal Server Error";
 	}
 }
 
-/* The whole answer in one write: head, body, FCGI_END_REQUEST. */
+/* The whole answer: head, body, the end records. */
 static void respond(struct request *r, int status, const char *content_type, const char *extra_headers,
 		    const char *body, size_t len)
 {
-	char head[512];
-	int n = snprintf(head, sizeof(head), "Status: %d %s\r\nContent-Type: %s\r\nCache-Control: no-store\r\n%s\r\n",
-			 status, status_text(status), content_type, extra_headers ? extra_headers : "");
+	struct buf head = { 0 };
 
-	if (n < 0 || (size_t)n >= sizeof(head) ||
-	    fcgi_in_reply(r->fd, r->in->request_id, head, (size_t)n, body, len) < 0)
-		r->write_failed = 1;
+	buf_printf(&head, "Status: %d %s\r\nContent-Type: %s\r\nCache-Control: no-store\r\n%s\r\n", status,
+		   status_text(status), content_type, extra_headers ? extra_headers : "");
+	fcgi_put_response(r->api->out, r->in->id, head.data, head.len, body, len);
+	free(head.data);
 }
 
 static void respond_json(struct request *r, int status, const char *extra_headers, const struct buf *b)
@@ -87,28 +101,43 @@ static void respond_ok(struct request *r, const char *data_json)
 	free(b.data);
 }
 
+static void error_json(struct buf *b, const char *code, const char *message)
+{
+	buf_puts(b, "{\"success\":false,\"error\":{\"code\":");
+	buf_json_str(b, code);
+	buf_puts(b, ",\"message\":");
+	buf_json_str(b, message);
+	buf_puts(b, "}}");
+}
+
 static void respond_error(struct request *r, int status, const char *code, const char *message,
 			  const char *extra_headers)
 {
 	struct buf b = { 0 };
-	buf_puts(&b, "{\"success\":false,\"error\":{\"code\":");
-	buf_json_str(&b, code);
-	buf_puts(&b, ",\"message\":");
-	buf_json_str(&b, message);
-	buf_puts(&b, "}}");
+
+	error_json(&b, code, message);
 	respond_json(r, status, extra_headers, &b);
 	free(b.data);
 }
 
+void api_error_answer(struct buf *out, uint16_t id, int status, const char *code, const char *message)
+{
+	struct fcgi_req none = { .id = id };
+	struct api_request api = { .out = out };
+	struct request r = { .api = &api, .in = &none };
+
+	respond_error(&r, status, code, message, NULL);
+}
+
 /* ---- request input -------------------------------------------------------- */
 
-/* The body, read by fcgi_in within --max-message-bytes. Returns 0, or -1
+/* The body, read by the fcgi parser within --max-message-bytes. Returns 0, or -1
  * when it was longer than max. */
 static int read_body(struct request *r, size_t max)
 {
 	if (r->in->body_over || r->in->body.len > max)
 		return -1;
-	r->body = r->in->body.data;
+	r->body = r->in->body.data ? r->in->body.data : "";
 	r->body_len = r->in->body.len;
 	return 0;
 }
@@ -117,11 +146,9 @@ static int read_body(struct request *r, size_t max)
 
 static int authenticate(struct request *r)
 {
-	char **env = r->envp;
 	int bad = 0;
 	const char *why = "";
-	char *token = auth_find_token(FCGX_GetParam("HTTP_AUTHORIZATION", env), FCGX_GetParam("HTTP_COOKIE", env),
-				      r->query, &bad);
+	char *token = auth_find_token(param(r, "HTTP_AUTHORIZATION"), param(r, "HTTP_COOKIE"), r->query, &bad);
 	enum auth_result res;
 
 	if (!token) {
@@ -134,8 +161,9 @@ static int authenticate(struct request *r)
 		}
 		auth_count_failure(res);
 	} else {
-		res = auth_verify(token, strlen(token), &r->who, &why);
-		memset(token, 0, strlen(token));
+		size_t len = strlen(token);
+		res = auth_verify(token, len, &r->who, &why);
+		util_wipe(token, len);
 		free(token);
 	}
 	if (res == AUTH_OK)
@@ -144,7 +172,11 @@ static int authenticate(struct request *r)
 		respond_error(r, 401, auth_result_code(res), why, "WWW-Authenticate: Bearer\r\n");
 	else
 		respond_error(r, 401, auth_result_code(res), why, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
-	log_info("event=auth_failed path=%s reason=%s", r->path, auth_result_code(res));
+	{
+		char path[96];
+		log_info("event=auth_failed path=%s reason=%s", log_quote(path, sizeof(path), r->path),
+			 auth_result_code(res));
+	}
 	return -1;
 }
 
@@ -161,13 +193,44 @@ static int authenticate_admin(struct request *r)
 
 /* ---- handlers ---------------------------------------------------------------- */
 
+static struct api_pending *pending_new(struct request *r, enum route_kind kind, enum msg_target target);
+static enum handler_result settle(struct request *r, struct api_pending *p, enum hub_status st);
+
+/* The answer for a hub status that is not success. */
+static void respond_status(struct request *r, enum hub_status st)
+{
+	switch (st) {
+	case HUB_TOO_MANY_CLIENTS:
+		METRIC_ADD(rejected_limit_total, 1);
+		respond_error(r, 503, "too_many_clients", "the hub holds --max-clients streams", "Retry-After: 5\r\n");
+		break;
+	case HUB_TOO_MANY_USER_CLIENTS:
+		METRIC_ADD(rejected_limit_total, 1);
+		respond_error(r, 429, "too_many_user_clients", "this user has --max-clients-per-user streams open",
+			      "Retry-After: 5\r\n");
+		break;
+	case HUB_KEY_REVOKED:
+		respond_error(r, 401, "token_revoked", "the key that signed this token is no longer configured",
+			      "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
+		break;
+	case HUB_UNAVAILABLE:
+		respond_error(r, 503, "backplane_unavailable",
+			      "the Redis backplane cannot take this now; nothing was published, try again",
+			      "Retry-After: 1\r\n");
+		break;
+	default:
+		respond_error(r, 503, "shutting_down", "the hub is stopping; try again shortly", "Retry-After: 1\r\n");
+		break;
+	}
+}
+
 static enum handler_result handle_stream(struct request *r)
 {
 	char *leid = NULL;
 	const char *hdr;
-	struct stream *s;
-	enum hub_attach_result res;
-	int fd;
+	struct hub_who who;
+	struct api_pending *p;
+	enum hub_status st;
 
 	if (read_body(r, 0) < 0) {
 		respond_error(r, 413, "payload_too_large", "a stream request has no body", NULL);
@@ -175,13 +238,13 @@ static enum handler_result handle_stream(struct request *r)
 	}
 	if (authenticate(r) < 0)
 		return HANDLED;
-	if (r->fd_pressure) {
+	if (r->api->fd_pressure) {
 		METRIC_ADD(rejected_limit_total, 1);
 		respond_error(r, 503, "too_many_open_files",
 			      "the hub is out of file descriptors; raise its limit (ulimit -n)", "Retry-After: 5\r\n");
 		return HANDLED;
 	}
-	hdr = FCGX_GetParam("HTTP_LAST_EVENT_ID", r->envp);
+	hdr = param(r, "HTTP_LAST_EVENT_ID");
 	if (hdr && *hdr) {
 		leid = xstrdup(hdr);
 	} else {
@@ -195,77 +258,58 @@ static enum handler_result handle_stream(struct request *r)
 		free(leid);
 		leid = xstrdup("\n");
 	}
-
-	fd = r->fd;
-	s = stream_new(fd, r->in->request_id, r->who.user, r->who.admin, r->who.exp);
-	res = hub_attach(s, leid);
+	who.user = r->who.user;
+	who.admin = r->who.admin;
+	who.token_exp = r->who.exp;
+	who.key_id = r->who.key_id;
+	/* the fd is the stream's from here: its watcher must go first */
+	loop_io_del(r->api->loop, r->api->io);
+	p = pending_new(r, R_STREAM, MSG_BROADCAST);
+	st = hub_open_stream(r->api->loop, r->api->fd, r->in->id, &who, leid, &p->w);
 	free(leid);
-	switch (res) {
-	case HUB_ATTACHED:
-		return HANDED_OFF;
-	case HUB_TOO_MANY_CLIENTS:
-		METRIC_ADD(rejected_limit_total, 1);
-		respond_error(r, 503, "too_many_clients", "the hub holds --max-clients streams", "Retry-After: 5\r\n");
-		break;
-	case HUB_TOO_MANY_USER_CLIENTS:
-		METRIC_ADD(rejected_limit_total, 1);
-		respond_error(r, 429, "too_many_user_clients", "this user has --max-clients-per-user streams open",
-			      "Retry-After: 5\r\n");
-		break;
-	case HUB_STOPPING:
-		respond_error(r, 503, "shutting_down", "the hub is stopping; reconnect shortly", "Retry-After: 1\r\n");
-		break;
-	}
-	stream_free(s);
-	return HANDLED;
+	return settle(r, p, st);
 }
 
-/* Parses the JSON object body. Answers 400/413 itself and returns NULL. */
-static struct json_object *parse_body(struct request *r)
+/* Parses the body as one strict JSON object (RFC 8259: what json-c would
+ * let through, such as single quotes, NaN or comments, is refused). Answers
+ * 400/413 itself and returns -1. */
+static int parse_body(struct request *r, struct jsonx_doc *doc)
 {
-	struct json_object *obj;
+	struct jsonx_error e;
+	char why[160];
 
 	if (read_body(r, (size_t)cfg->max_message_bytes) < 0) {
 		respond_error(r, 413, "payload_too_large", "the body is larger than --max-message-bytes", NULL);
-		return NULL;
+		return -1;
 	}
 	if (!r->body_len) {
 		respond_error(r, 400, "invalid_json", "the body is empty; send a JSON object", NULL);
-		return NULL;
+		return -1;
 	}
-	if (!util_utf8_valid(r->body, r->body_len)) {
-		respond_error(r, 400, "invalid_json", "the body is not valid UTF-8", NULL);
-		return NULL;
+	if (jsonx_parse(doc, r->body, r->body_len, JSON_DEPTH, &e) < 0) {
+		snprintf(why, sizeof(why), "the body is not strict JSON: %s at byte %zu", e.reason, e.offset);
+		respond_error(r, 400, "invalid_json", why, NULL);
+		return -1;
 	}
-	obj = util_json_parse(r->body, r->body_len, JSON_DEPTH);
-	if (!obj || !json_object_is_type(obj, json_type_object)) {
-		json_object_put(obj);
-		respond_error(r, 400, "invalid_json", "the body must be one complete JSON object", NULL);
-		return NULL;
+	if (doc->type != JSONX_OBJECT) {
+		jsonx_free(doc);
+		respond_error(r, 400, "invalid_json", "the body must be one JSON object", NULL);
+		return -1;
 	}
-	return obj;
+	return 0;
 }
 
-/* A user id field: a non-empty printable string of at most 128 bytes, or an
- * integer (turned into its decimal text). Returns a new string or NULL. */
-static char *user_id_field(struct json_object *v)
+/* A string member into dst (cap bytes). Returns 1 when present and a
+ * string that fits, 0 when absent, -1 when present but not usable. */
+static int string_field(const struct jsonx_doc *doc, const char *name, char *dst, size_t cap, size_t *len)
 {
-	if (json_object_is_type(v, json_type_int)) {
-		char num[32];
-		snprintf(num, sizeof(num), "%" PRId64, json_object_get_int64(v));
-		return xstrdup(num);
-	}
-	if (json_object_is_type(v, json_type_string)) {
-		const char *s = json_object_get_string(v);
-		size_t len = (size_t)json_object_get_string_len(v);
-		if (len == 0 || len > AUTH_MAX_USER || strlen(s) != len)
-			return NULL;
-		for (size_t i = 0; i < len; i++)
-			if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-				return NULL;
-		return xstrdup(s);
-	}
-	return NULL;
+	const struct jsonx_member *m = jsonx_get(doc, name);
+
+	if (!m)
+		return 0;
+	if (m->type != JSONX_STRING || jsonx_unescape(m->value, m->value_len, dst, cap, len) < 0)
+		return -1;
+	return 1;
 }
 
 static int client_id_valid(const char *s, size_t len)
@@ -280,173 +324,291 @@ static int client_id_valid(const char *s, size_t len)
 	return 1;
 }
 
-/* Reads the target field of a publish or disconnect body into *key.
- * Returns 0, or -1 after answering 400. */
-static int target_field(struct request *r, struct json_object *obj, enum msg_target target, char **key)
+/* Reads the target field of a publish or disconnect body into key (at
+ * least AUTH_MAX_USER + 1 bytes). Returns 0, or -1 after answering 400. */
+static int target_field(struct request *r, const struct jsonx_doc *doc, enum msg_target target, char *key)
 {
-	struct json_object *v;
+	const struct jsonx_member *m;
+	size_t len;
 
-	*key = NULL;
+	key[0] = '\0';
 	if (target == MSG_USER) {
-		if (!json_object_object_get_ex(obj, "user_id", &v) || !(*key = user_id_field(v))) {
+		/* one rule with the token's user claim (auth_user_id) */
+		if (!(m = jsonx_get(doc, "user_id")) || auth_user_id(m->value, m->value_len, key) < 0) {
 			respond_error(r, 400, "invalid_field",
-				      "user_id must be a non-empty string of at most 128 printable bytes, or an integer", NULL);
+				      "user_id must be a non-empty string of at most 128 bytes of text, or an integer "
+				      "in the 64-bit range", NULL);
 			return -1;
 		}
 	} else if (target == MSG_CLIENT) {
-		if (!json_object_object_get_ex(obj, "client_id", &v) || !json_object_is_type(v, json_type_string) ||
-		    !client_id_valid(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
+		if (string_field(doc, "client_id", key, AUTH_MAX_USER + 1, &len) != 1 || !client_id_valid(key, len)) {
 			respond_error(r, 400, "invalid_field", "client_id must be a client id from a connected event", NULL);
 			return -1;
 		}
-		*key = xstrdup(json_object_get_string(v));
 	}
 	return 0;
 }
 
-static void handle_publish(struct request *r, enum msg_target target)
+static enum handler_result handle_publish(struct request *r, enum msg_target target)
 {
-	struct json_object *obj, *v, *data;
-	const char *event, *given_id = NULL;
-	char *key = NULL, id[SSE_MAX_ID + 1];
-	long retry = -1, recipients = 0;
-	struct buf enc = { 0 }, out = { 0 };
-	struct msg *m;
+	struct jsonx_doc doc = { 0 };
+	const struct jsonx_member *m;
+	char key[AUTH_MAX_USER + 1], event[SSE_MAX_EVENT + 1], given_id[SSE_MAX_ID + 1], *data = NULL;
+	int has_id;
+	size_t len;
+	long retry = -1;
+	struct buf enc = { 0 };
+	struct hub_pub pub;
+	struct api_pending *p;
+	enum handler_result res = HANDLED;
 
-	if (authenticate_admin(r) < 0 || !(obj = parse_body(r)))
-		return;
-	if (target_field(r, obj, target, &key) < 0)
+	if (authenticate_admin(r) < 0 || parse_body(r, &doc) < 0)
+		return HANDLED;
+	if (target_field(r, &doc, target, key) < 0)
 		goto done;
-	if (!json_object_object_get_ex(obj, "event", &v) || !json_object_is_type(v, json_type_string) ||
-	    !sse_valid_event(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
-		respond_error(r, 400, "invalid_field", "event must be a string of 1 to 64 bytes without CR, LF or NUL", NULL);
+	if (string_field(&doc, "event", event, sizeof(event), &len) != 1 || !sse_valid_event(event, len)) {
+		respond_error(r, 400, "invalid_field",
+			      "event must be a string of 1 to 64 bytes of text (no control characters, U+2028 or U+2029)",
+			      NULL);
 		goto done;
 	}
-	event = json_object_get_string(v);
-	if (!json_object_object_get_ex(obj, "data", &data)) {
+	if (!(m = jsonx_get(&doc, "data"))) {
 		respond_error(r, 400, "invalid_field", "data is required (any JSON value)", NULL);
 		goto done;
 	}
-	if (json_object_object_get_ex(obj, "id", &v)) {
-		if (!json_object_is_type(v, json_type_string) ||
-		    !sse_valid_id(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
-			respond_error(r, 400, "invalid_field", "id must be a string of 1 to 128 bytes without CR, LF or NUL", NULL);
-			goto done;
-		}
-		given_id = json_object_get_string(v);
+	/* sent as the publisher wrote it, less insignificant whitespace */
+	data = xstrndup(m->value, m->value_len);
+	has_id = string_field(&doc, "id", given_id, sizeof(given_id), &len);
+	if (has_id < 0 || (has_id && !sse_valid_id(given_id, len))) {
+		respond_error(r, 400, "invalid_field",
+			      "id must be a string of 1 to 128 bytes of text (no control characters, U+2028 or U+2029)",
+			      NULL);
+		goto done;
 	}
-	if (json_object_object_get_ex(obj, "retry", &v)) {
-		if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0 ||
-		    json_object_get_int64(v) > 86400000) {
+	if ((m = jsonx_get(&doc, "retry")) != NULL) {
+		int64_t v;
+		if (jsonx_int64(m->value, m->value_len, &v) != JSONX_INT_OK || v < 0 || v > 86400000) {
 			respond_error(r, 400, "invalid_field", "retry must be an integer number of milliseconds", NULL);
 			goto done;
 		}
-		retry = (long)json_object_get_int64(v);
+		retry = (long)v;
 	}
-	if (given_id)
-		snprintf(id, sizeof(id), "%s", given_id);
-	else
-		hub_new_id(id, sizeof(id));
-	sse_encode(&enc, id, event, retry,
-		   json_object_to_json_string_ext(data, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-	if (enc.len > (size_t)cfg->max_message_bytes) {
+	/* the hub puts the id line in front: an id of its own is at most 40 bytes */
+	sse_encode(&enc, NULL, event, retry, data);
+	if (enc.len + 5 + (has_id ? strlen(given_id) : 40) > (size_t)cfg->max_message_bytes) {
 		respond_error(r, 413, "payload_too_large", "the encoded event is larger than --max-message-bytes", NULL);
 		goto done;
 	}
-	m = msg_new(target, key, id, enc.data, enc.len);
-	if (hub_publish(m, &recipients) < 0) {
-		msg_unref(m);
-		respond_error(r, 503, "shutting_down", "the hub is stopping", NULL);
-		goto done;
-	}
-	msg_unref(m);
-	buf_puts(&out, "{\"id\":");
-	buf_json_str(&out, id);
-	buf_printf(&out, ",\"recipients\":%ld}", recipients);
-	respond_ok(r, out.data);
-	log_debug("event=publish target=%s id=\"%s\" bytes=%zu recipients=%ld",
-		  target == MSG_BROADCAST ? "broadcast" : target == MSG_USER ? "user" : "client", id, enc.len, recipients);
+	pub.target = target;
+	pub.key = target == MSG_BROADCAST ? NULL : key;
+	pub.id = has_id ? given_id : NULL;
+	pub.body = enc.data;
+	pub.body_len = enc.len;
+	p = pending_new(r, target == MSG_BROADCAST ? R_BROADCAST : target == MSG_USER ? R_TO_USER : R_TO_CLIENT, target);
+	res = settle(r, p, hub_publish(r->api->loop, &pub, &p->w));
 done:
 	free(enc.data);
-	free(out.data);
-	free(key);
-	json_object_put(obj);
+	free(data);
+	jsonx_free(&doc);
+	return res;
 }
 
-static void handle_disconnect(struct request *r)
+static enum handler_result handle_disconnect(struct request *r)
 {
-	struct json_object *obj, *v;
+	struct jsonx_doc doc = { 0 };
 	enum msg_target target;
-	const char *reason = "disconnected";
-	char *key = NULL;
-	struct buf data = { 0 }, enc = { 0 }, out = { 0 };
-	struct msg *final;
-	long closed;
+	char key[AUTH_MAX_USER + 1], reason[MAX_REASON + 1];
+	size_t len;
+	int has_reason;
+	struct buf data = { 0 }, enc = { 0 };
+	struct hub_pub pub = { 0 };
+	struct api_pending *p;
+	enum handler_result res = HANDLED;
 
-	if (authenticate_admin(r) < 0 || !(obj = parse_body(r)))
-		return;
-	target = json_object_object_get_ex(obj, "client_id", NULL) ? MSG_CLIENT : MSG_USER;
-	if (json_object_object_get_ex(obj, "client_id", NULL) && json_object_object_get_ex(obj, "user_id", NULL)) {
+	if (authenticate_admin(r) < 0 || parse_body(r, &doc) < 0)
+		return HANDLED;
+	target = jsonx_get(&doc, "client_id") ? MSG_CLIENT : MSG_USER;
+	if (jsonx_get(&doc, "client_id") && jsonx_get(&doc, "user_id")) {
 		respond_error(r, 400, "invalid_field", "give user_id or client_id, not both", NULL);
 		goto done;
 	}
-	if (target_field(r, obj, target, &key) < 0)
+	if (target_field(r, &doc, target, key) < 0)
 		goto done;
-	if (json_object_object_get_ex(obj, "reason", &v)) {
-		if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) > MAX_REASON) {
-			respond_error(r, 400, "invalid_field", "reason must be a string of at most 256 bytes", NULL);
-			goto done;
-		}
-		reason = json_object_get_string(v);
+	has_reason = string_field(&doc, "reason", reason, sizeof(reason), &len);
+	if (has_reason < 0) {
+		respond_error(r, 400, "invalid_field", "reason must be a string of at most 256 bytes", NULL);
+		goto done;
 	}
 	buf_puts(&data, "{\"reason\":");
-	buf_json_str(&data, reason);
+	buf_json_str(&data, has_reason ? reason : "disconnected");
 	buf_puts(&data, "}");
 	sse_encode(&enc, NULL, "disconnect", -1, data.data);
-	final = msg_new(target, key, NULL, enc.data, enc.len);
-	closed = hub_disconnect(final);
-	msg_unref(final);
-	buf_printf(&out, "{\"closed\":%ld}", closed);
-	respond_ok(r, out.data);
-	log_info("event=disconnect_request target=%s closed=%ld", target == MSG_USER ? "user" : "client", closed);
+	pub.target = target;
+	pub.key = key;
+	pub.body = enc.data;
+	pub.body_len = enc.len;
+	p = pending_new(r, R_DISCONNECT, target);
+	res = settle(r, p, hub_disconnect(r->api->loop, &pub, &p->w));
 done:
 	free(data.data);
 	free(enc.data);
-	free(out.data);
-	free(key);
-	json_object_put(obj);
+	jsonx_free(&doc);
+	return res;
 }
 
-static void handle_stats(struct request *r)
+static enum handler_result handle_stats(struct request *r)
 {
-	struct buf b = { 0 };
+	struct api_pending *p;
 
 	if (authenticate_admin(r) < 0)
-		return;
-	hub_stats_json(&b);
+		return HANDLED;
+	p = pending_new(r, R_STATS, MSG_BROADCAST);
+	return settle(r, p, hub_stats(r->api->loop, &p->w));
+}
+
+/* ok, or with Redis "degraded" while the backplane cannot deliver (still
+ * 200: the node serves its streams, and a balancer should keep it). */
+static void handle_health(struct request *r)
+{
+	int bp = hub_backplane();
+	struct buf b = { 0 };
+
+	buf_printf(&b, "{\"status\":\"%s\"", bp == 0 ? "degraded" : "ok");
+	if (bp >= 0)
+		buf_printf(&b, ",\"backplane\":\"%s\"", bp ? "ok" : "unavailable");
+	buf_puts(&b, "}");
 	respond_ok(r, b.data);
 	free(b.data);
 }
 
-static void handle_health(struct request *r)
-{
-	respond_ok(r, "{\"status\":\"ok\"}");
-}
-
 static void handle_metrics(struct request *r)
 {
+	static const char *reasons[AUTH__COUNT];
+	struct metrics_gauges g = { .auth_reasons = reasons, .nauth_reasons = AUTH__COUNT };
 	struct buf b = { 0 };
 
 	if (!cfg->metrics_public && authenticate_admin(r) < 0)
 		return;
-	metrics_render(&b);
+	for (int i = 0; i < AUTH__COUNT; i++)
+		reasons[i] = auth_result_code((enum auth_result)i);
+	g.active_streams = hub_total_clients();
+	g.history_messages = hub_history_len();
+	g.backplane = hub_backplane();
+	metrics_render(&b, &g);
 	respond(r, 200, "text/plain; version=0.0.4", NULL, b.data, b.len);
 	free(b.data);
 }
 
+/* ---- answers from the hub, now or later --------------------------------------- */
+
+static struct api_pending *pending_new(struct request *r, enum route_kind kind, enum msg_target target)
+{
+	struct api_pending *p = xcalloc(1, sizeof(*p));
+
+	p->kind = kind;
+	p->target = target;
+	return p;
+}
+
+/* Writes the answer for a settled hub operation. */
+static enum handler_result answer(struct request *r, struct api_pending *p)
+{
+	struct hub_wait *w = &p->w;
+	struct buf out = { 0 };
+	static const char *const targets[] = { "broadcast", "user", "client", "topic" };
+
+	if (w->status != HUB_OK) {
+		respond_status(r, w->status);
+		return HANDLED;
+	}
+	switch (p->kind) {
+	case R_STREAM:
+		return HANDED_OFF;
+	case R_STATS:
+		respond_ok(r, w->json.data);
+		break;
+	case R_DISCONNECT:
+		buf_printf(&out, "{\"closed\":%ld}", w->count);
+		respond_ok(r, out.data);
+		log_info("event=disconnect_request target=%s closed=%ld", targets[p->target], w->count);
+		break;
+	default:
+		buf_puts(&out, "{\"id\":");
+		buf_json_str(&out, w->id);
+		buf_printf(&out, ",\"recipients\":%ld%s}", w->count, w->duplicate ? ",\"duplicate\":true" : "");
+		respond_ok(r, out.data);
+		if (log_enabled(LOG_LVL_DEBUG)) {
+			char id[160];
+			log_debug("event=publish target=%s id=%s recipients=%ld", targets[p->target],
+				  log_quote(id, sizeof(id), w->id), w->count);
+		}
+		break;
+	}
+	free(out.data);
+	return HANDLED;
+}
+
+static void pending_free(struct api_pending *p)
+{
+	free(p->w.json.data);
+	free(p);
+}
+
+/* The hub settled an operation that waited. */
+static void on_settled(struct hub_wait *w)
+{
+	struct api_pending *p = container_of(w, struct api_pending, w);
+	struct api_request *api = p->api;
+
+	if (api) {
+		struct request r = { .api = api, .in = api->req };
+		enum handler_result res = answer(&r, p);
+		api->pending = NULL;
+		api->resume(api, res == HANDED_OFF ? API_STREAM : API_ANSWERED);
+	}
+	pending_free(p);
+}
+
+/* After a hub operation: answer now, or wait for on_settled. */
+static enum handler_result settle(struct request *r, struct api_pending *p, enum hub_status st)
+{
+	enum handler_result res;
+
+	if (st == HUB_PENDING) {
+		p->api = r->api;
+		p->w.done = on_settled;
+		r->api->pending = p;
+		return WAITING;
+	}
+	res = answer(r, p);
+	pending_free(p);
+	return res;
+}
+
+void api_cancel(struct api_request *api)
+{
+	if (api->pending) {
+		api->pending->api = NULL;
+		api->pending->w.cancelled = 1;
+		api->pending = NULL;
+	}
+}
+
 /* ---- routing -------------------------------------------------------------- */
 
-enum route_kind { R_STREAM, R_HEALTH, R_STATS, R_BROADCAST, R_TO_USER, R_TO_CLIENT, R_DISCONNECT, R_METRICS };
+/* 1 when ct is application/json, optionally with parameters
+ * ("application/json; charset=utf-8"); the type is case-insensitive. */
+static int json_content_type(const char *ct)
+{
+	size_t n = strlen("application/json");
+
+	if (!ct || strncasecmp(ct, "application/json", n) != 0)
+		return 0;
+	ct += n;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	return *ct == '\0' || *ct == ';';
+}
 
 static const struct route {
 	const char *path, *method;
@@ -462,22 +624,21 @@ static const struct route {
 	{ "/metrics", "GET", R_METRICS },
 };
 
-int api_handle(int fd, const struct fcgi_in *in, char **envp, int fd_pressure)
+enum api_result api_handle(struct api_request *api)
 {
-	struct request r = { .fd = fd, .envp = envp, .in = in, .fd_pressure = fd_pressure };
-	char **env = envp;
-	const char *uri = FCGX_GetParam("REQUEST_URI", env);
+	struct request r = { .api = api, .in = api->req };
+	const char *uri = param(&r, "REQUEST_URI");
 	const struct route *route = NULL;
 	enum handler_result res = HANDLED;
 	size_t plen;
 
 	METRIC_ADD(requests_total, 1);
 	if (!uri)
-		uri = FCGX_GetParam("DOCUMENT_URI", env);
+		uri = param(&r, "DOCUMENT_URI");
 	if (!uri)
-		uri = FCGX_GetParam("SCRIPT_NAME", env);
-	r.method = FCGX_GetParam("REQUEST_METHOD", env);
-	r.query = FCGX_GetParam("QUERY_STRING", env);
+		uri = param(&r, "SCRIPT_NAME");
+	r.method = param(&r, "REQUEST_METHOD");
+	r.query = param(&r, "QUERY_STRING");
 	if (!r.method)
 		r.method = "";
 	plen = uri ? strcspn(uri, "?") : 0;
@@ -497,19 +658,22 @@ int api_handle(int fd, const struct fcgi_in *in, char **envp, int fd_pressure)
 		char allow[32];
 		snprintf(allow, sizeof(allow), "Allow: %s\r\n", route->method);
 		respond_error(&r, 405, "method_not_allowed", route->method[0] == 'G' ? "use GET" : "use POST", allow);
+	} else if (route->method[0] == 'P' && !json_content_type(param(&r, "CONTENT_TYPE"))) {
+		/* A form or a no-preflight fetch from another site cannot send
+		 * this type, so a token in a cookie cannot be used against us. */
+		respond_error(&r, 415, "unsupported_media_type", "send the body with Content-Type: application/json",
+			      "Accept-Post: application/json\r\n");
 	} else {
 		switch (route->kind) {
 		case R_STREAM: res = handle_stream(&r); break;
 		case R_HEALTH: handle_health(&r); break;
-		case R_STATS: handle_stats(&r); break;
-		case R_BROADCAST: handle_publish(&r, MSG_BROADCAST); break;
-		case R_TO_USER: handle_publish(&r, MSG_USER); break;
-		case R_TO_CLIENT: handle_publish(&r, MSG_CLIENT); break;
-		case R_DISCONNECT: handle_disconnect(&r); break;
+		case R_STATS: res = handle_stats(&r); break;
+		case R_BROADCAST: res = handle_publish(&r, MSG_BROADCAST); break;
+		case R_TO_USER: res = handle_publish(&r, MSG_USER); break;
+		case R_TO_CLIENT: res = handle_publish(&r, MSG_CLIENT); break;
+		case R_DISCONNECT: res = handle_disconnect(&r); break;
 		case R_METRICS: handle_metrics(&r); break;
 		}
 	}
-	if (res == HANDED_OFF)
-		return 1;
-	return r.write_failed ? -1 : 0;
+	return res == HANDED_OFF ? API_STREAM : res == WAITING ? API_PENDING : API_ANSWERED;
 }

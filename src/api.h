@@ -1,24 +1,48 @@
-/* api: one FastCGI request, answered in the acceptor thread that read it:
+/* api: one FastCGI request, answered in the loop thread that read it:
  * routing, authentication, the admin API (stats, publish, disconnect,
- * metrics, health), and the hand-off of /sse/stream to a loop. */
+ * metrics, health), and the opening of /sse/stream through the hub. */
 #ifndef SSEHUB_API_H
 #define SSEHUB_API_H
 
-#include <fcgiapp.h>
-
 #include "config.h"
-#include "fcgi_in.h"
+#include "fcgi.h"
+#include "loop.h"
+
+struct api_pending;
+
+struct api_request {
+	struct loop *loop;               /* the calling thread's loop */
+	int fd;                          /* the connection (a stream takes it) */
+	struct loop_io *io;              /* its watcher: removed when a stream takes the fd,
+					  * so check io->added after API_ANSWERED */
+	const struct fcgi_req *req;      /* params and body, complete */
+	int fd_pressure;                 /* out of descriptors: refuse new streams */
+	struct buf *out;                 /* the answer's FastCGI records go here */
+	/* set by the caller: called when an API_PENDING request settles, with
+	 * API_ANSWERED (the answer is in out) or API_STREAM */
+	void (*resume)(struct api_request *r, int result);
+	struct api_pending *pending;     /* api's, while API_PENDING */
+};
+
+enum api_result {
+	API_ANSWERED = 0,                /* the whole answer, end records included, is in out */
+	API_STREAM,                      /* the fd became a stream: it is not the caller's any more */
+	API_PENDING,                     /* the answer waits (the Redis backplane): r->resume comes
+					  * later; r, its request and its fd must stay as they are */
+};
 
 /* Sets the options the handlers read; cfg must outlive the module. */
 void api_init(const struct config *cfg);
 
-/* Handles the request that fcgi_in read from fd into in; envp is its
- * params as "NAME=VALUE" strings (fcgi_in_envp), looked up with libfcgi's
- * FCGX_GetParam. Returns 1 when the connection was handed to a stream loop
- * (the fd is no longer the caller's), 0 when the complete answer (up to
- * FCGI_END_REQUEST) was written, -1 when writing it failed. With
- * fd_pressure (the process is out of file descriptors) new streams are
- * refused with 503. */
-int api_handle(int fd, const struct fcgi_in *in, char **envp, int fd_pressure);
+enum api_result api_handle(struct api_request *r);
+
+/* The connection of a pending request is gone: its answer is dropped (a
+ * stream being opened is not started). r may be reused after this. */
+void api_cancel(struct api_request *r);
+
+/* Appends a JSON error answer (status line such as "431 Request Header
+ * Fields Too Large") for request id to out, for answers given before the
+ * request reaches the routes. */
+void api_error_answer(struct buf *out, uint16_t id, int status, const char *code, const char *message);
 
 #endif

@@ -12,7 +12,7 @@
 #include "log.h"
 #include "util.h"
 
-enum opt_kind { OPT_STR, OPT_STR_EMPTY_OK, OPT_LONG, OPT_BOOL, OPT_MODE, OPT_MULTI, OPT_LEVEL, OPT_LOGDEST };
+enum opt_kind { OPT_STR, OPT_STR_EMPTY_OK, OPT_LONG, OPT_BOOL, OPT_MODE, OPT_MULTI, OPT_LEVEL, OPT_LOGDEST, OPT_DEPRECATED };
 
 struct opt {
 	const char *name;
@@ -27,8 +27,8 @@ struct opt {
 static const struct opt opts[] = {
 	{ "listen", OPT_STR, F(listen), 0, 0, 0, "ADDR", "unix:PATH, HOST:PORT or [V6]:PORT (default: fd 0 is the socket)" },
 	{ "socket-mode", OPT_MODE, F(socket_mode), 0, 0, 0777, "MODE", "mode of the unix socket created by --listen (0660)" },
-	{ "acceptors", OPT_LONG, F(acceptors), 0, 1, 64, "N", "threads that accept FastCGI requests (4)" },
-	{ "loops", OPT_LONG, F(loops), 0, 1, 64, "N", "stream loop threads (one per core)" },
+	{ "acceptors", OPT_DEPRECATED, 0, 0, 1, 64, "N", "deprecated and ignored: every loop accepts" },
+	{ "loops", OPT_LONG, F(loops), 0, 1, 64, "N", "loop threads, each accepting and serving (one per core)" },
 	{ "jwt-secret-file", OPT_MULTI, F(secret_files), F(n_secret_files), 0, 0, "FILE", "HMAC secret (HS256/384/512); repeatable" },
 	{ "jwt-public-key-file", OPT_MULTI, F(pubkey_files), F(n_pubkey_files), 0, 0, "FILE", "PEM public key (RS*/ES*); repeatable" },
 	{ "jwt-alg", OPT_STR, F(jwt_alg), 0, 0, 0, "ALG", "the only accepted algorithm (HS256)" },
@@ -43,20 +43,28 @@ static const struct opt opts[] = {
 	{ "token-query", OPT_STR_EMPTY_OK, F(token_query), 0, 0, 0, "NAME", "query parameter holding the token, empty disables (token)" },
 	{ "close-on-token-expiry", OPT_BOOL, F(close_on_token_expiry), 0, 0, 0, "yes|no", "end a stream when its token expires (yes)" },
 	{ "ping-interval", OPT_LONG, F(ping_interval), 0, 1, 86400, "SECONDS", "keep-alive ping period (30)" },
+	{ "liveness-interval", OPT_LONG, F(liveness_interval), 0, 0, 86400, "SECONDS", "a \":\" comment to a stream silent that long, so the front server notices a client that left; 0 = off (0)" },
 	{ "retry", OPT_LONG, F(retry_ms), 0, 0, 86400000, "MS", "reconnection delay sent to clients (3000)" },
 	{ "max-message-bytes", OPT_LONG, F(max_message_bytes), 0, 256, 16777216, "N", "largest request body and encoded event (65536)" },
 	{ "max-queue-bytes", OPT_LONG, F(max_queue_bytes), 0, 4096, 1073741824, "N", "unsent bytes per stream before it is closed (1048576)" },
+	{ "max-replay-bytes", OPT_LONG, F(max_replay_bytes), 0, 0, 1073741824, "N", "history one reconnect may replay; more is resumed:false (1048576)" },
 	{ "history-size", OPT_LONG, F(history_size), 0, 0, 1000000, "N", "messages kept for Last-Event-ID replay (1000)" },
 	{ "history-ttl", OPT_LONG, F(history_ttl), 0, 1, 31536000, "SECONDS", "age after which history is dropped (3600)" },
 	{ "history-file", OPT_STR, F(history_file), 0, 0, 0, "PATH", "history saved on stop, loaded on start (none)" },
 	{ "max-clients", OPT_LONG, F(max_clients), 0, 0, 10000000, "N", "open streams allowed, 0 = no limit (0)" },
-	{ "max-clients-per-user", OPT_LONG, F(max_clients_per_user), 0, 0, 10000000, "N", "open streams per user, 0 = no limit (0)" },
+	{ "max-clients-per-user", OPT_LONG, F(max_clients_per_user), 0, 0, 10000000, "N", "open streams per user, 0 = no limit (16)" },
 	{ "metrics-public", OPT_BOOL, F(metrics_public), 0, 0, 0, "yes|no", "serve /metrics without a token (no)" },
 	{ "log", OPT_LOGDEST, F(log_syslog), 0, 0, 0, "stderr|syslog", "where log lines go (stderr)" },
 	{ "log-level", OPT_LEVEL, F(log_level), 0, 0, 0, "LEVEL", "error, warn, info or debug (info)" },
 	{ "pid-file", OPT_STR, F(pid_file), 0, 0, 0, "PATH", "write the process id there (none)" },
 	{ "shutdown-spread", OPT_LONG, F(shutdown_spread_ms), 0, 0, 600000, "MS", "spread of reconnect delays sent on stop (5000)" },
 	{ "request-timeout", OPT_LONG, F(request_timeout), 0, 1, 3600, "SECONDS", "how long a FastCGI peer may take to send a request (10)" },
+	{ "redis", OPT_STR, F(redis), 0, 0, 0, "URL", "Redis backplane: redis://[user@]host:port[/db] or unix:/path[?db=N] (none)" },
+	{ "redis-password-file", OPT_STR, F(redis_password_file), 0, 0, 0, "FILE", "Redis password (never on the command line or in the URL)" },
+	{ "redis-sentinel", OPT_STR, F(redis_sentinel), 0, 0, 0, "HOST:PORT,...", "find the Redis master through these Sentinels (none)" },
+	{ "redis-master", OPT_STR, F(redis_master), 0, 0, 0, "NAME", "the master's name at the Sentinels" },
+	{ "redis-prefix", OPT_STR, F(redis_prefix), 0, 0, 0, "PREFIX", "names every Redis key and channel, so hubs can share a Redis (ssehub)" },
+	{ "node-id", OPT_STR, F(node_id), 0, 0, 0, "ID", "this node's name in logs and cluster stats (random)" },
 	{ "keepalive-timeout", OPT_LONG, F(keepalive_timeout), 0, 1, 86400, "SECONDS", "how long a kept FastCGI connection may wait for its next request (120)" },
 };
 #undef F
@@ -67,7 +75,6 @@ void config_defaults(struct config *cfg)
 
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->socket_mode = 0660;
-	cfg->acceptors = 4;
 	cfg->loops = cores > 0 ? (cores > 64 ? 64 : cores) : 1;
 	cfg->jwt_alg = xstrdup("HS256");
 	cfg->jwt_leeway = 30;
@@ -82,12 +89,15 @@ void config_defaults(struct config *cfg)
 	cfg->retry_ms = 3000;
 	cfg->max_message_bytes = 65536;
 	cfg->max_queue_bytes = 1048576;
+	cfg->max_replay_bytes = 1048576;
+	cfg->max_clients_per_user = 16;
 	cfg->history_size = 1000;
 	cfg->history_ttl = 3600;
 	cfg->log_level = LOG_LVL_INFO;
 	cfg->shutdown_spread_ms = 5000;
 	cfg->request_timeout = 10;
 	cfg->keepalive_timeout = 120;
+	cfg->redis_prefix = xstrdup("ssehub");
 }
 
 /* The field of cfg at offset off (void *: the table's offsets come from
@@ -179,6 +189,14 @@ int config_set(struct config *cfg, const char *name, const char *value, char *er
 		*(int *)field_at(cfg, o->off) = lvl;
 		return 0;
 	}
+	case OPT_DEPRECATED:
+		/* accepted for a release so that old command lines still start */
+		if (util_parse_long(value, o->min, o->max, &v) < 0) {
+			snprintf(err, errlen, "--%s: '%s' is not a number in %ld..%ld", name, value, o->min, o->max);
+			return -1;
+		}
+		fprintf(stderr, "ssehub: warning: --%s is deprecated and ignored (%s)\n", name, o->help);
+		return 0;
 	case OPT_LOGDEST:
 		if (strcmp(value, "stderr") == 0)
 			*(int *)field_at(cfg, o->off) = 0;

@@ -11,7 +11,6 @@
 struct config {
 	char *listen;            /* NULL: fd 0 must be a listening socket */
 	unsigned socket_mode;
-	long acceptors;
 	long loops;
 	char *secret_files[CONFIG_MAX_KEY_FILES];
 	int n_secret_files;
@@ -29,9 +28,11 @@ struct config {
 	char *token_query;       /* "" disables */
 	int close_on_token_expiry;
 	long ping_interval;      /* seconds */
+	long liveness_interval;  /* seconds of silence before a ":" comment; 0: off */
 	long retry_ms;
 	long max_message_bytes;
 	long max_queue_bytes;
+	long max_replay_bytes;   /* one reconnect's replay; past it resumed:false */
 	long history_size;
 	long history_ttl;        /* seconds */
 	char *history_file;
@@ -42,8 +43,15 @@ struct config {
 	int log_level;
 	char *pid_file;
 	long shutdown_spread_ms;
-	long request_timeout;    /* seconds an acceptor waits on a FastCGI peer */
+	long request_timeout;    /* seconds a FastCGI peer may take to send a request */
 	long keepalive_timeout;  /* seconds a kept FastCGI connection may sit idle */
+	/* the Redis backplane (all NULL: one process alone) */
+	char *redis;             /* redis://[user@]host:port[/db] or unix:/path[?db=N] */
+	char *redis_password_file;
+	char *redis_sentinel;    /* host:port[,host:port...] */
+	char *redis_master;      /* the Sentinel master name */
+	char *redis_prefix;      /* names every key and channel */
+	char *node_id;           /* NULL: random */
 };
 
 /* Fills cfg with the defaults. */

@@ -1,4 +1,8 @@
-/* hub: registry, order, history. See hub.h for the ordering contract. */
+/* hub: registry, target resolution, ids, history. Streams live in the
+ * loops; the hub holds a subscription (struct sub) per stream and posts to
+ * the stream's loop. With the Redis backplane (bus.c), publishes and
+ * disconnects go through Redis and come back, numbered, to every node's
+ * hub_deliver; this node's stream counts are kept in loop 0 (bus hooks). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -7,60 +11,93 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/queue.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <uuid/uuid.h>
 
+#include "auth.h"
+#include "bus.h"
+#include "htab.h"
 #include "hub.h"
 #include "log.h"
 #include "metrics.h"
 #include "sse.h"
 #include "stream.h"
 
+struct hub_user;
+
+/* The hub's record of one open stream. */
+struct sub {
+	struct htab_entry by_client;     /* hub.clients */
+	LIST_ENTRY(sub) user_link;       /* user->subs */
+	struct hub_user *user;
+	struct stream *stream;
+	char client_id[37];
+};
+
 struct hub_user {
-	struct hub_user *next;           /* hash chain */
-	uint32_t hash;
+	struct htab_entry by_name;       /* hub.users */
+	LIST_HEAD(, sub) subs;
 	long count;
-	struct stream *streams;
+	char name[];
+};
+
+/* A user's stream count for the stats, under stats_lock only. */
+struct stat_user {
+	struct htab_entry by_name;
+	long count;
 	char name[];
 };
 
 static struct {
-	pthread_mutex_t lock;
+	pthread_mutex_t lock;            /* the hub lock */
 	const struct config *cfg;
-	uint64_t seq;
-	uint32_t seed;
+	uint64_t seq;                    /* this node's delivery order */
+	uint64_t last_cseq;              /* with Redis: the last cluster sequence delivered */
 	int stopping;
-	struct stream **clients;         /* hash buckets */
-	size_t client_mask, nclients;
-	struct hub_user **users;
-	size_t user_mask, nusers;
+	struct htab clients, users;
 	struct msg **hist;               /* ring */
 	size_t hist_cap, hist_head, hist_len;
 	char boot[24];
 	uint64_t next_id;
-} hub = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-static uint32_t hash_str(const char *s)
+	pthread_mutex_t stats_lock;      /* never held with the hub lock */
+	struct htab stat_users;
+	long total;
+} hub = { .lock = PTHREAD_MUTEX_INITIALIZER, .stats_lock = PTHREAD_MUTEX_INITIALIZER };
+
+static const char *sub_key(const struct htab_entry *e)
 {
-	uint32_t h = 2166136261u ^ hub.seed;
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
-		h *= 16777619u;
-	}
-	return h;
+	return container_of(e, struct sub, by_client)->client_id;
 }
+
+static const char *user_key(const struct htab_entry *e)
+{
+	return container_of(e, struct hub_user, by_name)->name;
+}
+
+static const char *stat_key(const struct htab_entry *e)
+{
+	return container_of(e, struct stat_user, by_name)->name;
+}
+
+static void bus_deliver(const struct busmsg *m);
+static void bus_reset(const char *epoch);
+static void bus_skip(uint64_t seq);
+static void bus_each_user(void (*emit)(void *, const char *, long), void *arg);
+static void bus_each_client(void (*emit)(void *, const char *, const char *), void *arg);
+static void stats_count(const char *user, long delta);
 
 int hub_init(const struct config *cfg)
 {
 	hub.cfg = cfg;
-	hub.seq = 0;
+	hub.seq = hub.last_cseq = 0;
 	hub.stopping = 0;
-	hub.seed = (uint32_t)util_wall_us() ^ (uint32_t)getpid();
-	hub.client_mask = 1023;
-	hub.clients = xcalloc(hub.client_mask + 1, sizeof(*hub.clients));
-	hub.user_mask = 1023;
-	hub.users = xcalloc(hub.user_mask + 1, sizeof(*hub.users));
-	hub.nclients = hub.nusers = 0;
+	htab_init(&hub.clients, sub_key);
+	htab_init(&hub.users, user_key);
+	htab_init(&hub.stat_users, stat_key);
+	hub.total = 0;
 	hub.hist_cap = (size_t)cfg->history_size;
 	hub.hist = hub.hist_cap ? xcalloc(hub.hist_cap, sizeof(*hub.hist)) : NULL;
 	hub.hist_head = hub.hist_len = 0;
@@ -71,463 +108,895 @@ int hub_init(const struct config *cfg)
 	return 0;
 }
 
+void hub_start(void)
+{
+	static const struct bus_hooks hooks = { bus_deliver, bus_reset, bus_skip, bus_each_user, bus_each_client,
+						stats_count };
+
+	bus_start(&hooks);
+}
+
+void hub_stop_loop(struct loop *l)
+{
+	bus_stop_loop(l);
+}
+
 void hub_free(void)
 {
-	for (size_t i = 0; i < hub.hist_len; i++)
+	size_t i;
+	struct htab_entry *e, *next;
+
+	bus_free();
+	for (i = 0; i < hub.hist_len; i++)
 		msg_unref(hub.hist[(hub.hist_head + i) % hub.hist_cap]);
 	free(hub.hist);
 	hub.hist = NULL;
 	hub.hist_len = hub.hist_cap = 0;
-	for (size_t i = 0; i <= hub.user_mask; i++) {
-		struct hub_user *u = hub.users[i], *next;
-		for (; u; u = next) {
-			next = u->next;
-			free(u);
-		}
+	/* streams are closed, so the tables are empty; stats entries too */
+	for (e = htab_first(&hub.stat_users, &i); e; e = next) {
+		next = htab_next(&hub.stat_users, e, &i);
+		free(container_of(e, struct stat_user, by_name));
 	}
-	free(hub.users);
-	free(hub.clients);
-	hub.users = NULL;
-	hub.clients = NULL;
-}
-
-void hub_lock(void)
-{
-	pthread_mutex_lock(&hub.lock);
-}
-
-void hub_unlock(void)
-{
-	pthread_mutex_unlock(&hub.lock);
+	htab_free(&hub.clients);
+	htab_free(&hub.users);
+	htab_free(&hub.stat_users);
 }
 
 void hub_set_stopping(void)
 {
-	hub_lock();
+	pthread_mutex_lock(&hub.lock);
 	hub.stopping = 1;
-	hub_unlock();
+	pthread_mutex_unlock(&hub.lock);
 }
 
-void hub_new_id(char *out, size_t outlen)
+int hub_backplane(void)
+{
+	return bus_enabled() ? bus_healthy() : -1;
+}
+
+/* A fresh id for a message published without Redis, unique across
+ * restarts: the start time, then a counter. */
+static void new_local_id(char *out, size_t outlen)
 {
 	uint64_t n = __atomic_add_fetch(&hub.next_id, 1, __ATOMIC_RELAXED);
 	snprintf(out, outlen, "%s-%" PRIu64, hub.boot, n);
 }
 
-/* ---- registry tables ---------------------------------------------------- */
+/* ---- lookups (hub lock held) ------------------------------------------------ */
 
-static void clients_grow(void)
+static struct hub_user *user_find(const char *name)
 {
-	size_t mask = hub.client_mask * 2 + 1;
-	struct stream **b = xcalloc(mask + 1, sizeof(*b));
+	struct htab_entry *e = htab_find(&hub.users, name, htab_hash(&hub.users, name));
+	return e ? container_of(e, struct hub_user, by_name) : NULL;
+}
 
-	for (size_t i = 0; i <= hub.client_mask; i++) {
-		struct stream *s = hub.clients[i], *next;
-		for (; s; s = next) {
-			next = s->hub.client_next;
-			s->hub.client_next = b[s->hub.client_hash & mask];
-			b[s->hub.client_hash & mask] = s;
-		}
+static struct sub *client_find(const char *client_id)
+{
+	struct htab_entry *e = htab_find(&hub.clients, client_id, htab_hash(&hub.clients, client_id));
+	return e ? container_of(e, struct sub, by_client) : NULL;
+}
+
+/* ---- stats counts (stats_lock, never under the hub lock) ---------------------- */
+
+static void stats_count(const char *user, long delta)
+{
+	uint32_t h;
+	struct htab_entry *e;
+	struct stat_user *u;
+
+	pthread_mutex_lock(&hub.stats_lock);
+	h = htab_hash(&hub.stat_users, user);
+	e = htab_find(&hub.stat_users, user, h);
+	if (e) {
+		u = container_of(e, struct stat_user, by_name);
+	} else {
+		size_t len = strlen(user);
+		u = xcalloc(1, sizeof(*u) + len + 1);
+		memcpy(u->name, user, len + 1);
+		htab_insert(&hub.stat_users, &u->by_name, h);
 	}
-	free(hub.clients);
-	hub.clients = b;
-	hub.client_mask = mask;
-}
-
-static void users_grow(void)
-{
-	size_t mask = hub.user_mask * 2 + 1;
-	struct hub_user **b = xcalloc(mask + 1, sizeof(*b));
-
-	for (size_t i = 0; i <= hub.user_mask; i++) {
-		struct hub_user *u = hub.users[i], *next;
-		for (; u; u = next) {
-			next = u->next;
-			u->next = b[u->hash & mask];
-			b[u->hash & mask] = u;
-		}
+	u->count += delta;
+	hub.total += delta;
+	if (u->count <= 0) {
+		htab_remove(&hub.stat_users, &u->by_name);
+		free(u);
 	}
-	free(hub.users);
-	hub.users = b;
-	hub.user_mask = mask;
+	pthread_mutex_unlock(&hub.stats_lock);
 }
 
-static struct hub_user *user_find(const char *name, uint32_t h)
+/* The seed's stats object members for this node. */
+static long local_stats(struct buf *out)
 {
-	struct hub_user *u = hub.users[h & hub.user_mask];
-	for (; u; u = u->next)
-		if (u->hash == h && strcmp(u->name, name) == 0)
-			return u;
-	return NULL;
+	struct htab_entry *e;
+	size_t i;
+	int first = 1;
+	long total;
+
+	pthread_mutex_lock(&hub.stats_lock);
+	total = hub.total;
+	buf_printf(out, "\"total_clients\":%ld,\"user_clients\":{", hub.total);
+	for (e = htab_first(&hub.stat_users, &i); e; e = htab_next(&hub.stat_users, e, &i)) {
+		struct stat_user *u = container_of(e, struct stat_user, by_name);
+		if (!first)
+			buf_puts(out, ",");
+		first = 0;
+		buf_json_str(out, u->name);
+		buf_printf(out, ":%ld", u->count);
+	}
+	buf_puts(out, "}");
+	pthread_mutex_unlock(&hub.stats_lock);
+	return total;
 }
 
-struct stream *hub_user_streams_locked(const char *user)
+static void bus_each_user(void (*emit)(void *, const char *, long), void *arg)
 {
-	struct hub_user *u = user_find(user, hash_str(user));
-	return u ? u->streams : NULL;
+	struct htab_entry *e;
+	size_t i;
+
+	pthread_mutex_lock(&hub.stats_lock);
+	for (e = htab_first(&hub.stat_users, &i); e; e = htab_next(&hub.stat_users, e, &i)) {
+		struct stat_user *u = container_of(e, struct stat_user, by_name);
+		emit(arg, u->name, u->count);
+	}
+	pthread_mutex_unlock(&hub.stats_lock);
 }
 
-struct stream *hub_client_locked(const char *client_id)
+/* After Redis came back: every stream of this node (O(streams) under the
+ * hub lock, once per reconnect). */
+static void bus_each_client(void (*emit)(void *, const char *, const char *), void *arg)
 {
-	uint32_t h = hash_str(client_id);
-	struct stream *s = hub.clients[h & hub.client_mask];
-	for (; s; s = s->hub.client_next)
-		if (s->hub.client_hash == h && strcmp(s->client_id, client_id) == 0)
-			return s;
-	return NULL;
+	struct htab_entry *e;
+	size_t i;
+
+	pthread_mutex_lock(&hub.lock);
+	for (e = htab_first(&hub.clients, &i); e; e = htab_next(&hub.clients, e, &i)) {
+		struct sub *sub = container_of(e, struct sub, by_client);
+		emit(arg, sub->client_id, sub->user->name);
+	}
+	pthread_mutex_unlock(&hub.lock);
 }
 
-/* ---- history -------------------------------------------------------------- */
+long hub_total_clients(void)
+{
+	long n;
+
+	pthread_mutex_lock(&hub.stats_lock);
+	n = hub.total;
+	pthread_mutex_unlock(&hub.stats_lock);
+	return n;
+}
+
+struct stats_wait {
+	struct hub_wait *w;
+};
+
+static void node_block(struct buf *out, long clients)
+{
+	buf_puts(out, ",\"node\":{\"id\":");
+	buf_json_str(out, bus_node_id());
+	buf_printf(out, ",\"clients\":%ld}", clients);
+}
+
+static void cluster_stats(void *arg, const struct buf *json)
+{
+	struct hub_wait *w = arg;
+	struct buf mine = { 0 };
+	long clients = local_stats(&mine);
+
+	free(mine.data);
+	buf_puts(&w->json, "{");
+	if (json) {
+		buf_append(&w->json, json->data, json->len);
+	} else {
+		/* Redis could not answer after all: this node's figures */
+		local_stats(&w->json);
+		buf_puts(&w->json, ",\"partial\":true");
+	}
+	node_block(&w->json, clients);
+	buf_puts(&w->json, "}");
+	w->status = HUB_OK;
+	w->done(w);
+}
+
+enum hub_status hub_stats(struct loop *l, struct hub_wait *w)
+{
+	long clients;
+
+	w->status = HUB_OK;
+	if (bus_enabled() && bus_stats(l, cluster_stats, w) == 0)
+		return HUB_PENDING;
+	buf_puts(&w->json, "{");
+	clients = local_stats(&w->json);
+	if (bus_enabled()) {
+		buf_puts(&w->json, ",\"partial\":true");
+		node_block(&w->json, clients);
+	}
+	buf_puts(&w->json, "}");
+	return HUB_OK;
+}
+
+/* ---- history (hub lock held) ------------------------------------------------ */
 
 static struct msg *hist_at(size_t i)
 {
 	return hub.hist[(hub.hist_head + i) % hub.hist_cap];
 }
 
+static void hist_drop_oldest(void)
+{
+	msg_unref(hist_at(0));
+	hub.hist_head = (hub.hist_head + 1) % hub.hist_cap;
+	hub.hist_len--;
+}
+
 static void hist_expire(int64_t now)
 {
-	while (hub.hist_len > 0 && hist_at(0)->created + hub.cfg->history_ttl < now) {
-		msg_unref(hist_at(0));
-		hub.hist_head = (hub.hist_head + 1) % hub.hist_cap;
-		hub.hist_len--;
-	}
+	while (hub.hist_len > 0 && hist_at(0)->created < now - hub.cfg->history_ttl)
+		hist_drop_oldest();
 }
 
 static void hist_append(struct msg *m)
 {
 	if (!hub.hist_cap)
 		return;
-	if (hub.hist_len == hub.hist_cap) {
-		msg_unref(hist_at(0));
-		hub.hist_head = (hub.hist_head + 1) % hub.hist_cap;
-		hub.hist_len--;
-	}
+	hist_expire(m->created);
+	if (hub.hist_len == hub.hist_cap)
+		hist_drop_oldest();
 	msg_ref(m, 1);
 	hub.hist[(hub.hist_head + hub.hist_len) % hub.hist_cap] = m;
 	hub.hist_len++;
 }
 
-static int replay_visible(const struct msg *m, const struct stream *s)
-{
-	return m->target == MSG_BROADCAST || (m->target == MSG_USER && strcmp(m->key, s->user) == 0);
-}
-
-/* Finds last_event_id in the history (newest first) and attaches to s every
- * later message it may see. Sets s->resumed. */
-static void collect_replay(struct stream *s, const char *last_event_id)
-{
-	size_t i, found, n = 0;
-
-	s->resumed = 0;
-	if (!hub.hist_cap)
-		return;
-	hist_expire(util_wall_s());
-	for (i = hub.hist_len; i > 0; i--)
-		if (strcmp(hist_at(i - 1)->id, last_event_id) == 0)
-			break;
-	if (i == 0)
-		return;
-	found = i; /* replay starts at index found */
-	s->resumed = 1;
-	for (i = found; i < hub.hist_len; i++)
-		if (replay_visible(hist_at(i), s))
-			n++;
-	if (!n)
-		return;
-	s->replay = xmalloc(n * sizeof(*s->replay));
-	for (i = found; i < hub.hist_len; i++) {
-		struct msg *m = hist_at(i);
-		if (replay_visible(m, s)) {
-			msg_ref(m, 1);
-			s->replay[s->nreplay++] = m;
-		}
-	}
-}
-
-/* ---- attach / detach ---------------------------------------------------- */
-
-enum hub_attach_result hub_attach(struct stream *s, const char *last_event_id)
-{
-	uint32_t uh = hash_str(s->user);
-	struct hub_user *u;
-	struct loop *l;
-
-	hub_lock();
-	if (hub.stopping) {
-		hub_unlock();
-		return HUB_STOPPING;
-	}
-	if (hub.cfg->max_clients && (long)hub.nclients >= hub.cfg->max_clients) {
-		hub_unlock();
-		return HUB_TOO_MANY_CLIENTS;
-	}
-	u = user_find(s->user, uh);
-	if (hub.cfg->max_clients_per_user && u && u->count >= hub.cfg->max_clients_per_user) {
-		hub_unlock();
-		return HUB_TOO_MANY_USER_CLIENTS;
-	}
-	if (!u) {
-		size_t len = strlen(s->user);
-		u = xcalloc(1, sizeof(*u) + len + 1);
-		memcpy(u->name, s->user, len + 1);
-		u->hash = uh;
-		u->next = hub.users[uh & hub.user_mask];
-		hub.users[uh & hub.user_mask] = u;
-		if (++hub.nusers > 2 * (hub.user_mask + 1))
-			users_grow();
-	}
-	u->count++;
-	s->hub.user = u;
-	s->hub.user_prev = NULL;
-	s->hub.user_next = u->streams;
-	if (u->streams)
-		u->streams->hub.user_prev = s;
-	u->streams = s;
-
-	s->hub.client_hash = hash_str(s->client_id);
-	s->hub.client_next = hub.clients[s->hub.client_hash & hub.client_mask];
-	hub.clients[s->hub.client_hash & hub.client_mask] = s;
-	if (++hub.nclients > 2 * (hub.client_mask + 1))
-		clients_grow();
-
-	s->start_seq = hub.seq;
-	s->resumed = -1;
-	if (last_event_id)
-		collect_replay(s, last_event_id);
-	l = loops_pick();
-	s->loop = l;
-	loop_post_stream(l, s);
-	hub_unlock();
-	return HUB_ATTACHED;
-}
-
-void hub_detach(struct stream *s)
-{
-	struct hub_user *u = s->hub.user;
-	struct stream **pp;
-
-	hub_lock();
-	if (!u) {
-		hub_unlock();
-		return;
-	}
-	for (pp = &hub.clients[s->hub.client_hash & hub.client_mask]; *pp; pp = &(*pp)->hub.client_next) {
-		if (*pp == s) {
-			*pp = s->hub.client_next;
-			break;
-		}
-	}
-	hub.nclients--;
-	if (s->hub.user_prev)
-		s->hub.user_prev->hub.user_next = s->hub.user_next;
-	else
-		u->streams = s->hub.user_next;
-	if (s->hub.user_next)
-		s->hub.user_next->hub.user_prev = s->hub.user_prev;
-	s->hub.user = NULL;
-	if (--u->count == 0) {
-		struct hub_user **up;
-		for (up = &hub.users[u->hash & hub.user_mask]; *up; up = &(*up)->next) {
-			if (*up == u) {
-				*up = u->next;
-				break;
-			}
-		}
-		hub.nusers--;
-		free(u);
-	}
-	hub_unlock();
-}
-
-/* ---- publish -------------------------------------------------------------- */
-
-static long count_target_locked(enum msg_target target, const char *key)
-{
-	struct hub_user *u;
-
-	switch (target) {
-	case MSG_BROADCAST:
-		return (long)hub.nclients;
-	case MSG_USER:
-		u = user_find(key, hash_str(key));
-		return u ? u->count : 0;
-	case MSG_CLIENT:
-		return hub_client_locked(key) ? 1 : 0;
-	default:
-		return 0;
-	}
-}
-
-/* Posts m to every loop with post (each takes a reference). Lock held.
- * Returns the loops to wake (bit i: loop i). */
-static uint64_t post_all_loops(struct msg *m, int (*post)(struct loop *, struct msg *))
-{
-	uint64_t wake = 0;
-
-	for (int i = 0; i < loops_count(); i++) {
-		msg_ref(m, 1);
-		if (post(loops_get(i), m))
-			wake |= 1ULL << i;
-	}
-	return wake;
-}
-
-/* Posts m to the loops that hold its targets: a broadcast to every loop, a
- * message for a user or a client once per target stream, resolved here so
- * that the loops need not take the hub lock. Lock held. Returns the loops
- * to wake (bit i: loop i), woken by wake_loops once the lock is released,
- * so that no one waits on the hub lock behind a system call. */
-static uint64_t post_locked(struct msg *m)
-{
-	uint64_t wake = 0;
-	struct stream *s;
-
-	switch (m->target) {
-	case MSG_USER:
-		for (s = hub_user_streams_locked(m->key); s; s = s->hub.user_next) {
-			msg_ref(m, 1);
-			if (loop_post_deliver(s->loop, m, s))
-				wake |= 1ULL << loop_index(s->loop);
-		}
-		break;
-	case MSG_CLIENT:
-		s = hub_client_locked(m->key);
-		if (s) {
-			msg_ref(m, 1);
-			if (loop_post_deliver(s->loop, m, s))
-				wake |= 1ULL << loop_index(s->loop);
-		}
-		break;
-	default:
-		wake = post_all_loops(m, loop_post_publish);
-		break;
-	}
-	return wake;
-}
-
-/* Publishers between their post and the end of their wake_loops: the
- * loops must not go away under them (hub_wait_wakers). */
-static long wakers;
-
-static void wake_loops(uint64_t wake, int deliver_here)
-{
-	for (int i = 0; wake; i++, wake >>= 1)
-		if (wake & 1)
-			loop_wake(loops_get(i), deliver_here);
-	__atomic_sub_fetch(&wakers, 1, __ATOMIC_RELEASE);
-}
-
-void hub_wait_wakers(void)
-{
-	struct timespec pause = { 0, 1000000 };
-
-	while (__atomic_load_n(&wakers, __ATOMIC_ACQUIRE) > 0)
-		nanosleep(&pause, NULL);
-}
-
-int hub_publish(struct msg *m, long *recipients)
-{
-	uint64_t wake;
-
-	hub_lock();
-	if (hub.stopping) {
-		hub_unlock();
-		return -1;
-	}
-	m->seq = ++hub.seq;
-	*recipients = count_target_locked(m->target, m->key);
-	if (hub.hist_cap) {
-		hist_expire(m->created);
-		hist_append(m);
-	}
-	wake = post_locked(m);
-	__atomic_add_fetch(&wakers, 1, __ATOMIC_RELAXED);
-	hub_unlock();
-	wake_loops(wake, m->target != MSG_BROADCAST);
-	METRIC_ADD(published[m->target], 1);
-	return 0;
-}
-
-long hub_disconnect(struct msg *final)
-{
-	long n;
-
-	uint64_t wake = 0;
-
-	hub_lock();
-	final->seq = ++hub.seq;
-	n = count_target_locked(final->target, final->key);
-	/* every loop, which finds its targets itself (rare: no need to
-	 * resolve them here) */
-	if (n > 0)
-		wake = post_all_loops(final, loop_post_disconnect);
-	__atomic_add_fetch(&wakers, 1, __ATOMIC_RELAXED);
-	hub_unlock();
-	wake_loops(wake, 0);
-	return n;
-}
-
-/* ---- stats ---------------------------------------------------------------- */
-
-long hub_total_clients(void)
-{
-	long n;
-	hub_lock();
-	n = (long)hub.nclients;
-	hub_unlock();
-	return n;
-}
-
 long hub_history_len(void)
 {
 	long n;
-	hub_lock();
+
+	pthread_mutex_lock(&hub.lock);
 	n = (long)hub.hist_len;
-	hub_unlock();
+	pthread_mutex_unlock(&hub.lock);
 	return n;
 }
 
-void hub_stats_json(struct buf *out)
+/* What a stream of user may be sent again from the history: broadcasts
+ * and its user's messages (a client message was for one stream, now gone). */
+static int replay_visible(const struct msg *m, const char *user)
 {
-	int first = 1;
-
-	hub_lock();
-	buf_printf(out, "{\"total_clients\":%zu,\"user_clients\":{", hub.nclients);
-	for (size_t i = 0; i <= hub.user_mask; i++) {
-		for (struct hub_user *u = hub.users[i]; u; u = u->next) {
-			if (!first)
-				buf_puts(out, ",");
-			first = 0;
-			buf_json_str(out, u->name);
-			buf_printf(out, ":%ld", u->count);
-		}
-	}
-	buf_puts(out, "}}");
-	hub_unlock();
+	return m->target == MSG_BROADCAST || (m->target == MSG_USER && strcmp(m->key, user) == 0);
 }
 
-/* ---- history file --------------------------------------------------------- */
+/* What a stream of user could have received before it reconnected: also the
+ * client messages sent to one of its user's streams. */
+static int could_have_received(const struct msg *m, const char *user)
+{
+	return replay_visible(m, user) || (m->target == MSG_CLIENT && strcmp(m->owner, user) == 0);
+}
 
-static const char *const target_names[] = { "broadcast", "user", "client" };
+/* A replay being collected: the messages a stream of user may see, within
+ * --max-replay-bytes. */
+struct replay {
+	const char *user;
+	struct msg **m;
+	size_t n, cap, bytes;
+	int over;
+};
+
+static void replay_add(struct replay *r, struct msg *m)
+{
+	if (!replay_visible(m, r->user) || r->over)
+		return;
+	r->bytes += m->len;
+	if (r->bytes > (size_t)hub.cfg->max_replay_bytes) {
+		r->over = 1;
+		return;
+	}
+	if (r->n == r->cap) {
+		r->cap = r->cap ? r->cap * 2 : 16;
+		r->m = xrealloc(r->m, r->cap * sizeof(*r->m));
+	}
+	msg_ref(m, 1);
+	r->m[r->n++] = m;
+}
+
+static void replay_drop(struct replay *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		msg_unref(r->m[i]);
+	free(r->m);
+	r->m = NULL;
+	r->n = r->cap = 0;
+}
+
+/* Finds last_event_id among the messages user could have received (newest
+ * first) in the local history. Returns its position + 1, or 0. */
+static size_t hist_find(const char *user, const char *last_event_id)
+{
+	size_t i;
+
+	if (!hub.hist_cap)
+		return 0;
+	hist_expire(util_wall_s());
+	/* An id of a message this user could not have received is unknown:
+	 * resuming from it would tell one user which ids exist for another. */
+	for (i = hub.hist_len; i > 0; i--)
+		if (could_have_received(hist_at(i - 1), user) && strcmp(hist_at(i - 1)->id, last_event_id) == 0)
+			return i;
+	return 0;
+}
+
+/* Collects the local history from position from, or (from_cseq) the
+ * messages after cluster sequence after. Returns 1, or 0 when the replay
+ * is over --max-replay-bytes (r is then emptied). */
+static int collect_local(struct replay *r, size_t from, int from_cseq, uint64_t after)
+{
+	for (size_t i = from; i < hub.hist_len; i++)
+		if (!from_cseq || hist_at(i)->cseq > after)
+			replay_add(r, hist_at(i));
+	if (r->over) {
+		METRIC_ADD(replay_refused_total, 1);
+		replay_drop(r);
+		return 0;
+	}
+	return 1;
+}
+
+/* ---- open / close ------------------------------------------------------------- */
+
+static void detach(struct stream *s, void *owner)
+{
+	struct sub *sub = owner;
+	struct hub_user *u = sub->user;
+
+	if (bus_enabled())
+		bus_close(u->name, sub->client_id); /* counted in loop 0, in order */
+	else
+		stats_count(u->name, -1);
+	pthread_mutex_lock(&hub.lock);
+	htab_remove(&hub.clients, &sub->by_client);
+	LIST_REMOVE(sub, user_link);
+	if (--u->count == 0) {
+		htab_remove(&hub.users, &u->by_name);
+		free(u);
+	}
+	pthread_mutex_unlock(&hub.lock);
+	free(sub);
+}
+
+/* A stream being opened; with Redis it waits for the admission and maybe
+ * for the log. */
+struct opening {
+	struct loop *loop;
+	int fd;
+	uint16_t request_id;
+	struct hub_who who;
+	char user[MSG_MAX_OWNER + 1];    /* user ids are at most 128 bytes, like owners */
+	char client_id[37];
+	char *last_event_id;
+	struct hub_wait *w;
+	struct replay redis;             /* messages read from the Redis log */
+	uint64_t redis_upto;             /* the last cluster sequence in them */
+	int from_redis;                  /* -1: not asked, 0: unknown there, 1: resumed there */
+};
+
+static void opening_free(struct opening *o)
+{
+	replay_drop(&o->redis);
+	free(o->last_event_id);
+	free(o);
+}
+
+/* Registers and starts the stream (the final step, in o->loop's thread).
+ * Returns the status for the caller. */
+static enum hub_status open_now(struct opening *o)
+{
+	struct stream_params p = { .fd = o->fd, .request_id = o->request_id, .token_exp = o->who.token_exp,
+				   .key_id = o->who.key_id, .on_close = detach };
+	struct replay r = { .user = o->user };
+	struct hub_user *u;
+	struct sub *sub;
+	struct stream *s;
+	uint64_t start_seq;
+	int resumed = -1;
+
+	/* A key removed by a reload since the token was verified: the reload's
+	 * sweep of this loop's streams runs in this thread, before or after
+	 * this, so the stream is either refused here or ended by the sweep. */
+	if (o->who.key_id && !auth_key_active(o->who.key_id))
+		return HUB_KEY_REVOKED;
+	pthread_mutex_lock(&hub.lock);
+	if (hub.stopping) {
+		pthread_mutex_unlock(&hub.lock);
+		return HUB_STOPPING;
+	}
+	u = user_find(o->user);
+	/* checked again under the lock: another loop may have opened one since
+	 * (with Redis, the cluster's count has admitted this stream already) */
+	if (!bus_enabled() && hub.cfg->max_clients_per_user && u && u->count >= hub.cfg->max_clients_per_user) {
+		pthread_mutex_unlock(&hub.lock);
+		return HUB_TOO_MANY_USER_CLIENTS;
+	}
+	if (hub.cfg->max_clients && (long)hub.clients.count >= hub.cfg->max_clients) {
+		pthread_mutex_unlock(&hub.lock);
+		return HUB_TOO_MANY_CLIENTS;
+	}
+	if (!u) {
+		size_t len = strlen(o->user);
+		u = xcalloc(1, sizeof(*u) + len + 1);
+		memcpy(u->name, o->user, len + 1);
+		LIST_INIT(&u->subs);
+		htab_insert(&hub.users, &u->by_name, htab_hash(&hub.users, u->name));
+	}
+	u->count++;
+	sub = xcalloc(1, sizeof(*sub));
+	sub->user = u;
+	memcpy(sub->client_id, o->client_id, sizeof(sub->client_id));
+	LIST_INSERT_HEAD(&u->subs, sub, user_link);
+	htab_insert(&hub.clients, &sub->by_client, htab_hash(&hub.clients, sub->client_id));
+	p.client_id = sub->client_id;
+	p.user = u->name;
+	p.owner = sub;
+	s = sub->stream = stream_new(o->loop, &p);
+	start_seq = hub.seq;
+	if (o->last_event_id) {
+		size_t at;
+		resumed = 0;
+		if (o->from_redis == 1) {
+			/* the log's messages up to what this node has delivered,
+			 * then the local ones after them */
+			for (size_t i = 0; i < o->redis.n && !r.over; i++)
+				if (o->redis.m[i]->cseq <= hub.last_cseq)
+					replay_add(&r, o->redis.m[i]);
+			resumed = r.over ? (METRIC_ADD(replay_refused_total, 1), replay_drop(&r), 0)
+					 : collect_local(&r, 0, 1, o->redis_upto);
+		} else if ((at = hist_find(o->user, o->last_event_id)) != 0) {
+			resumed = collect_local(&r, at, 0, 0);
+		}
+	}
+	pthread_mutex_unlock(&hub.lock);
+
+	if (!bus_enabled())
+		stats_count(u->name, 1);
+	if (log_enabled(LOG_LVL_INFO)) {
+		char user[LOG_QUOTE_SIZE(MSG_MAX_OWNER)];
+		log_info("event=connect client=%s user=%s admin=%d loop=%d resumed=%d replayed=%zu", o->client_id,
+			 log_quote(user, sizeof(user), o->user), o->who.admin, loop_index(o->loop), resumed, r.n);
+	}
+	stream_start(s, start_seq, resumed < 0 ? NULL : resumed ? ",\"resumed\":true" : ",\"resumed\":false", r.m, r.n);
+	return HUB_OK;
+}
+
+/* The id's cluster sequence when it is one of ours ("<epoch>-<seq>" in the
+ * current epoch); 0 otherwise. */
+static uint64_t cluster_seq_of(const char *id)
+{
+	char epoch[BUSMSG_MAX_EPOCH + 1];
+	size_t n;
+	uint64_t v = 0;
+	const char *p;
+
+	bus_epoch(epoch, sizeof(epoch));
+	n = strlen(epoch);
+	if (!n || strncmp(id, epoch, n) != 0 || id[n] != '-')
+		return 0;
+	for (p = id + n + 1; *p >= '0' && *p <= '9' && v < UINT64_MAX / 10; p++)
+		v = v * 10 + (uint64_t)(*p - '0');
+	return *p || p == id + n + 1 ? 0 : v;
+}
+
+static struct msg *msg_from_bus(const struct busmsg *m);
+
+/* The Redis log's answer to a Last-Event-ID this node's history lacks:
+ * the messages after cluster sequence after. */
+static void since_done(void *arg, int status, uint64_t after, const char *const *entries, const size_t *lens,
+		       size_t n)
+{
+	struct opening *o = arg;
+	struct hub_wait *w = o->w;
+
+	o->from_redis = status == 1;
+	o->redis_upto = after;
+	o->redis.user = o->user;
+	for (size_t i = 0; i < n && o->from_redis; i++) {
+		struct busmsg bm;
+		const char *why;
+		struct msg *m;
+		if (busmsg_decode(entries[i], lens[i], (size_t)hub.cfg->max_message_bytes + 256, &bm, &why) < 0)
+			continue;
+		m = msg_from_bus(&bm);
+		if (m->cseq == after) {
+			/* the resume point: an id this stream could not have
+			 * received is unknown, as in the local history */
+			o->from_redis = could_have_received(m, o->user);
+		} else {
+			o->redis_upto = m->cseq;
+			if (m->created >= util_wall_s() - hub.cfg->history_ttl)
+				replay_add(&o->redis, m);
+		}
+		msg_unref(m);
+	}
+	if (o->from_redis && (!n || !entries))
+		o->from_redis = 0; /* not even the resume point: trimmed */
+	if (o->redis.over) {
+		METRIC_ADD(replay_refused_total, 1);
+		replay_drop(&o->redis);
+		o->from_redis = 0;
+	}
+	if (w->cancelled) {
+		bus_close(o->user, o->client_id);
+		opening_free(o);
+		w->done(w);
+		return;
+	}
+	w->status = open_now(o);
+	if (w->status != HUB_OK)
+		bus_close(o->user, o->client_id);
+	opening_free(o);
+	w->done(w);
+}
+
+/* Does this reconnect need the Redis log? (Not when the local history has
+ * the id, or when the id cannot be in the log at all.) */
+static int needs_log(struct opening *o, uint64_t *seq, const char **custom)
+{
+	int found;
+
+	*seq = cluster_seq_of(o->last_event_id);
+	*custom = *seq ? NULL : o->last_event_id;
+	pthread_mutex_lock(&hub.lock);
+	found = hist_find(o->user, o->last_event_id) != 0;
+	pthread_mutex_unlock(&hub.lock);
+	return !found && bus_healthy();
+}
+
+/* The cluster admitted (or refused) the stream. */
+static void admitted(void *arg, int ok)
+{
+	struct opening *o = arg;
+	struct hub_wait *w = o->w;
+	uint64_t seq;
+	const char *custom;
+
+	if (w->cancelled || !ok) {
+		if (ok)
+			bus_close(o->user, o->client_id);
+		w->status = ok ? HUB_STOPPING : HUB_TOO_MANY_USER_CLIENTS;
+		opening_free(o);
+		w->done(w);
+		return;
+	}
+	if (o->last_event_id && needs_log(o, &seq, &custom) &&
+	    bus_since(o->loop, seq, custom, since_done, o) == 0)
+		return;
+	w->status = open_now(o);
+	if (w->status != HUB_OK)
+		bus_close(o->user, o->client_id);
+	opening_free(o);
+	w->done(w);
+}
+
+enum hub_status hub_open_stream(struct loop *l, int fd, uint16_t request_id, const struct hub_who *who,
+				const char *last_event_id, struct hub_wait *w)
+{
+	struct opening *o;
+	struct hub_user *u;
+	long on_node, limit = hub.cfg->max_clients_per_user;
+	uuid_t id;
+	enum hub_status st;
+
+	pthread_mutex_lock(&hub.lock);
+	if (hub.stopping) {
+		pthread_mutex_unlock(&hub.lock);
+		return w->status = HUB_STOPPING;
+	}
+	if (hub.cfg->max_clients && (long)hub.clients.count >= hub.cfg->max_clients) {
+		pthread_mutex_unlock(&hub.lock);
+		return w->status = HUB_TOO_MANY_CLIENTS;
+	}
+	u = user_find(who->user);
+	on_node = u ? u->count : 0;
+	pthread_mutex_unlock(&hub.lock);
+	if (limit && on_node >= limit)
+		return w->status = HUB_TOO_MANY_USER_CLIENTS;
+
+	o = xcalloc(1, sizeof(*o));
+	o->loop = l;
+	o->fd = fd;
+	o->request_id = request_id;
+	o->who = *who;
+	snprintf(o->user, sizeof(o->user), "%s", who->user);
+	o->who.user = o->user;
+	uuid_generate_random(id);
+	uuid_unparse_lower(id, o->client_id);
+	o->last_event_id = last_event_id ? xstrdup(last_event_id) : NULL;
+	o->from_redis = -1;
+	o->w = w;
+	if (bus_enabled()) {
+		/* the cluster-wide limit and this node's count, in loop 0 */
+		bus_open(l, o->user, o->client_id, limit, admitted, o);
+		return w->status = HUB_PENDING;
+	}
+	st = open_now(o);
+	opening_free(o);
+	return w->status = st;
+}
+
+/* ---- publish and disconnect (hub lock held while resolving) ---------------------- */
+
+/* Loops to wake once the lock is released: bit i is loop i. */
+typedef uint64_t wake_set;
+
+static void wake(wake_set w)
+{
+	for (int i = 0; w; i++, w >>= 1)
+		if (w & 1)
+			loop_wake(loops_get(i));
+}
+
+static wake_set post_to(struct stream *s, struct msg *m, int (*post)(struct stream *, struct msg *))
+{
+	msg_ref(m, 1);
+	return post(s, m) ? 1ULL << loop_index(stream_loop(s)) : 0;
+}
+
+/* Posts m to every stream target names, with post; returns how many, and
+ * the loops to wake in *w. */
+static long resolve(enum msg_target target, const char *key, struct msg *m,
+		    int (*post)(struct stream *, struct msg *), wake_set *w)
+{
+	struct hub_user *u;
+	struct sub *sub;
+	long n = 0;
+
+	switch (target) {
+	case MSG_BROADCAST:
+		/* one post per loop; each walks its own streams */
+		for (int i = 0; i < loops_count(); i++) {
+			msg_ref(m, 1);
+			if (stream_post_broadcast(loops_get(i), m))
+				*w |= 1ULL << i;
+		}
+		n = (long)hub.clients.count;
+		break;
+	case MSG_USER:
+		if ((u = user_find(key)) != NULL) {
+			LIST_FOREACH(sub, &u->subs, user_link) {
+				*w |= post_to(sub->stream, m, post);
+				n++;
+			}
+		}
+		break;
+	case MSG_CLIENT:
+		if ((sub = client_find(key)) != NULL) {
+			if (m->owner && !m->owner[0])
+				msg_set_owner(m, sub->user->name);
+			*w |= post_to(sub->stream, m, post);
+			n++;
+		}
+		break;
+	default:
+		break;
+	}
+	return n;
+}
+
+/* Delivers m (seq, and with Redis cseq, set) to this node's streams and
+ * its history. Returns the recipients here, or -1 when stopping. */
+static long deliver(struct msg *m, int finish)
+{
+	wake_set w = 0;
+	long n;
+
+	pthread_mutex_lock(&hub.lock);
+	if (hub.stopping) {
+		pthread_mutex_unlock(&hub.lock);
+		return -1;
+	}
+	m->seq = ++hub.seq;
+	if (m->cseq)
+		hub.last_cseq = m->cseq;
+	n = resolve(m->target, m->key, m, finish ? stream_post_finish : stream_post_deliver, &w);
+	if (!finish)
+		hist_append(m);
+	pthread_mutex_unlock(&hub.lock);
+	wake(w);
+	return n;
+}
+
+/* The SSE bytes of a message: its id line, then the body. */
+static struct msg *build_msg(enum msg_target target, const char *key, const char *id, const char *body, size_t len,
+			     int with_id)
+{
+	struct buf b = { 0 };
+	struct msg *m;
+
+	if (with_id) {
+		buf_puts(&b, "id: ");
+		buf_puts(&b, id);
+		buf_puts(&b, "\n");
+	}
+	buf_append(&b, body, len);
+	m = msg_new(target, key, with_id ? id : NULL, b.data, b.len);
+	free(b.data);
+	return m;
+}
+
+static enum busmsg_kind bus_kind(enum msg_target t, int disconnect)
+{
+	switch (t) {
+	case MSG_USER: return disconnect ? BUS_DISCONNECT_USER : BUS_USER;
+	case MSG_CLIENT: return disconnect ? BUS_DISCONNECT_CLIENT : BUS_CLIENT;
+	case MSG_TOPIC: return BUS_TOPIC;
+	default: return BUS_BROADCAST;
+	}
+}
+
+/* A cluster publish or disconnect was numbered (or failed). */
+static void bus_done(void *arg, const struct bus_result *r)
+{
+	struct hub_wait *w = arg;
+
+	if (!r->ok) {
+		w->status = HUB_UNAVAILABLE;
+	} else {
+		w->status = HUB_OK;
+		w->count = r->count;
+		w->duplicate = r->duplicate;
+		if (!w->id[0])
+			snprintf(w->id, sizeof(w->id), "%s-%" PRIu64, r->epoch, r->seq);
+	}
+	w->done(w);
+}
+
+static enum hub_status send_to_cluster(struct loop *l, const struct hub_pub *p, int disconnect, struct hub_wait *w)
+{
+	if (__atomic_load_n(&hub.stopping, __ATOMIC_RELAXED))
+		return w->status = HUB_STOPPING;
+	w->id[0] = '\0';
+	if (p->id)
+		snprintf(w->id, sizeof(w->id), "%s", p->id);
+	if (bus_publish(l, bus_kind(p->target, disconnect), p->key, p->id, p->body, p->body_len, bus_done, w) < 0)
+		return w->status = HUB_UNAVAILABLE;
+	return w->status = HUB_PENDING;
+}
+
+enum hub_status hub_publish(struct loop *l, const struct hub_pub *p, struct hub_wait *w)
+{
+	struct msg *m;
+	long n;
+
+	if (bus_enabled()) {
+		enum hub_status st = send_to_cluster(l, p, 0, w);
+		if (st != HUB_UNAVAILABLE && st != HUB_STOPPING)
+			METRIC_ADD(published[p->target], 1);
+		return st;
+	}
+	if (p->id)
+		snprintf(w->id, sizeof(w->id), "%s", p->id);
+	else
+		new_local_id(w->id, sizeof(w->id));
+	m = build_msg(p->target, p->key, w->id, p->body, p->body_len, 1);
+	n = deliver(m, 0);
+	msg_unref(m);
+	if (n < 0)
+		return w->status = HUB_STOPPING;
+	w->count = n;
+	METRIC_ADD(published[p->target], 1);
+	return w->status = HUB_OK;
+}
+
+enum hub_status hub_disconnect(struct loop *l, const struct hub_pub *p, struct hub_wait *w)
+{
+	struct msg *m;
+	long n;
+
+	if (bus_enabled())
+		return send_to_cluster(l, p, 1, w);
+	m = build_msg(p->target, p->key, NULL, p->body, p->body_len, 0);
+	n = deliver(m, 1);
+	msg_unref(m);
+	if (n < 0)
+		return w->status = HUB_STOPPING;
+	w->count = n;
+	return w->status = HUB_OK;
+}
+
+/* ---- from the backplane (loop 0's thread) ------------------------------------------ */
+
+/* The message a bus message stands for (its bytes with the id line), or
+ * NULL for a kind this node does not deliver. */
+static struct msg *msg_from_bus(const struct busmsg *bm)
+{
+	static const enum msg_target targets[128] = { ['b'] = MSG_BROADCAST, ['u'] = MSG_USER, ['c'] = MSG_CLIENT,
+						      ['t'] = MSG_TOPIC, ['U'] = MSG_USER, ['C'] = MSG_CLIENT };
+	int finish = bm->kind == BUS_DISCONNECT_USER || bm->kind == BUS_DISCONNECT_CLIENT;
+	char id[SSE_MAX_ID + 1], key[BUSMSG_MAX_KEY + 1];
+	struct msg *m;
+
+	if (bm->id_len)
+		snprintf(id, sizeof(id), "%.*s", (int)bm->id_len, bm->id);
+	else
+		snprintf(id, sizeof(id), "%.*s-%" PRIu64, (int)bm->epoch_len, bm->epoch, bm->seq);
+	snprintf(key, sizeof(key), "%.*s", (int)bm->key_len, bm->key);
+	m = build_msg(targets[bm->kind & 127], bm->key_len ? key : NULL, id, bm->body, bm->body_len, !finish);
+	m->cseq = bm->seq;
+	m->created = bm->created;
+	if (m->owner && bm->owner_len <= MSG_MAX_OWNER)
+		snprintf(m->owner, MSG_MAX_OWNER + 1, "%.*s", (int)bm->owner_len, bm->owner);
+	return m;
+}
+
+static void bus_deliver(const struct busmsg *bm)
+{
+	int finish = bm->kind == BUS_DISCONNECT_USER || bm->kind == BUS_DISCONNECT_CLIENT;
+	struct msg *m = msg_from_bus(bm);
+
+	if (m) {
+		deliver(m, finish);
+		msg_unref(m);
+	}
+}
+
+static void bus_skip(uint64_t seq)
+{
+	pthread_mutex_lock(&hub.lock);
+	if (seq > hub.last_cseq)
+		hub.last_cseq = seq;
+	pthread_mutex_unlock(&hub.lock);
+}
+
+/* The epoch changed: this node's history is of another numbering. */
+static void bus_reset(const char *epoch)
+{
+	pthread_mutex_lock(&hub.lock);
+	while (hub.hist_len)
+		hist_drop_oldest();
+	hub.last_cseq = 0;
+	pthread_mutex_unlock(&hub.lock);
+}
+
+/* ---- history file ---------------------------------------------------------------- */
+
+static const char *const target_names[] = { "broadcast", "user", "client", "topic" };
+
+/* Opens path.tmp for writing: created here (O_EXCL, 0600), never through a
+ * link planted there. A leftover from a crash is removed first. */
+static FILE *open_tmp(const char *tmp)
+{
+	int fd = -1;
+
+	for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 && errno == EEXIST && attempt == 0 && unlink(tmp) < 0)
+			break;
+	}
+	return fd >= 0 ? fdopen(fd, "w") : NULL;
+}
+
+static int refuse_symlink(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+		log_error("event=history_file_refused path=%s reason=\"it is a symbolic link\"", path);
+		return -1;
+	}
+	return 0;
+}
 
 int hub_history_save(const char *path)
 {
 	char tmp[4096];
 	FILE *f;
 	size_t i;
-	int fd;
 
+	if (refuse_symlink(path) < 0)
+		return -1;
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	/* 0600: the history holds private send-to-user payloads */
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	f = fd >= 0 ? fdopen(fd, "w") : NULL;
-	if (!f) {
-		if (fd >= 0)
-			close(fd);
+	if (!(f = open_tmp(tmp))) {
 		log_error("event=history_save_failed path=%s error=\"%s\"", path, strerror(errno));
 		return -1;
 	}
-	hub_lock();
+	pthread_mutex_lock(&hub.lock);
 	for (i = 0; i < hub.hist_len; i++) {
 		struct msg *m = hist_at(i);
 		struct json_object *o = json_object_new_object();
@@ -535,14 +1004,22 @@ int hub_history_save(const char *path)
 		json_object_object_add(o, "target", json_object_new_string(target_names[m->target]));
 		if (m->key)
 			json_object_object_add(o, "key", json_object_new_string(m->key));
+		if (m->owner)
+			json_object_object_add(o, "owner", json_object_new_string(m->owner));
 		json_object_object_add(o, "id", json_object_new_string(m->id));
 		json_object_object_add(o, "bytes", json_object_new_string_len(m->bytes, (int)m->len));
 		fprintf(f, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 		json_object_put(o);
 	}
 	i = hub.hist_len;
-	hub_unlock();
-	if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
+	pthread_mutex_unlock(&hub.lock);
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+		log_error("event=history_save_failed path=%s error=\"%s\"", path, strerror(errno));
+		fclose(f);
+		unlink(tmp);
+		return -1;
+	}
+	if (fclose(f) != 0 || rename(tmp, path) != 0) {
 		log_error("event=history_save_failed path=%s error=\"%s\"", path, strerror(errno));
 		unlink(tmp);
 		return -1;
@@ -551,71 +1028,88 @@ int hub_history_save(const char *path)
 	return 0;
 }
 
+/* One line of the history file as a message, or NULL when it is not one. */
+static struct msg *history_line(const char *line, size_t len, int64_t now, int *expired)
+{
+	struct json_object *o = util_json_parse(line, len, 4), *v;
+	const char *id, *key = NULL;
+	int target = -1;
+	int64_t created;
+	struct msg *m = NULL;
+
+	*expired = 0;
+	if (!o || !json_object_is_type(o, json_type_object))
+		goto done;
+	if (!json_object_object_get_ex(o, "target", &v) || !json_object_is_type(v, json_type_string))
+		goto done;
+	for (int t = 0; t < (int)ARRAY_LEN(target_names); t++)
+		if (strcmp(json_object_get_string(v), target_names[t]) == 0)
+			target = t;
+	if (target < 0)
+		goto done;
+	if (json_object_object_get_ex(o, "key", &v)) {
+		if (!json_object_is_type(v, json_type_string))
+			goto done;
+		key = json_object_get_string(v);
+	}
+	if ((target != MSG_BROADCAST) != (key != NULL))
+		goto done;
+	if (!json_object_object_get_ex(o, "id", &v) || !json_object_is_type(v, json_type_string))
+		goto done;
+	id = json_object_get_string(v);
+	if (!sse_valid_id(id, strlen(id)))
+		goto done;
+	if (!json_object_object_get_ex(o, "created", &v) || !json_object_is_type(v, json_type_int))
+		goto done;
+	created = json_object_get_int64(v);
+	if (!json_object_object_get_ex(o, "bytes", &v) || !json_object_is_type(v, json_type_string) ||
+	    json_object_get_string_len(v) == 0)
+		goto done;
+	if (created < now - hub.cfg->history_ttl) {
+		*expired = 1;
+		goto done;
+	}
+	m = msg_new((enum msg_target)target, key, id, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+	m->created = created;
+	if (m->owner && json_object_object_get_ex(o, "owner", &v) && json_object_is_type(v, json_type_string) &&
+	    json_object_get_string_len(v) <= MSG_MAX_OWNER)
+		msg_set_owner(m, json_object_get_string(v));
+done:
+	json_object_put(o);
+	return m;
+}
+
 int hub_history_load(const char *path)
 {
 	char *line = NULL;
 	size_t cap = 0, loaded = 0, bad = 0;
 	ssize_t len;
 	int64_t now = util_wall_s();
-	FILE *f = fopen(path, "r");
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
 
 	if (!f) {
+		if (fd >= 0)
+			close(fd);
 		if (errno == ENOENT)
 			return 0;
 		log_error("event=history_load_failed path=%s error=\"%s\"", path, strerror(errno));
 		return -1;
 	}
-	hub_lock();
+	pthread_mutex_lock(&hub.lock);
 	while ((len = getline(&line, &cap, f)) > 0) {
-		struct json_object *o = util_json_parse(line, (size_t)len, 4), *v;
-		const char *id, *key = NULL, *bytes;
-		int target = -1;
-		int64_t created;
-		struct msg *m;
-
-		if (!o || !json_object_is_type(o, json_type_object))
-			goto skip;
-		if (!json_object_object_get_ex(o, "target", &v) || !json_object_is_type(v, json_type_string))
-			goto skip;
-		for (int t = 0; t < 3; t++)
-			if (strcmp(json_object_get_string(v), target_names[t]) == 0)
-				target = t;
-		if (target < 0)
-			goto skip;
-		if (json_object_object_get_ex(o, "key", &v)) {
-			if (!json_object_is_type(v, json_type_string))
-				goto skip;
-			key = json_object_get_string(v);
+		int expired;
+		struct msg *m = history_line(line, (size_t)len, now, &expired);
+		if (!m) {
+			bad += !expired;
+			continue;
 		}
-		if ((target != MSG_BROADCAST) != (key != NULL))
-			goto skip;
-		if (!json_object_object_get_ex(o, "id", &v) || !json_object_is_type(v, json_type_string))
-			goto skip;
-		id = json_object_get_string(v);
-		if (!sse_valid_id(id, strlen(id)))
-			goto skip;
-		if (!json_object_object_get_ex(o, "created", &v) || !json_object_is_type(v, json_type_int))
-			goto skip;
-		created = json_object_get_int64(v);
-		if (!json_object_object_get_ex(o, "bytes", &v) || !json_object_is_type(v, json_type_string) ||
-		    json_object_get_string_len(v) == 0)
-			goto skip;
-		bytes = json_object_get_string(v);
-		if (created + hub.cfg->history_ttl < now)
-			goto drop;
-		m = msg_new((enum msg_target)target, key, id, bytes, (size_t)json_object_get_string_len(v));
-		m->created = created;
 		m->seq = ++hub.seq;
 		hist_append(m);
 		msg_unref(m);
 		loaded++;
-		goto drop;
-	skip:
-		bad++;
-	drop:
-		json_object_put(o);
 	}
-	hub_unlock();
+	pthread_mutex_unlock(&hub.lock);
 	free(line);
 	fclose(f);
 	if (bad)

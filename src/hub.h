@@ -1,13 +1,18 @@
-/* hub: the registry (client id -> stream, user -> streams), message order,
- * history and publishing. One mutex guards it; every operation under it is
- * O(1) or O(streams of one user) or O(history), never O(all streams): the
- * per-stream fan-out of a broadcast happens in the loops, without the lock.
+/* hub: the registry (client id -> stream, user -> streams), the only module
+ * that resolves a target (everyone, a user, a client) to streams, for
+ * publishing and disconnecting alike; message order, ids and the history.
  *
- * Order: every publish, stream hand-off and disconnect takes a sequence
- * number and is posted to the loops' inboxes under the lock, so each loop
- * sees them in one global order. A stream delivers a message only when the
- * message's seq is above the stream's start_seq (the seq when it attached);
- * older ones reach it, if at all, through replay from the history. */
+ * One mutex, the hub lock, guards the registry, the sequence and the
+ * history; every operation under it is O(1), O(streams of the target) or
+ * O(history), never O(all streams) nor O(all users): a broadcast is one post
+ * per loop, which walks its own streams without the lock, and the per-user
+ * counts of the stats live in a table of their own with its own lock.
+ *
+ * Order: every publish and disconnect takes a sequence number and is posted
+ * to the loops' inboxes under the lock, so each loop sees them in one global
+ * order. A stream gets a message only when the message's seq is above the
+ * stream's start_seq (the seq when it opened); older ones reach it, if at
+ * all, through replay from the history. */
 #ifndef SSEHUB_HUB_H
 #define SSEHUB_HUB_H
 
@@ -15,75 +20,103 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "loop.h"
 #include "msg.h"
+#include "sse.h"
 #include "util.h"
 
-struct stream;
-struct hub_user;
-
-/* The hub's part of a stream, guarded by the hub lock. */
-struct hub_link {
-	struct stream *client_next;      /* client-id hash chain */
-	uint32_t client_hash;
-	struct hub_user *user;
-	struct stream *user_next, *user_prev;
+/* Who opens a stream (what the token said). */
+struct hub_who {
+	const char *user;                /* 1..128 bytes, checked */
+	int admin;
+	int64_t token_exp;               /* first second the token is refused; 0: never */
+	uint64_t key_id;                 /* the key that verified the token */
 };
 
-enum hub_attach_result {
-	HUB_ATTACHED = 0,
+enum hub_status {
+	HUB_OK = 0,
+	HUB_PENDING,                     /* the answer comes later, through w->done */
+	HUB_STOPPING,                    /* the hub is stopping: nothing was done */
+	HUB_UNAVAILABLE,                 /* the Redis backplane cannot take it now */
 	HUB_TOO_MANY_CLIENTS,            /* --max-clients */
-	HUB_TOO_MANY_USER_CLIENTS,       /* --max-clients-per-user */
-	HUB_STOPPING,
+	HUB_TOO_MANY_USER_CLIENTS,       /* --max-clients-per-user (cluster-wide with Redis) */
+	HUB_KEY_REVOKED,                 /* the key that verified the token is gone (SIGHUP) */
+};
+
+/* An operation that may wait for the Redis backplane. The caller sets done
+ * and keeps w alive until done(w) runs (once, in the caller's loop thread)
+ * when the operation returned HUB_PENDING; otherwise the results are in w
+ * at return and done is not called. */
+struct hub_wait {
+	void (*done)(struct hub_wait *w);
+	int cancelled;                   /* set by the caller when its connection is gone:
+					  * a pending stream open is then undone */
+	enum hub_status status;
+	char id[SSE_MAX_ID + 1];         /* publish: the message id */
+	long count;                      /* publish: recipients; disconnect: streams closed */
+	int duplicate;                   /* publish with Redis: this id was published before */
+	struct buf json;                 /* stats: the data object (the caller frees it) */
+};
+
+/* What to publish, or (for hub_disconnect) the final event to send. */
+struct hub_pub {
+	enum msg_target target;          /* broadcast, user, client, topic */
+	const char *key;                 /* user id, client id or topic; NULL for broadcast */
+	const char *id;                  /* the publisher's own id, or NULL: the hub makes one */
+	const char *body;                /* the encoded event without its id line */
+	size_t body_len;
 };
 
 /* Sets up the hub for cfg (which must outlive it). Returns 0 or -1. */
 int hub_init(const struct config *cfg);
-/* Drops history and the registry tables. Streams must be gone. */
+/* Starts the backplane's connections when --redis is given (after the
+ * loops exist, before they run). */
+void hub_start(void);
+/* In l's thread at the stop: the backplane's connections of l close (their
+ * pending operations end with HUB_UNAVAILABLE). */
+void hub_stop_loop(struct loop *l);
+/* Drops the history and the tables. Every stream must be closed. */
 void hub_free(void);
 
-/* Registers s (its client_id, user and admin fields set) and hands it to a
- * loop. last_event_id may be NULL. Replay of history after it is attached
- * to s. On HUB_ATTACHED the loop owns s; on any other result the caller
- * still owns it and nothing was changed. */
-enum hub_attach_result hub_attach(struct stream *s, const char *last_event_id);
+/* Opens a stream for who on fd (FastCGI request request_id) in l, the
+ * calling thread's loop: admits it (the per-user limit, cluster-wide with
+ * Redis), registers it, queues the replay of the history after
+ * last_event_id (NULL: none; an id this stream could not have received, or
+ * a replay over --max-replay-bytes, is "unknown": resumed:false) and starts
+ * it. HUB_OK: the fd belongs to the stream. Any other final status: the
+ * caller still owns the fd and nothing changed. With HUB_PENDING the caller
+ * must not touch the fd until w->done runs (or cancel w, which the hub then
+ * honours by closing nothing and undoing the admission). */
+enum hub_status hub_open_stream(struct loop *l, int fd, uint16_t request_id, const struct hub_who *who,
+				const char *last_event_id, struct hub_wait *w);
 
-/* Removes s from the registry. Called by its loop when it closes. */
-void hub_detach(struct stream *s);
+/* Publishes p to the streams it targets (on every node with Redis); w->id
+ * and w->count (recipients) are set. */
+enum hub_status hub_publish(struct loop *l, const struct hub_pub *p, struct hub_wait *w);
 
-/* Publishes m (target, key, id set; seq is assigned here). The hub takes its
- * own references; the caller keeps its one. Stores the recipient count at
- * the time of publishing in *recipients. Returns 0, or -1 when stopping. */
-int hub_publish(struct msg *m, long *recipients);
+/* Ends every stream of a user (p->target MSG_USER) or one client
+ * (MSG_CLIENT), each after the final event p->body; w->count says how many. */
+enum hub_status hub_disconnect(struct loop *l, const struct hub_pub *p, struct hub_wait *w);
 
-/* Ends every stream of a user (target MSG_USER) or one client (MSG_CLIENT)
- * after the final event held in final (its key names the target). Returns
- * the number of streams it ends. */
-long hub_disconnect(struct msg *final);
+/* The stats data object into w->json: the seed's {"total_clients",
+ * "user_clients"} for this node, or with Redis for the cluster, plus
+ * "nodes" and this "node" (and "partial":true when Redis cannot answer). */
+enum hub_status hub_stats(struct loop *l, struct hub_wait *w);
 
-/* The registry lock, for loops walking one user's streams. */
-void hub_lock(void);
-void hub_unlock(void);
-/* With the lock held: the first stream of a user / the stream of a client id,
- * or NULL. Walk a user's streams with s->hub.user_next. */
-struct stream *hub_user_streams_locked(const char *user);
-struct stream *hub_client_locked(const char *client_id);
-
-/* Appends the stats object {"total_clients":N,"user_clients":{...}}. */
-void hub_stats_json(struct buf *out);
 long hub_total_clients(void);
 long hub_history_len(void);
+/* -1 without a backplane, 1 while it is healthy, 0 while degraded. */
+int hub_backplane(void);
 
-/* Makes a fresh message id, unique across restarts. */
-void hub_new_id(char *out, size_t outlen);
-
-/* Marks the hub as stopping: attaches and publishes are refused from now. */
+/* From now on streams are refused and nothing is published or
+ * disconnected (each answers HUB_STOPPING): nothing is posted to a loop any
+ * more, so the loops may be stopped and freed. */
 void hub_set_stopping(void);
-/* Waits until no publisher is still waking loops; after hub_set_stopping
- * none starts, and the loops may then be stopped. */
-void hub_wait_wakers(void);
 
 /* Writes the history to path / reads it back (--history-file). Return 0 or
- * -1 (logged). A missing file on load is not an error. */
+ * -1 (logged). A missing file on load is not an error. The file is written
+ * 0600 through a temporary created exclusively; a symlink at path is
+ * refused. */
 int hub_history_save(const char *path);
 int hub_history_load(const char *path);
 

@@ -1,8 +1,8 @@
 /* main: start-up, signals and the orderly stop. Signals are blocked in every
  * thread and taken synchronously here with sigwait, so no handler runs
- * concurrently with the rest of the program. */
+ * concurrently with the rest of the program. The only threads are the
+ * loops and this one. */
 #include <errno.h>
-#include <fcgiapp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +11,7 @@
 
 #include "api.h"
 #include "auth.h"
+#include "bus.h"
 #include "config.h"
 #include "hub.h"
 #include "log.h"
@@ -18,8 +19,7 @@
 #include "server.h"
 #include "stream.h"
 
-#define STOP_FLUSH_MS 1500       /* time streams get to take their last bytes */
-#define STOP_ACCEPTOR_WAIT_MS 400 /* then acceptors finishing an answer */
+#define STOP_FLUSH_MS 1500       /* time streams and busy requests get to finish */
 
 static int write_pid_file(const char *path)
 {
@@ -30,6 +30,13 @@ static int write_pid_file(const char *path)
 		return -1;
 	}
 	return 0;
+}
+
+/* SIGHUP: new keys, and streams whose key is gone end at once. */
+static void reload(void)
+{
+	if (auth_reload() == 0)
+		streams_revoke(auth_key_active);
 }
 
 int main(int argc, char **argv)
@@ -45,14 +52,16 @@ int main(int argc, char **argv)
 		return rc > 0 ? 0 : 2;
 	}
 	log_setup((enum log_level)cfg.log_level, cfg.log_syslog);
-	if (auth_init(&cfg) < 0)
-		goto fail_early;
-	if (server_listen(&cfg) < 0)
-		goto fail_early;
+	if (bus_configure(&cfg) < 0) {
+		config_free(&cfg);
+		return 2;
+	}
+	if (auth_init(&cfg) < 0 || server_listen(&cfg) < 0) {
+		bus_free();
+		config_free(&cfg);
+		return 1;
+	}
 
-	/* libfcgi installs handlers for SIGTERM/SIGUSR1/SIGPIPE; ours come
-	 * after, and the stop signals are taken by sigwait below. */
-	FCGX_Init();
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
@@ -65,33 +74,37 @@ int main(int argc, char **argv)
 	api_init(&cfg);
 	if (cfg.history_file)
 		hub_history_load(cfg.history_file);
-	if (loops_start(&cfg) < 0 || server_start(&cfg) < 0) {
-		fprintf(stderr, "ssehub: cannot start threads\n");
-		server_stop(0);
+	if (server_start(&cfg) < 0) {
+		fprintf(stderr, "ssehub: cannot start the loop threads\n");
+		hub_set_stopping();
+		server_stop(0, 0);
+		server_close();
 		return 1;
 	}
 	if (cfg.pid_file && write_pid_file(cfg.pid_file) < 0) {
-		server_stop(0);
+		hub_set_stopping();
+		server_stop(0, 0);
+		server_close();
 		return 1;
 	}
-	log_info("event=start version=%s pid=%ld listen=%s acceptors=%ld loops=%ld alg=%s", PACKAGE_VERSION,
-		 (long)getpid(), cfg.listen ? cfg.listen : "fd:0", cfg.acceptors, cfg.loops, cfg.jwt_alg);
+	log_info("event=start version=%s pid=%ld listen=%s loops=%ld alg=%s redis=%s", PACKAGE_VERSION, (long)getpid(),
+		 cfg.listen ? cfg.listen : "fd:0", cfg.loops, cfg.jwt_alg, bus_enabled() ? "yes" : "no");
 
 	for (;;) {
 		if (sigwait(&sigs, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			auth_reload();
+			reload();
 			continue;
 		}
 		break;
 	}
 	log_info("event=stopping signal=%s clients=%ld", sig == SIGINT ? "INT" : "TERM", hub_total_clients());
+	/* nothing is posted to a loop from here on, so the loops can end and
+	 * be freed; only then are the hub, keys and config released */
 	hub_set_stopping();
-	hub_wait_wakers();
-	server_stop_accepting();
-	loops_stop(cfg.shutdown_spread_ms, STOP_FLUSH_MS);
-	server_stop(STOP_ACCEPTOR_WAIT_MS);
+	server_stop(cfg.shutdown_spread_ms, STOP_FLUSH_MS);
+	server_close();
 	if (cfg.history_file)
 		hub_history_save(cfg.history_file);
 	hub_free();
@@ -101,8 +114,4 @@ int main(int argc, char **argv)
 	log_info("event=stop");
 	config_free(&cfg);
 	return 0;
-
-fail_early:
-	config_free(&cfg);
-	return 1;
 }

@@ -1,4 +1,5 @@
 /* msg: shared encoded events with an atomic reference count. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,11 +11,13 @@ struct msg *msg_new(enum msg_target target, const char *key, const char *id,
 {
 	size_t klen = key ? strlen(key) + 1 : 0;
 	size_t ilen = id ? strlen(id) + 1 : 0;
-	struct msg *m = xmalloc(sizeof(*m) + len + klen + ilen);
+	size_t olen = target == MSG_CLIENT ? MSG_MAX_OWNER + 1 : 0;
+	struct msg *m = xmalloc(sizeof(*m) + len + klen + ilen + olen);
 	char *tail = m->bytes + len;
 
 	m->refs = 1;
 	m->seq = 0;
+	m->cseq = 0;
 	m->created = util_wall_s();
 	m->target = target;
 	m->raw = 0;
@@ -30,8 +33,18 @@ struct msg *msg_new(enum msg_target target, const char *key, const char *id,
 	if (id) {
 		memcpy(tail, id, ilen);
 		m->id = tail;
+		tail += ilen;
 	}
+	m->owner = olen ? tail : NULL;
+	if (m->owner)
+		m->owner[0] = '\0';
 	return m;
+}
+
+void msg_set_owner(struct msg *m, const char *user)
+{
+	if (m->owner)
+		snprintf(m->owner, MSG_MAX_OWNER + 1, "%s", user);
 }
 
 void msg_ref(struct msg *m, long n)

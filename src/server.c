@@ -1,8 +1,10 @@
-/* server: listening socket and acceptors. libfcgi's own accept and reads
- * are bypassed: we accept, fcgi_in reads the request within a deadline and
- * checks it, the handlers answer it in one write, and a connection whose
- * peer set FCGI_KEEP_CONN waits in the acceptors' epoll set for its next
- * request. */
+/* server: the FastCGI listening socket and connections. Every loop accepts
+ * from the shared socket (EPOLLEXCLUSIVE; where the kernel lacks it, one
+ * loop at a time holds the accept turn and passes it on), reads each
+ * request incrementally with fcgi's parser under a deadline, answers it
+ * through api in the same pass, and keeps the connection when the peer asked
+ * (FCGI_KEEP_CONN). A stream stays in the loop that accepted it. No thread
+ * ever blocks on a peer. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -10,28 +12,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
+#include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "api.h"
-#include "fcgi_in.h"
+#include "fcgi.h"
+#include "hub.h"
 #include "log.h"
+#include "loop.h"
 #include "metrics.h"
 #include "server.h"
+#include "stream.h"
 #include "util.h"
 
 #define BACKLOG 4096
+#define ACCEPT_BATCH 32
+#define READ_CHUNK 16384
+#define ACCEPT_PAUSE_MS 50
 
 static int listen_fd = -1;
 static char *unix_path;          /* set when we created the socket file */
-static int wake_pipe[2] = { -1, -1 };
-static pthread_t *acceptors;
-static int nacceptors;
-static long running;             /* acceptors still inside their loop */
 static const struct config *conf;
 
 static int listen_unix(const char *path, unsigned mode)
@@ -144,7 +148,6 @@ bad:
 
 int server_listen(const struct config *cfg)
 {
-	server_init(cfg);
 	if (cfg->listen) {
 		if (strncmp(cfg->listen, "unix:", 5) == 0)
 			listen_fd = listen_unix(cfg->listen + 5, cfg->socket_mode);
@@ -165,33 +168,25 @@ int server_listen(const struct config *cfg)
 	}
 	if (listen_fd < 0)
 		return -1;
-	/* Several acceptors wake for one connection; the losers must get EAGAIN,
-	 * not block where the stop signal cannot reach them. */
+	/* Several loops may wake for one connection: the losers get EAGAIN. */
 	fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
 	return 0;
 }
 
-/* Two descriptors kept open for the moment the process runs out: closing
- * them lets one acceptor take a connection and answer it (API requests are
+/* ---- descriptor reserve ------------------------------------------------------
+ * Two descriptors kept open for the moment the process runs out: closing
+ * them lets a loop take one connection and answer it (API requests are
  * served, new streams refused with 503) instead of leaving peers hanging in
- * the backlog. Changed under reserve_lock; read without it as a hint. */
+ * the backlog. reserve_lock is held only around the release, the accept and
+ * the refill, never across a request. */
 static int reserve[2] = { -1, -1 };
 static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void reserve_fill(void)
+static void reserve_fill_locked(void)
 {
 	for (int i = 0; i < 2; i++)
 		if (reserve[i] < 0)
 			__atomic_store_n(&reserve[i], open("/dev/null", O_RDONLY | O_CLOEXEC), __ATOMIC_RELAXED);
-}
-
-static void reserve_release(void)
-{
-	for (int i = 0; i < 2; i++) {
-		if (reserve[i] >= 0)
-			close(reserve[i]);
-		__atomic_store_n(&reserve[i], -1, __ATOMIC_RELAXED);
-	}
 }
 
 static int reserve_full(void)
@@ -199,333 +194,544 @@ static int reserve_full(void)
 	return __atomic_load_n(&reserve[0], __ATOMIC_RELAXED) >= 0 && __atomic_load_n(&reserve[1], __ATOMIC_RELAXED) >= 0;
 }
 
-static void make_blocking(int fd)
+/* At most one such line per 5 s, whichever loop hits it. */
+static void log_rate_limited(int64_t *last, const char *event, int err)
 {
-	/* blocking from here: requests are read (with a deadline) and answered
-	 * synchronously */
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	int64_t now = util_mono_ms(), prev = __atomic_load_n(last, __ATOMIC_RELAXED);
+
+	if (now - prev > 5000 && __atomic_compare_exchange_n(last, &prev, now, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		log_error("event=%s error=\"%s\"", event, strerror(err));
 }
 
-enum { PRESSURE_NONE = 0, PRESSURE_LOCKED, PRESSURE_NO_LOCK };
+static int accept_one(void)
+{
+#ifdef HAVE_ACCEPT4
+	return accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+#else
+	int fd = accept(listen_fd, NULL, NULL);
+	if (fd >= 0 && (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ||
+			fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)) {
+		close(fd);
+		errno = EBADF;
+		return -1;
+	}
+	return fd;
+#endif
+}
 
-/* ---- kept connections ------------------------------------------------------
- * A peer that sets FCGI_KEEP_CONN (nginx with fastcgi_keep_conn on and an
- * upstream keepalive pool) sends its next request on the same connection.
- * Between requests the connection is parked in the acceptors' epoll set with
- * EPOLLONESHOT, so exactly one acceptor serves its next request and none
- * blocks on an idle peer. The table, indexed by fd, says which connections
- * are parked; an epoll tag carries fd and a generation so that an event for a
- * connection closed meanwhile (its number maybe reused) is ignored. */
+/* ---- per-loop state and connections -------------------------------------------- */
 
-enum { CONN_FREE = 0, CONN_PARKED };
+struct sserv;
 
-struct parked {
-	uint32_t gen;
-	uint32_t state;
-	int64_t since;      /* ms, monotonic: parked at */
+enum conn_state { C_READING, C_ANSWERING, C_IDLE };
+
+struct conn {
+	struct loop_io io;
+	struct loop_timer timer;
+	struct sserv *sv;
+	LIST_ENTRY(conn) link;
+	struct fcgi_req req;
+	struct api_request api;          /* the request being answered */
+	struct buf out;                  /* answer bytes not yet written */
+	size_t out_off;
+	enum conn_state state;
+	unsigned pressure : 1, dead : 1, waiting : 1;
+	struct loop_later later;
 };
 
-#define TAG_LISTEN UINT64_MAX
-#define TAG_WAKE (UINT64_MAX - 1)
+/* A loop's connections; only its thread touches this. */
+struct sserv {
+	struct loop *loop;
+	struct loop_io listen;
+	struct loop_timer accept_pause, stop_timer;
+	LIST_HEAD(, conn) conns;
+	long nconns;
+	int stopping;
+};
 
-static int acc_epoll = -1;
-static pthread_mutex_t park_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct parked *park_tab;  /* indexed by fd */
-static size_t park_cap;
-static uint32_t park_gen;
-static long parked_now;          /* connections parked at this moment */
-static int64_t next_sweep;
+static struct sserv *servs;
+static int nservs;
+static int exclusive;            /* every loop watches the socket with EPOLLEXCLUSIVE */
+static long max_conns;           /* told to FCGI_GET_VALUES */
+static int64_t last_accept_log, last_fd_log;
 
-long server_idle_connections(void)
+static void listen_on(struct sserv *sv);
+static void stop_done(struct sserv *sv);
+static void stop_now(struct loop *l, struct loop_timer *t);
+
+static void release(struct loop_later *x)
 {
-	return __atomic_load_n(&parked_now, __ATOMIC_RELAXED);
+	struct conn *c = container_of(x, struct conn, later);
+
+	fcgi_req_free(&c->req);
+	free(c->out.data);
+	free(c);
 }
 
-/* Parks fd until its next request. Closes it when that fails. */
-static void park(int fd)
+static void set_idle(struct conn *c, int idle)
 {
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT };
-	struct parked *p;
+	if ((c->state == C_IDLE) != idle)
+		METRIC_ADD(fcgi_idle_connections, idle ? 1 : -1);
+}
 
-	pthread_mutex_lock(&park_lock);
-	if ((size_t)fd >= park_cap) {
-		size_t cap = park_cap ? park_cap : 64;
-		while (cap <= (size_t)fd)
-			cap *= 2;
-		park_tab = xrealloc(park_tab, cap * sizeof(*park_tab));
-		memset(park_tab + park_cap, 0, (cap - park_cap) * sizeof(*park_tab));
-		park_cap = cap;
+/* Closes the connection; keep_fd when a stream took it over. */
+static void conn_close(struct conn *c, int keep_fd)
+{
+	struct sserv *sv = c->sv;
+
+	if (c->dead)
+		return;
+	c->dead = 1;
+	if (c->waiting)
+		api_cancel(&c->api);
+	set_idle(c, 0);
+	loop_io_del(sv->loop, &c->io);
+	loop_timer_stop(sv->loop, &c->timer);
+	if (!keep_fd)
+		close(c->io.fd);
+	LIST_REMOVE(c, link);
+	sv->nconns--;
+	loop_free_later(sv->loop, &c->later, release);
+	if (sv->stopping)
+		stop_done(sv);
+}
+
+static void on_timeout(struct loop *l, struct loop_timer *t)
+{
+	struct conn *c = container_of(t, struct conn, timer);
+
+	log_debug("event=fastcgi_timeout state=%s", c->state == C_IDLE ? "idle" : "busy");
+	conn_close(c, 0);
+}
+
+static void arm(struct conn *c, long seconds)
+{
+	struct loop *l = c->sv->loop;
+	loop_timer_set(l, &c->timer, loop_now(l) + seconds * 1000, on_timeout);
+}
+
+/* The watcher's interests for the connection's state. */
+static void watch(struct conn *c)
+{
+	unsigned mask = (c->state != C_ANSWERING ? LOOP_READ : 0) | (c->out.len > c->out_off ? LOOP_WRITE : 0);
+
+	if (!c->io.added) {
+		if (loop_io_add(c->sv->loop, &c->io, c->io.fd, mask, c->io.fn) < 0)
+			conn_close(c, 0);
+	} else if (loop_io_set(c->sv->loop, &c->io, mask) < 0) {
+		conn_close(c, 0);
 	}
-	p = &park_tab[fd];
-	p->gen = ++park_gen;
-	p->state = CONN_PARKED;
-	p->since = util_mono_ms();
-	ev.data.u64 = (uint64_t)p->gen << 32 | (uint32_t)fd;
-	/* MOD when the fd was parked before (its entry is still in the set,
-	 * disabled by EPOLLONESHOT), ADD the first time */
-	if (epoll_ctl(acc_epoll, EPOLL_CTL_MOD, fd, &ev) < 0 &&
-	    (errno != ENOENT || epoll_ctl(acc_epoll, EPOLL_CTL_ADD, fd, &ev) < 0)) {
-		p->state = CONN_FREE;
-		pthread_mutex_unlock(&park_lock);
-		close(fd);
+}
+
+/* The answer is out: wait for the next request, or close. */
+static void answered(struct conn *c)
+{
+	if (!c->req.keep_conn || c->sv->stopping) {
+		conn_close(c, 0);
 		return;
 	}
-	parked_now++;
-	pthread_mutex_unlock(&park_lock);
-}
-
-/* Claims the parked connection an event names. Returns its fd, or -1 when
- * that connection was closed meanwhile. */
-static int unpark(uint64_t tag)
-{
-	int fd = (int)(uint32_t)tag;
-	int ok;
-
-	pthread_mutex_lock(&park_lock);
-	ok = (size_t)fd < park_cap && park_tab[fd].state == CONN_PARKED && park_tab[fd].gen == (uint32_t)(tag >> 32);
-	if (ok) {
-		park_tab[fd].state = CONN_FREE;
-		parked_now--;
+	fcgi_req_reset(&c->req);
+	set_idle(c, 1);
+	c->state = C_IDLE;
+	/* an answer far larger than usual leaves no big buffer behind */
+	if (c->out.cap > 65536) {
+		free(c->out.data);
+		c->out = (struct buf){ 0 };
 	}
-	pthread_mutex_unlock(&park_lock);
-	return ok ? fd : -1;
+	arm(c, conf->keepalive_timeout);
+	watch(c);
 }
 
-/* Closes parked connections idle for idle_ms or more (all with 0). The peer
- * sees a connection it had kept closed; nginx then opens a new one. */
-static int close_idle(int64_t idle_ms)
+/* Writes what waits in out. */
+static void conn_write(struct conn *c)
 {
-	int64_t now = util_mono_ms();
+	while (c->out_off < c->out.len) {
+		ssize_t n = send(c->io.fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			arm(c, conf->request_timeout);
+			watch(c);
+			return;
+		}
+		if (n < 0) {
+			conn_close(c, 0);
+			return;
+		}
+		c->out_off += (size_t)n;
+	}
+	c->out.len = c->out_off = 0;
+	if (c->state == C_ANSWERING)
+		answered(c);
+	else
+		watch(c);
+}
+
+/* A request that waited (the Redis backplane) is settled. */
+static void resume(struct api_request *r, int result)
+{
+	struct conn *c = container_of(r, struct conn, api);
+
+	c->waiting = 0;
+	if (result == API_STREAM)
+		conn_close(c, 1);
+	else
+		conn_write(c);
+}
+
+static void dispatch(struct conn *c)
+{
+	c->state = C_ANSWERING;
+	loop_timer_stop(c->sv->loop, &c->timer);
+	c->api = (struct api_request){ .loop = c->sv->loop, .fd = c->io.fd, .io = &c->io, .req = &c->req,
+				       .fd_pressure = c->pressure, .out = &c->out, .resume = resume };
+	if (c->req.params_over) {
+		api_error_answer(&c->out, c->req.id, 431, "headers_too_large",
+				 "the request headers are larger than 64 KiB");
+	} else {
+		switch (api_handle(&c->api)) {
+		case API_STREAM:
+			conn_close(c, 1);
+			return;
+		case API_PENDING:
+			/* no timer: the hub's own deadlines settle it */
+			c->waiting = 1;
+			return;
+		default:
+			break;
+		}
+	}
+	conn_write(c);
+}
+
+/* Reads what the peer sent; a complete request is answered at once. */
+static void conn_read(struct conn *c)
+{
+	char buf[READ_CHUNK];
+
+	for (;;) {
+		ssize_t n = recv(c->io.fd, buf, sizeof(buf), MSG_DONTWAIT);
+		size_t used;
+		enum fcgi_status st;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (n <= 0) {
+			/* the peer closed: an idle kept connection ends, or a request
+			 * was abandoned */
+			conn_close(c, 0);
+			return;
+		}
+		if (c->state == C_IDLE) {
+			set_idle(c, 0);
+			c->state = C_READING;
+			arm(c, conf->request_timeout);
+		}
+		st = fcgi_req_feed(&c->req, buf, (size_t)n, &used, &c->out);
+		if (st == FCGI_BAD) {
+			log_debug("event=bad_fastcgi_request");
+			conn_close(c, 0);
+			return;
+		}
+		if (st == FCGI_DONE) {
+			/* nginx sends the next request only after our answer; bytes
+			 * already here are a pipelining peer: answer this one and
+			 * close rather than lose or misread them */
+			if (used < (size_t)n)
+				c->req.keep_conn = 0;
+			dispatch(c);
+			return;
+		}
+	}
+	if (c->out.len > c->out_off)
+		conn_write(c); /* answers to management records */
+}
+
+static void on_conn(struct loop *l, struct loop_io *io, unsigned events)
+{
+	struct conn *c = container_of(io, struct conn, io);
+
+	if (c->dead)
+		return;
+	if ((events & LOOP_WRITE) && c->out.len > c->out_off) {
+		conn_write(c);
+		if (c->dead)
+			return;
+	}
+	if ((events & (LOOP_READ | LOOP_HUP)) && c->state != C_ANSWERING)
+		conn_read(c);
+	else if ((events & LOOP_HUP) && c->state == C_ANSWERING && c->out.len > c->out_off)
+		conn_write(c); /* the write fails and closes, or finishes */
+}
+
+static void conn_new(struct sserv *sv, int fd, int pressure)
+{
+	struct conn *c = xcalloc(1, sizeof(*c));
+
+	c->sv = sv;
+	c->pressure = pressure ? 1 : 0;
+	c->state = C_READING;
+	fcgi_req_init(&c->req, (size_t)conf->max_message_bytes, max_conns);
+	LIST_INSERT_HEAD(&sv->conns, c, link);
+	sv->nconns++;
+	METRIC_ADD(fcgi_connections_total, 1);
+	if (loop_io_add(sv->loop, &c->io, fd, LOOP_READ, on_conn) < 0) {
+		c->io.fd = fd;
+		conn_close(c, 0);
+		return;
+	}
+	arm(c, conf->request_timeout);
+	/* the request usually came with the connection */
+	conn_read(c);
+}
+
+/* Closes this loop's idle kept connections (all of them: the peer opens
+ * new ones when it needs them). Returns how many. */
+static int close_idle(struct sserv *sv)
+{
+	struct conn *c, *next;
 	int n = 0;
 
-	pthread_mutex_lock(&park_lock);
-	for (size_t fd = 0; fd < park_cap; fd++) {
-		if (park_tab[fd].state == CONN_PARKED && now - park_tab[fd].since >= idle_ms) {
-			park_tab[fd].state = CONN_FREE;
-			parked_now--;
-			close((int)fd);
+	for (c = LIST_FIRST(&sv->conns); c; c = next) {
+		next = LIST_NEXT(c, link);
+		if (c->state == C_IDLE) {
+			conn_close(c, 0);
 			n++;
 		}
 	}
-	__atomic_store_n(&next_sweep, now + 1000, __ATOMIC_RELAXED);
-	pthread_mutex_unlock(&park_lock);
 	return n;
 }
 
-static void maybe_sweep(void)
+/* ---- accepting ---------------------------------------------------------------- */
+
+static void on_accept_pause(struct loop *l, struct loop_timer *t)
 {
-	if (util_mono_ms() >= __atomic_load_n(&next_sweep, __ATOMIC_RELAXED))
-		close_idle(conf->keepalive_timeout * 1000);
+	struct sserv *sv = container_of(t, struct sserv, accept_pause);
+
+	if (!sv->stopping)
+		listen_on(sv);
 }
 
-/* Waits for a new connection, a parked connection's next request, or the
- * wake pipe. Returns the fd (*fresh says which kind), or -1 when the server
- * is stopping. *pressure says the process is out of descriptors (new
- * streams must be refused): PRESSURE_LOCKED when the fd came from the
- * reserve, and the caller then holds reserve_lock until it has answered. */
-static int accept_one(int *pressure, int *fresh)
+/* Out of descriptors: free this loop's idle connections, then the reserve,
+ * to take one connection and answer it. Returns the fd or -1 (then the
+ * socket is left alone for a moment, so that a full process does not spin
+ * on a readable listening socket). */
+static int accept_at_limit(struct sserv *sv, int *pressure)
 {
-	for (;;) {
-		struct epoll_event ev;
-		int fd, n = epoll_wait(acc_epoll, &ev, 1, 1000);
+	int fd = -1, err = errno;
 
-		if (n < 0 && errno != EINTR)
-			return -1;
-		maybe_sweep();
-		if (n <= 0)
-			continue;
-		if (ev.data.u64 == TAG_WAKE)
-			return -1;
-		*pressure = PRESSURE_NONE;
-		if (ev.data.u64 != TAG_LISTEN) {
-			fd = unpark(ev.data.u64);
-			if (fd < 0)
-				continue;
-			*fresh = 0;
-			if (!reserve_full())
-				*pressure = PRESSURE_NO_LOCK;
-			return fd;
-		}
-		*fresh = 1;
-		fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd < 0 && (errno == EMFILE || errno == ENFILE) && close_idle(0) > 0)
-			fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd >= 0) {
-			make_blocking(fd);
-			if (!reserve_full()) {
-				/* A refill failed at the limit: try again now. While it
-				 * still fails, no new stream may take a descriptor for
-				 * good, or the reserve would never come back. */
-				pthread_mutex_lock(&reserve_lock);
-				reserve_fill();
-				if (!reserve_full())
-					*pressure = PRESSURE_NO_LOCK;
-				pthread_mutex_unlock(&reserve_lock);
-			}
-			return fd;
-		}
-		if (errno == EMFILE || errno == ENFILE) {
-			pthread_mutex_lock(&reserve_lock);
-			reserve_release();
-			fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-			if (fd >= 0) {
-				make_blocking(fd);
-				*pressure = PRESSURE_LOCKED;
-				return fd;
-			}
-			reserve_fill();
-			pthread_mutex_unlock(&reserve_lock);
-		}
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-			/* still nothing: let the backlog hold the peer, try again soon */
-			static int64_t last_log;
-			int64_t now = util_mono_ms();
-			struct timespec pause = { 0, 50 * 1000000 };
-			if (now - last_log > 5000) {
-				last_log = now;
-				log_error("event=accept_failed error=\"%s\" action=retrying", strerror(errno));
-			}
-			nanosleep(&pause, NULL);
-		}
-		/* EAGAIN: another acceptor took it; anything else: try again */
-	}
-}
-
-void server_init(const struct config *cfg)
-{
-	conf = cfg;
-}
-
-/* Our strict reader takes the request, the handlers answer it (or hand the
- * fd to a stream loop), and the fd is closed, kept for the next request, or
- * left to the loop. */
-int server_serve(int fd, int pressure)
-{
-	int handed;
-	char **envp;
-	struct fcgi_in in;
-	enum fcgi_in_result res = fcgi_in_read(fd, (size_t)conf->max_message_bytes, conf->request_timeout * 1000, &in);
-
-	if (res == FCGI_IN_PARAMS_TOO_LARGE)
-		fcgi_in_answer(fd, in.request_id, "431 Request Header Fields Too Large",
-			       "{\"success\":false,\"error\":{\"code\":\"headers_too_large\","
-			       "\"message\":\"the request headers are larger than 64 KiB\"}}");
-	if (res != FCGI_IN_OK) {
-		if (res == FCGI_IN_DROP)
-			log_debug("event=bad_fastcgi_request");
-		close(fd);
-		fcgi_in_free(&in);
-		return res == FCGI_IN_PARAMS_TOO_LARGE ? 0 : -1;
-	}
-	envp = fcgi_in_envp(&in);
-	handed = api_handle(fd, &in, envp, pressure);
-	free(envp);
-	if (handed == 0 && in.keep_conn) {
-		handed = 2; /* answered; the peer sends its next request here */
-	} else if (handed <= 0) {
-		close(fd);
-		handed = 0;
-	}
-	fcgi_in_free(&in);
-	return handed;
-}
-
-static void *acceptor_main(void *arg)
-{
-	struct timeval tv = { .tv_sec = conf->request_timeout, .tv_usec = 0 };
-
-	(void)arg;
-	for (;;) {
-		int pressure, fresh;
-		int fd = accept_one(&pressure, &fresh);
-		if (fd < 0)
-			break;
-		/* bounds our blocking writes of answers to a peer that stops reading */
-		if (fresh) {
-			METRIC_ADD(fcgi_connections_total, 1);
-			setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		}
-		if (server_serve(fd, pressure != PRESSURE_NONE) == 2)
-			park(fd);
-		if (pressure == PRESSURE_LOCKED) {
-			static int64_t last_log;
-			int64_t now = util_mono_ms();
-			reserve_fill();
-			pthread_mutex_unlock(&reserve_lock);
-			if (now - last_log > 5000) {
-				last_log = now;
-				log_error("event=out_of_file_descriptors action=refusing_new_streams");
-			}
-		}
-	}
-	__atomic_sub_fetch(&running, 1, __ATOMIC_RELEASE);
-	return NULL;
-}
-
-int server_start(const struct config *cfg)
-{
-	struct epoll_event lev = { .events = EPOLLIN, .data.u64 = TAG_LISTEN };
-	struct epoll_event wev = { .events = EPOLLIN, .data.u64 = TAG_WAKE };
-
-	reserve_fill();
-	acc_epoll = epoll_create1(EPOLL_CLOEXEC);
-	if (acc_epoll < 0 || pipe2(wake_pipe, O_CLOEXEC) < 0 ||
-	    epoll_ctl(acc_epoll, EPOLL_CTL_ADD, listen_fd, &lev) < 0 ||
-	    epoll_ctl(acc_epoll, EPOLL_CTL_ADD, wake_pipe[0], &wev) < 0) {
-		log_error("event=server_start_failed error=\"%s\"", strerror(errno));
+	if (close_idle(sv) > 0 && (fd = accept_one()) >= 0)
+		return fd;
+	if (fd < 0 && errno != EMFILE && errno != ENFILE)
 		return -1;
+	pthread_mutex_lock(&reserve_lock);
+	for (int i = 0; i < 2; i++) {
+		if (reserve[i] >= 0)
+			close(reserve[i]);
+		__atomic_store_n(&reserve[i], -1, __ATOMIC_RELAXED);
 	}
-	nacceptors = (int)cfg->acceptors;
-	acceptors = xcalloc((size_t)nacceptors, sizeof(*acceptors));
-	for (int i = 0; i < nacceptors; i++) {
-		__atomic_add_fetch(&running, 1, __ATOMIC_RELEASE);
-		if (pthread_create(&acceptors[i], NULL, acceptor_main, NULL) != 0) {
-			__atomic_sub_fetch(&running, 1, __ATOMIC_RELEASE);
-			log_error("event=server_start_failed error=\"cannot start acceptor threads\"");
-			return -1;
+	fd = accept_one();
+	err = errno;
+	reserve_fill_locked();
+	pthread_mutex_unlock(&reserve_lock);
+	if (fd >= 0) {
+		*pressure = 1;
+		log_rate_limited(&last_fd_log, "out_of_file_descriptors action=refusing_new_streams", EMFILE);
+		return fd;
+	}
+	log_rate_limited(&last_accept_log, "accept_failed action=retrying", err);
+	loop_io_del(sv->loop, &sv->listen);
+	loop_timer_set(sv->loop, &sv->accept_pause, loop_now(sv->loop) + ACCEPT_PAUSE_MS, on_accept_pause);
+	return -1;
+}
+
+static void pass_turn(struct loop *l, void *a, void *b);
+
+static void on_listen(struct loop *l, struct loop_io *io, unsigned events)
+{
+	struct sserv *sv = container_of(io, struct sserv, listen);
+	int accepted = 0;
+
+	for (int i = 0; i < ACCEPT_BATCH && sv->listen.added; i++) {
+		int pressure = 0, fd = accept_one();
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE)
+				fd = accept_at_limit(sv, &pressure);
+			if (fd < 0)
+				break; /* EAGAIN: another loop took it */
+		} else if (!reserve_full()) {
+			/* a refill failed at the limit: try again; while it still
+			 * fails no new stream may keep a descriptor for good */
+			pthread_mutex_lock(&reserve_lock);
+			reserve_fill_locked();
+			pressure = !reserve_full();
+			pthread_mutex_unlock(&reserve_lock);
 		}
+		conn_new(sv, fd, pressure);
+		accepted++;
+	}
+	/* without EPOLLEXCLUSIVE one loop at a time watches the socket, and
+	 * hands the turn on after each batch: accepts are spread, no herd */
+	if (!exclusive && accepted && nservs > 1 && sv->listen.added) {
+		struct loop *next = servs[(loop_index(l) + 1) % nservs].loop;
+		loop_io_del(l, &sv->listen);
+		if (loop_post(next, pass_turn, NULL, NULL))
+			loop_wake(next);
+	}
+}
+
+static void pass_turn(struct loop *l, void *a, void *b)
+{
+	struct sserv *sv = &servs[loop_index(l)];
+
+	if (!sv->stopping)
+		listen_on(sv);
+}
+
+static void listen_on(struct sserv *sv)
+{
+	if (sv->listen.added)
+		return;
+	if (loop_io_add(sv->loop, &sv->listen, listen_fd, LOOP_READ | (exclusive ? LOOP_EXCLUSIVE : 0), on_listen) < 0)
+		log_error("event=listen_watch_failed error=\"%s\"", strerror(errno));
+}
+
+/* ---- start and stop ------------------------------------------------------------------- */
+
+/* Asked to stop: no new connection; idle ones close; busy ones finish
+ * (the hub answers 503 from now); streams get their last records. */
+static void stop_job(struct loop *l, void *a, void *b)
+{
+	struct sserv *sv = &servs[loop_index(l)];
+	long flush_ms = (long)(intptr_t)a, spread_ms = (long)(intptr_t)b;
+
+	sv->stopping = 1;
+	loop_io_del(l, &sv->listen);
+	loop_timer_stop(l, &sv->accept_pause);
+	close_idle(sv);
+	streams_stop(l, spread_ms);
+	loop_timer_set(l, &sv->stop_timer, loop_now(l) + flush_ms, stop_now);
+	stop_done(sv);
+}
+
+static void stop_now(struct loop *l, struct loop_timer *t)
+{
+	struct sserv *sv = container_of(t, struct sserv, stop_timer);
+
+	while (!LIST_EMPTY(&sv->conns))
+		conn_close(LIST_FIRST(&sv->conns), 0);
+	streams_close_all(l);
+	hub_stop_loop(l);
+	loop_quit(l);
+}
+
+/* Called as streams and connections go: the loop ends once both are gone,
+ * or when stop_timer fires. */
+static void stop_done(struct sserv *sv)
+{
+	if (sv->nconns == 0 && streams_count(sv->loop) == 0) {
+		loop_timer_stop(sv->loop, &sv->stop_timer);
+		stop_now(sv->loop, &sv->stop_timer);
+	}
+}
+
+/* While stopping, streams close in flush: check after every pass. */
+static void stop_check(struct loop *l, void *arg)
+{
+	struct sserv *sv = arg;
+
+	if (sv->stopping)
+		stop_done(sv);
+}
+
+int server_setup(const struct config *cfg)
+{
+	struct rlimit rl;
+
+	conf = cfg;
+	max_conns = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 32
+			    ? (long)rl.rlim_cur - 16
+			    : 1000;
+	pthread_mutex_lock(&reserve_lock);
+	reserve_fill_locked();
+	pthread_mutex_unlock(&reserve_lock);
+	if (loops_create((int)cfg->loops) < 0)
+		return -1;
+	streams_init(cfg);
+	hub_start();
+	nservs = loops_count();
+	servs = xcalloc((size_t)nservs, sizeof(*servs));
+	for (int i = 0; i < nservs; i++) {
+		struct sserv *sv = &servs[i];
+		sv->loop = loops_get(i);
+		LIST_INIT(&sv->conns);
+		loop_before_sleep(sv->loop, stop_check, sv);
+	}
+	if (listen_fd < 0)
+		return 0;
+	/* EPOLLEXCLUSIVE where the kernel has it; else the turn starts at loop 0 */
+	exclusive = 1;
+	for (int i = 0; i < nservs && exclusive; i++) {
+		if (loop_io_add(servs[i].loop, &servs[i].listen, listen_fd, LOOP_READ | LOOP_EXCLUSIVE, on_listen) < 0) {
+			for (int k = 0; k < i; k++)
+				loop_io_del(servs[k].loop, &servs[k].listen);
+			exclusive = 0;
+		}
+	}
+	if (!exclusive) {
+		log_info("event=accept_mode mode=turns reason=\"no EPOLLEXCLUSIVE\"");
+		listen_on(&servs[0]);
 	}
 	return 0;
 }
 
-void server_stop_accepting(void)
+int server_start(const struct config *cfg)
 {
-	/* never read: every acceptor's poll sees it readable from now on */
-	if (wake_pipe[1] >= 0) {
-		ssize_t rc = write(wake_pipe[1], "x", 1);
-		(void)rc;
-	}
+	if (server_setup(cfg) < 0)
+		return -1;
+	return loops_run();
 }
 
-void server_stop(long wait_ms)
+void server_adopt(struct loop *l, int fd)
 {
-	int64_t deadline = util_mono_ms() + wait_ms;
-	struct timespec pause = { 0, 10 * 1000000 };
+	conn_new(&servs[loop_index(l)], fd, 0);
+}
 
-	server_stop_accepting();
-	while (__atomic_load_n(&running, __ATOMIC_ACQUIRE) > 0 && util_mono_ms() < deadline)
-		nanosleep(&pause, NULL);
-	if (__atomic_load_n(&running, __ATOMIC_ACQUIRE) == 0) {
-		for (int i = 0; i < nacceptors; i++)
-			pthread_join(acceptors[i], NULL);
+void server_stop(long spread_ms, long flush_ms)
+{
+	for (int i = 0; i < nservs; i++) {
+		if (loop_post(servs[i].loop, stop_job, (void *)(intptr_t)flush_ms, (void *)(intptr_t)spread_ms))
+			loop_wake(servs[i].loop);
+	}
+	if (loops_running()) {
+		loops_join();
 	} else {
-		log_warn("event=acceptors_busy_at_exit count=%ld", __atomic_load_n(&running, __ATOMIC_ACQUIRE));
+		/* driven by the caller (tests): run the loops here to their end */
+		for (int i = 0; i < nservs; i++)
+			while (loop_pass(servs[i].loop, 10))
+				;
 	}
-	free(acceptors);
-	acceptors = NULL;
-	if (__atomic_load_n(&running, __ATOMIC_ACQUIRE) == 0) {
-		/* no acceptor left to use them */
-		close_idle(0);
-		free(park_tab);
-		park_tab = NULL;
-		park_cap = 0;
-		close(acc_epoll);
-		acc_epoll = -1;
-		for (int i = 0; i < 2; i++) {
-			close(wake_pipe[i]);
-			wake_pipe[i] = -1;
-		}
+	loops_free();
+	streams_free();
+	free(servs);
+	servs = NULL;
+	nservs = 0;
+}
+
+void server_close(void)
+{
+	pthread_mutex_lock(&reserve_lock);
+	for (int i = 0; i < 2; i++) {
+		if (reserve[i] >= 0)
+			close(reserve[i]);
+		reserve[i] = -1;
 	}
+	pthread_mutex_unlock(&reserve_lock);
 	if (listen_fd > 0)
 		close(listen_fd);
 	listen_fd = -1;

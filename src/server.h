@@ -1,6 +1,6 @@
 /* server: the FastCGI listening socket (fd 0 from spawn-fcgi or lighttpd, or
- * our own unix/TCP socket) and the acceptor threads that read each request
- * with libfcgi and route it. */
+ * our own unix/TCP socket), the loop threads, and the connections they
+ * accept and read; each complete request goes to api in the same thread. */
 #ifndef SSEHUB_SERVER_H
 #define SSEHUB_SERVER_H
 
@@ -10,29 +10,27 @@
  * socket. Returns 0, or -1 after printing a clear reason to stderr. */
 int server_listen(const struct config *cfg);
 
-/* Sets the options the server reads (server_listen does it too). */
-void server_init(const struct config *cfg);
-
-/* Serves one accepted, blocking connection and takes fd over: reads the
- * request strictly (fcgi_in), lets libfcgi parse a clean copy of its head,
- * answers it or hands the fd to a stream loop (never when refuse_streams:
- * those get 503). Returns 1 when it became a stream, 0 when it was
- * answered and closed, 2 when it was answered and the peer asked to keep
- * the connection (FCGI_KEEP_CONN: the fd stays open and is the caller's),
- * -1 when it was dropped without an answer. */
-int server_serve(int fd, int refuse_streams);
-
-/* Kept FastCGI connections waiting for their next request. */
-long server_idle_connections(void);
-
-/* Starts cfg->acceptors threads. Returns 0 or -1. */
+/* Creates cfg->loops loops, sets up every module's per-loop state and
+ * starts the threads. Returns 0 or -1 (logged). */
 int server_start(const struct config *cfg);
 
-/* Tells the acceptors to stop taking connections; returns at once. */
-void server_stop_accepting(void);
+/* server_start without the threads, for tests and fuzzers that drive the
+ * loops with loop_pass (without a listening socket when server_listen was
+ * not called). Returns 0 or -1. */
+int server_setup(const struct config *cfg);
+/* Makes fd a connection of l, as if l had accepted it (tests, fuzzers);
+ * from l's thread, or while no thread runs l. */
+struct loop;
+void server_adopt(struct loop *l, int fd);
 
-/* Stops accepting, waits up to wait_ms for acceptors busy with a request,
- * closes the socket and removes the unix socket file we created. */
-void server_stop(long wait_ms);
+/* Stops every loop: no new connection, idle ones closed, requests being
+ * read still answered (the hub must already be stopping, so they get 503),
+ * each stream ended with a random "retry:" in [0, spread_ms] and the end
+ * records; after flush_ms whatever is left is closed. Returns once every
+ * loop thread has ended and the loops are freed. */
+void server_stop(long spread_ms, long flush_ms);
+
+/* Closes the listening socket and removes the unix socket file we made. */
+void server_close(void);
 
 #endif

@@ -1,155 +1,103 @@
-/* stream: loop threads that own streams and write their FastCGI records.
- * Nothing here blocks: sockets are non-blocking, output waits in per-stream
- * rings of shared messages, and EPOLLOUT is armed only while output waits.
- * Streams are never freed inside their own event handling: a closed stream
- * is marked dead and reaped after the loop's pass. */
+/* stream: per-loop lists of streams, their output rings and the timers that
+ * feed them (pings, token expiry, liveness). Sockets are non-blocking and
+ * write interest is on only while output waits. A closed stream is detached
+ * at once (on_close) and released by the loop after the next inbox drain, so
+ * neither an event of the same pass nor a job posted before the close can
+ * touch freed memory. */
 #include <errno.h>
-#include <fastcgi.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
-#include <uuid/uuid.h>
 
-#include "fcgi_in.h"
+#include "fcgi.h"
 #include "log.h"
 #include "metrics.h"
 #include "sse.h"
 #include "stream.h"
 
-#define RECORD_MAX 65535                 /* content bytes per FastCGI record */
 #define IOV_BATCH 128
-#define EVENT_BATCH 256
 #define TICK_MS 1000
 
-enum item_type { ITEM_STREAM, ITEM_PUBLISH, ITEM_DELIVER, ITEM_DISCONNECT, ITEM_STOP };
+struct sloop;
 
-struct item {
-	enum item_type type;
-	void *p;
-	struct stream *s;        /* ITEM_DELIVER: the one stream p goes to */
+struct stream {
+	struct loop_io io;
+	struct sloop *sl;
+	LIST_ENTRY(stream) link;         /* the loop's open streams */
+	struct stream *dirty_next;       /* streams with output to write */
+	const char *client_id, *user;    /* the owner's */
+	stream_close_fn *on_close;
+	void *owner;
+	uint64_t start_seq;
+	int64_t token_exp;
+	uint64_t key_id;
+	int64_t last_queued_ms;          /* for liveness comments */
+	struct msg **q;                  /* ring of queued messages */
+	uint32_t qhead, qlen, qcap;
+	size_t qoff;                     /* bytes of q[qhead] already written */
+	size_t qbytes, qlimit;
+	uint16_t request_id;
+	unsigned dirty : 1, want_out : 1, closing : 1, slow : 1, dead : 1;
+	const char *close_reason;
+	struct loop_later later;
 };
 
-struct loop {
-	pthread_t thread;
-	int index;
-	int epfd, evfd;
-	const struct config *cfg;
+LIST_HEAD(stream_list, stream);
 
-	/* run: held by whoever works on the loop's streams: the loop thread
-	 * between two epoll_waits, or a publishing thread that delivers its
-	 * own message at once instead of waking the loop (loop_wake). Every
-	 * field below "loop state" is guarded by it. Streams are freed only
-	 * by the loop thread, after the events it was handed. */
-	pthread_mutex_t run;
-	int ended;                       /* the loop thread has returned */
-	pthread_mutex_t lock;            /* guards the inbox and stop_spread */
-	struct item *inbox;
-	size_t inbox_len, inbox_cap;
-	long stop_spread;
-
-	/* loop state (run) */
-	struct item *work;
-	size_t work_cap;
-	struct stream *streams;
+/* A loop's streams; only its thread touches this. */
+struct sloop {
+	struct loop *loop;
+	struct stream_list streams;
 	long nstreams;
 	struct stream *dirty;
-	struct stream **dead;            /* closed, detached from the hub, not yet freed */
-	size_t ndead, dead_cap;
-	size_t nreapable;                /* dead[0..nreapable): closed before the last drain */
-	int64_t next_ping_ms;
-	int stopping;
-	int64_t stop_deadline_ms;
+	struct loop_timer ping, tick;
 	unsigned rand_state;
 };
 
-static struct loop *loops;
-static int nloops;
-static unsigned pick_counter;
-static long stop_deadline_ms_cfg = 1500;
+static const struct config *cfg;
+static struct sloop *sloops;
+static int nsloops;
+static struct msg *liveness_msg;        /* ":\n\n", shared */
 
-/* ---- streams ---------------------------------------------------------- */
-
-struct stream *stream_new(int fd, uint16_t request_id, const char *user, int admin, int64_t token_exp)
+static struct sloop *sloop_of(struct loop *l)
 {
-	struct stream *s = xcalloc(1, sizeof(*s));
-	uuid_t u;
-
-	s->fd = fd;
-	s->request_id = request_id;
-	s->admin = admin;
-	s->token_exp = token_exp;
-	s->user = xstrdup(user);
-	s->resumed = -1;
-	uuid_generate_random(u);
-	uuid_unparse_lower(u, s->client_id);
-	return s;
+	return &sloops[loop_index(l)];
 }
 
-void stream_free(struct stream *s)
+/* ---- queue ---------------------------------------------------------------- */
+
+static size_t framed_len(const struct msg *m)
 {
-	if (!s)
-		return;
-	for (size_t i = 0; i < s->nreplay; i++)
-		msg_unref(s->replay[i]);
-	free(s->replay);
-	for (uint32_t i = 0; i < s->qlen; i++)
-		msg_unref(s->q[(s->qhead + i) & (s->qcap - 1)]);
-	free(s->q);
-	free(s->user);
-	free(s);
+	return m->raw ? m->len : fcgi_stdout_len(m->len);
 }
 
-size_t stream_framed_len(const struct msg *m)
-{
-	size_t records;
-
-	if (m->raw)
-		return m->len;
-	records = m->len ? (m->len + RECORD_MAX - 1) / RECORD_MAX : 1;
-	return m->len + records * FCGI_HEADER_LEN;
-}
-
-/* The records that end a response: an empty STDOUT and END_REQUEST. */
-static struct msg *end_records(uint16_t request_id)
-{
-	unsigned char rec[3 * FCGI_HEADER_LEN];
-	struct msg *m;
-
-	fcgi_header(rec, FCGI_STDOUT, request_id, 0);
-	fcgi_header(rec + 8, FCGI_END_REQUEST, request_id, 8);
-	memset(rec + 16, 0, 8);               /* appStatus 0 */
-	rec[16 + 4] = FCGI_REQUEST_COMPLETE;
-	m = msg_new(MSG_PRIVATE, NULL, NULL, (const char *)rec, sizeof(rec));
-	m->raw = 1;
-	return m;
-}
-
-static void mark_dirty(struct loop *l, struct stream *s)
+static void mark_dirty(struct stream *s)
 {
 	if (s->dirty)
 		return;
 	s->dirty = 1;
-	s->dirty_next = l->dirty;
-	l->dirty = s;
+	s->dirty_next = s->sl->dirty;
+	s->sl->dirty = s;
 }
 
 /* Queues m on s, taking a reference. Past the queue bound (unless force)
- * the stream is marked as a slow consumer and closed by the next flush. */
-static int enqueue(struct loop *l, struct stream *s, struct msg *m, int force)
+ * the stream is marked a slow consumer and closed by the next flush. An
+ * empty message is never queued: it has no records to frame. */
+static int enqueue(struct stream *s, struct msg *m, int force)
 {
-	size_t framed = stream_framed_len(m);
+	size_t framed = framed_len(m);
 
+	if (m->len == 0)
+		return 0;
 	if (!force && s->qbytes + framed > s->qlimit) {
 		s->slow = 1;
-		mark_dirty(l, s);
+		mark_dirty(s);
 		return -1;
 	}
 	if (s->qlen == s->qcap) {
@@ -166,68 +114,73 @@ static int enqueue(struct loop *l, struct stream *s, struct msg *m, int force)
 	s->q[(s->qhead + s->qlen) & (s->qcap - 1)] = m;
 	s->qlen++;
 	s->qbytes += framed;
-	mark_dirty(l, s);
+	s->last_queued_ms = loop_now(s->sl->loop);
+	mark_dirty(s);
 	return 0;
 }
 
-static void enqueue_text(struct loop *l, struct stream *s, const struct buf *b)
+static struct msg *private_msg(const struct buf *b)
 {
-	struct msg *m = msg_new(MSG_PRIVATE, NULL, NULL, b->data, b->len);
-	enqueue(l, s, m, 1);
-	msg_unref(m);
+	return msg_new(MSG_PRIVATE, NULL, NULL, b->data, b->len);
+}
+
+/* The records that end a response. */
+static struct msg *end_records(uint16_t request_id)
+{
+	struct buf b = { 0 };
+	struct msg *m;
+
+	fcgi_put_end(&b, request_id);
+	m = private_msg(&b);
+	m->raw = 1;
+	free(b.data);
+	return m;
 }
 
 /* Queues the final event (may be NULL) and the end records; the stream
  * closes once they are written. */
-static void finish(struct loop *l, struct stream *s, struct msg *final, const char *reason)
+static void finish(struct stream *s, struct msg *final, const char *reason)
 {
 	struct msg *end;
 
 	if (s->closing || s->dead)
 		return;
 	if (final)
-		enqueue(l, s, final, 1);
+		enqueue(s, final, 1);
 	end = end_records(s->request_id);
-	enqueue(l, s, end, 1);
+	enqueue(s, end, 1);
 	msg_unref(end);
 	s->closing = 1;
 	s->close_reason = reason;
 }
 
-static void stream_close(struct loop *l, struct stream *s, const char *reason)
+static void release(struct loop_later *x)
 {
+	struct stream *s = container_of(x, struct stream, later);
+
+	for (uint32_t i = 0; i < s->qlen; i++)
+		msg_unref(s->q[(s->qhead + i) & (s->qcap - 1)]);
+	free(s->q);
+	free(s);
+}
+
+static void stream_close(struct stream *s, const char *reason)
+{
+	struct sloop *sl = s->sl;
+	char user[160];
+
 	if (s->dead)
 		return;
 	s->dead = 1;
-	epoll_ctl(l->epfd, EPOLL_CTL_DEL, s->fd, NULL);
-	close(s->fd);
-	s->fd = -1;
-	hub_detach(s);
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		l->streams = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
-	l->nstreams--;
-	if (l->ndead == l->dead_cap) {
-		l->dead_cap = l->dead_cap ? l->dead_cap * 2 : 64;
-		l->dead = xrealloc(l->dead, l->dead_cap * sizeof(*l->dead));
-	}
-	l->dead[l->ndead++] = s;
-	log_info("event=disconnect client=%s user=\"%s\" reason=%s", s->client_id, s->user, reason);
-}
-
-static void set_want_out(struct loop *l, struct stream *s, int on)
-{
-	struct epoll_event ev;
-
-	if (s->want_out == (unsigned)on)
-		return;
-	ev.events = EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0);
-	ev.data.ptr = s;
-	if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, s->fd, &ev) == 0)
-		s->want_out = on ? 1 : 0;
+	loop_io_del(sl->loop, &s->io);
+	close(s->io.fd);
+	s->io.fd = -1;
+	LIST_REMOVE(s, link);
+	sl->nstreams--;
+	log_info("event=disconnect client=%s user=%s reason=%s", s->client_id, log_quote(user, sizeof(user), s->user),
+		 reason);
+	s->on_close(s, s->owner);
+	loop_free_later(sl->loop, &s->later, release);
 }
 
 /* Drops n written bytes from the head of the queue. */
@@ -235,7 +188,7 @@ static void advance(struct stream *s, size_t n)
 {
 	while (n > 0 && s->qlen) {
 		struct msg *m = s->q[s->qhead & (s->qcap - 1)];
-		size_t framed = stream_framed_len(m), left = framed - s->qoff;
+		size_t framed = framed_len(m), left = framed - s->qoff;
 		if (n < left) {
 			s->qoff += n;
 			return;
@@ -250,8 +203,8 @@ static void advance(struct stream *s, size_t n)
 }
 
 /* Fills iov with the framed bytes of the queue from its head, at most
- * IOV_BATCH entries. hdr holds the record headers the entries point to. */
-static int build_iov(struct stream *s, struct iovec *iov, unsigned char (*hdr)[FCGI_HEADER_LEN])
+ * IOV_BATCH entries; hdr holds the record headers they point to. */
+static int build_iov(struct stream *s, struct iovec *iov, FCGI_Header *hdr)
 {
 	int niov = 0;
 
@@ -264,39 +217,48 @@ static int build_iov(struct stream *s, struct iovec *iov, unsigned char (*hdr)[F
 			iov[niov++].iov_len = m->len - off;
 			continue;
 		}
-		for (size_t start = 0; start < m->len && niov < IOV_BATCH - 1; start += RECORD_MAX) {
-			size_t clen = m->len - start < RECORD_MAX ? m->len - start : RECORD_MAX;
-			if (off < pos + FCGI_HEADER_LEN) {
+		for (size_t start = 0; start < m->len && niov < IOV_BATCH - 1; start += FCGI_MAX_CONTENT) {
+			size_t clen = m->len - start < FCGI_MAX_CONTENT ? m->len - start : FCGI_MAX_CONTENT;
+			if (off < pos + sizeof(FCGI_Header)) {
 				size_t skip = off > pos ? off - pos : 0;
-				fcgi_header(hdr[niov], FCGI_STDOUT, s->request_id, clen);
-				iov[niov].iov_base = hdr[niov] + skip;
-				iov[niov].iov_len = FCGI_HEADER_LEN - skip;
+				fcgi_header(&hdr[niov], FCGI_STDOUT, s->request_id, clen);
+				iov[niov].iov_base = (char *)&hdr[niov] + skip;
+				iov[niov].iov_len = sizeof(FCGI_Header) - skip;
 				niov++;
 			}
-			if (off < pos + FCGI_HEADER_LEN + clen) {
-				size_t skip = off > pos + FCGI_HEADER_LEN ? off - pos - FCGI_HEADER_LEN : 0;
+			if (off < pos + sizeof(FCGI_Header) + clen) {
+				size_t skip = off > pos + sizeof(FCGI_Header) ? off - pos - sizeof(FCGI_Header) : 0;
 				iov[niov].iov_base = m->bytes + start + skip;
 				iov[niov].iov_len = clen - skip;
 				niov++;
 			}
-			pos += FCGI_HEADER_LEN + clen;
+			pos += sizeof(FCGI_Header) + clen;
 		}
 	}
 	return niov;
 }
 
-static void flush(struct loop *l, struct stream *s)
+static void set_want_out(struct stream *s, int on)
+{
+	if (s->want_out == (unsigned)on)
+		return;
+	if (loop_io_set(s->sl->loop, &s->io, LOOP_READ | (on ? LOOP_WRITE : 0)) == 0)
+		s->want_out = on ? 1 : 0;
+}
+
+static void flush(struct stream *s)
 {
 	struct iovec iov[IOV_BATCH];
-	unsigned char hdr[IOV_BATCH][FCGI_HEADER_LEN];
+	FCGI_Header hdr[IOV_BATCH];
+	char user[160];
 
 	if (s->dead)
 		return;
 	if (s->slow) {
 		METRIC_ADD(slow_consumer_total, 1);
-		log_warn("event=slow_consumer client=%s user=\"%s\" queued_bytes=%zu limit=%zu", s->client_id, s->user,
-			 s->qbytes, s->qlimit);
-		stream_close(l, s, "slow_consumer");
+		log_warn("event=slow_consumer client=%s user=%s queued_bytes=%zu limit=%zu", s->client_id,
+			 log_quote(user, sizeof(user), s->user), s->qbytes, s->qlimit);
+		stream_close(s, "slow_consumer");
 		return;
 	}
 	while (s->qlen) {
@@ -305,497 +267,350 @@ static void flush(struct loop *l, struct stream *s)
 
 		mh.msg_iov = iov;
 		mh.msg_iovlen = (size_t)build_iov(s, iov, hdr);
-		n = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		n = sendmsg(s->io.fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				set_want_out(l, s, 1);
+				set_want_out(s, 1);
 				return;
 			}
-			stream_close(l, s, "write_error");
+			stream_close(s, "write_error");
 			return;
 		}
 		advance(s, (size_t)n);
 	}
-	set_want_out(l, s, 0);
+	set_want_out(s, 0);
 	if (s->closing)
-		stream_close(l, s, s->close_reason);
+		stream_close(s, s->close_reason);
 }
 
-/* Frees the streams closed before the last inbox drain. A publisher may
- * have posted an ITEM_DELIVER naming a stream up to the moment it left the
- * hub; every such item was in the inbox when the next drain took it, so
- * after that drain nothing can name the stream any more. */
-static void reap(struct loop *l)
+/* Before the loop sleeps: write what this pass queued. */
+static void flush_dirty(struct loop *l, void *arg)
 {
-	if (!l->nreapable)
-		return;
-	for (size_t i = 0; i < l->nreapable; i++)
-		stream_free(l->dead[i]);
-	memmove(l->dead, l->dead + l->nreapable, (l->ndead - l->nreapable) * sizeof(*l->dead));
-	l->ndead -= l->nreapable;
-	l->nreapable = 0;
-}
+	struct sloop *sl = arg;
 
-/* ---- inbox -------------------------------------------------------------- */
-
-/* Appends an item; returns 1 when the inbox was empty, that is, when the
- * loop may be asleep and must be woken (loop_wake). */
-static int post_nowake(struct loop *l, enum item_type type, void *p, struct stream *s)
-{
-	int wake;
-
-	pthread_mutex_lock(&l->lock);
-	if (l->inbox_len == l->inbox_cap) {
-		l->inbox_cap = l->inbox_cap ? l->inbox_cap * 2 : 64;
-		l->inbox = xrealloc(l->inbox, l->inbox_cap * sizeof(*l->inbox));
+	while (sl->dirty) {
+		struct stream *s = sl->dirty;
+		sl->dirty = s->dirty_next;
+		s->dirty = 0;
+		flush(s);
 	}
-	l->inbox[l->inbox_len++] = (struct item){ type, p, s };
-	wake = l->inbox_len == 1;
-	pthread_mutex_unlock(&l->lock);
-	return wake;
 }
 
-static void drain_inbox(struct loop *l);
-static void flush_dirty(struct loop *l);
+/* ---- events ---------------------------------------------------------------- */
 
-/* Wakes the loop thread. */
-static void loop_signal(struct loop *l)
+static void on_io(struct loop *l, struct loop_io *io, unsigned events)
 {
-	uint64_t one = 1;
-	ssize_t rc = write(l->evfd, &one, sizeof(one));
-	(void)rc; /* an eventfd counter cannot overflow here */
-}
+	struct stream *s = container_of(io, struct stream, io);
 
-/* The thread that made the inbox non-empty sees to it that it is drained.
- * With deliver_here, when the loop is idle (run is free) it delivers the
- * items itself, which saves waking the loop thread (an eventfd write, a
- * context switch, a read and an epoll_wait per message): for messages to
- * a few streams. A broadcast wakes every loop thread instead, so that the
- * loops write to their streams in parallel. */
-void loop_wake(struct loop *l, int deliver_here)
-{
-	if (deliver_here && pthread_mutex_trylock(&l->run) == 0) {
-		int ended = l->ended;
-		if (!ended) {
-			drain_inbox(l);
-			flush_dirty(l);
-		}
-		pthread_mutex_unlock(&l->run);
-		if (!ended)
+	if (s->dead)
+		return;
+	if (events & (LOOP_READ | LOOP_HUP)) {
+		char buf[64];
+		ssize_t n = recv(s->io.fd, buf, sizeof(buf), MSG_DONTWAIT);
+		/* The front server sends nothing after the request: any input, EOF
+		 * or error means the client is gone. */
+		if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) || (events & LOOP_HUP)) {
+			stream_close(s, "client_gone");
 			return;
+		}
 	}
-	loop_signal(l);
+	if (events & LOOP_WRITE)
+		mark_dirty(s);
 }
 
-/* A new stream or the stop: for the loop thread itself (its timers, the
- * end of the stop), so the loop thread is always woken, even when the
- * inbox was not empty (whoever made it so may deliver it without waking). */
-static void post(struct loop *l, enum item_type type, void *p)
+/* ---- creation ------------------------------------------------------------- */
+
+struct stream *stream_new(struct loop *l, const struct stream_params *p)
 {
-	post_nowake(l, type, p, NULL);
-	loop_signal(l);
+	struct stream *s = xcalloc(1, sizeof(*s));
+
+	s->sl = sloop_of(l);
+	s->io.fd = p->fd;
+	s->request_id = p->request_id;
+	s->client_id = p->client_id;
+	s->user = p->user;
+	s->token_exp = p->token_exp;
+	s->key_id = p->key_id;
+	s->on_close = p->on_close;
+	s->owner = p->owner;
+	return s;
 }
 
-int loop_index(const struct loop *l)
+struct loop *stream_loop(const struct stream *s)
 {
-	return l->index;
+	return s->sl->loop;
 }
 
-void loop_post_stream(struct loop *l, struct stream *s)
+void stream_start(struct stream *s, uint64_t start_seq, const char *connected_extra, struct msg **replay,
+		  size_t nreplay)
 {
-	post(l, ITEM_STREAM, s);
-}
-
-int loop_post_deliver(struct loop *l, struct msg *m, struct stream *s)
-{
-	return post_nowake(l, ITEM_DELIVER, m, s);
-}
-
-int loop_post_publish(struct loop *l, struct msg *m)
-{
-	return post_nowake(l, ITEM_PUBLISH, m, NULL);
-}
-
-int loop_post_disconnect(struct loop *l, struct msg *final)
-{
-	return post_nowake(l, ITEM_DISCONNECT, final, NULL);
-}
-
-/* ---- item handlers ------------------------------------------------------ */
-
-static void add_stream(struct loop *l, struct stream *s)
-{
-	struct epoll_event ev;
-	struct buf b = { 0 };
-	int flags = fcntl(s->fd, F_GETFL);
+	struct sloop *sl = s->sl;
+	struct buf b = { 0 }, data = { 0 };
 	size_t replay_bytes = 0;
+	struct msg *m;
+	int flags = fcntl(s->io.fd, F_GETFL);
 
-	s->next = l->streams;
-	s->prev = NULL;
-	if (l->streams)
-		l->streams->prev = s;
-	l->streams = s;
-	l->nstreams++;
+	s->start_seq = start_seq;
+	s->qlimit = (size_t)cfg->max_queue_bytes;
+	LIST_INSERT_HEAD(&sl->streams, s, link);
+	sl->nstreams++;
 	METRIC_ADD(connections_total, 1);
-
-	ev.events = EPOLLIN | EPOLLRDHUP;
-	ev.data.ptr = s;
-	if (flags < 0 || fcntl(s->fd, F_SETFL, flags | O_NONBLOCK) < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, s->fd, &ev) < 0) {
-		log_error("event=stream_setup_failed client=%s error=\"%s\"", s->client_id, strerror(errno));
-		stream_close(l, s, "setup_error");
-		return;
-	}
 
 	buf_puts(&b, "Status: 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
 		     "X-Accel-Buffering: no\r\n\r\n");
-	{
-		struct buf data = { 0 };
-		buf_printf(&data, "{\"client_id\":\"%s\",\"timestamp\":%" PRId64, s->client_id, util_wall_s());
-		if (s->resumed >= 0)
-			buf_puts(&data, s->resumed ? ",\"resumed\":true" : ",\"resumed\":false");
-		buf_puts(&data, "}");
-		/* the stream opens with the reconnection delay, in a block of its own */
-		buf_printf(&b, "retry: %ld\n\n", l->cfg->retry_ms);
-		sse_encode(&b, NULL, "connected", -1, data.data);
-		free(data.data);
-	}
-	enqueue_text(l, s, &b);
+	/* the stream opens with the reconnection delay, in a block of its own */
+	buf_printf(&b, "retry: %ld\n\n", cfg->retry_ms);
+	buf_printf(&data, "{\"client_id\":\"%s\",\"timestamp\":%" PRId64 "%s}", s->client_id, util_wall_s(),
+		   connected_extra ? connected_extra : "");
+	sse_encode(&b, NULL, "connected", -1, data.data);
+	m = private_msg(&b);
+	enqueue(s, m, 1);
+	msg_unref(m);
 	free(b.data);
+	free(data.data);
 
-	for (size_t i = 0; i < s->nreplay; i++) {
-		replay_bytes += stream_framed_len(s->replay[i]);
-		enqueue(l, s, s->replay[i], 1);
-		msg_unref(s->replay[i]);
+	for (size_t i = 0; i < nreplay; i++) {
+		replay_bytes += framed_len(replay[i]);
+		enqueue(s, replay[i], 1);
+		msg_unref(replay[i]);
 	}
-	if (s->nreplay)
-		METRIC_ADD(replayed_total, s->nreplay);
-	free(s->replay);
-	s->replay = NULL;
-	s->nreplay = 0;
+	free(replay);
+	if (nreplay)
+		METRIC_ADD(replayed_total, nreplay);
 	/* Replayed messages are shared with the history, so they cost no new
 	 * memory: they raise this stream's bound instead of counting against it. */
-	s->qlimit = (size_t)l->cfg->max_queue_bytes + replay_bytes;
-	log_info("event=connect client=%s user=\"%s\" admin=%d loop=%d resumed=%d", s->client_id, s->user, s->admin,
-		 l->index, s->resumed);
+	s->qlimit += replay_bytes;
+
+	if (flags < 0 || fcntl(s->io.fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+	    loop_io_add(sl->loop, &s->io, s->io.fd, LOOP_READ, on_io) < 0) {
+		log_error("event=stream_setup_failed client=%s error=\"%s\"", s->client_id, strerror(errno));
+		stream_close(s, "setup_error");
+	}
 }
+
+/* ---- jobs posted to the loop ------------------------------------------------ */
 
 static int deliverable(const struct stream *s, const struct msg *m)
 {
 	return !s->dead && !s->closing && m->seq > s->start_seq;
 }
 
-/* Applies fn to the streams of this loop that m targets. */
-static long for_targets(struct loop *l, struct msg *m, void (*fn)(struct loop *, struct stream *, struct msg *))
+static void deliver_job(struct loop *l, void *a, void *b)
 {
-	long n = 0;
-	struct stream *s, *next;
+	struct msg *m = a;
+	struct stream *s = b;
 
-	switch (m->target) {
-	case MSG_BROADCAST:
-		for (s = l->streams; s; s = next) {
-			next = s->next;
-			if (deliverable(s, m)) {
-				fn(l, s, m);
-				n++;
-			}
-		}
-		break;
-	case MSG_USER:
-		hub_lock();
-		for (s = hub_user_streams_locked(m->key); s; s = s->hub.user_next) {
-			if (s->loop == l && deliverable(s, m)) {
-				fn(l, s, m);
-				n++;
-			}
-		}
-		hub_unlock();
-		break;
-	case MSG_CLIENT:
-		hub_lock();
-		s = hub_client_locked(m->key);
-		if (s && s->loop == l && deliverable(s, m)) {
-			fn(l, s, m);
-			n++;
-		}
-		hub_unlock();
-		break;
-	default:
-		break;
+	if (deliverable(s, m)) {
+		enqueue(s, m, 0);
+		METRIC_ADD(delivered_total, 1);
 	}
-	return n;
-}
-
-static void deliver_one(struct loop *l, struct stream *s, struct msg *m)
-{
-	enqueue(l, s, m, 0);
-}
-
-static void disconnect_one(struct loop *l, struct stream *s, struct msg *final)
-{
-	finish(l, s, final, "disconnect");
-}
-
-static void broadcast_private(struct loop *l, const struct buf *b)
-{
-	struct msg *m = msg_new(MSG_PRIVATE, NULL, NULL, b->data, b->len);
-
-	for (struct stream *s = l->streams; s; s = s->next)
-		if (!s->closing && !s->dead)
-			enqueue(l, s, m, 0);
 	msg_unref(m);
 }
 
-static void begin_stop(struct loop *l, long spread)
+static void broadcast_job(struct loop *l, void *a, void *b)
 {
-	l->stopping = 1;
-	l->stop_deadline_ms = util_mono_ms() + stop_deadline_ms_cfg;
-	for (struct stream *s = l->streams; s; s = s->next) {
+	struct sloop *sl = sloop_of(l);
+	struct msg *m = a;
+	struct stream *s;
+	uint64_t n = 0;
+
+	LIST_FOREACH(s, &sl->streams, link) {
+		if (deliverable(s, m)) {
+			enqueue(s, m, 0);
+			n++;
+		}
+	}
+	METRIC_ADD(delivered_total, n);
+	msg_unref(m);
+}
+
+static void finish_job(struct loop *l, void *a, void *b)
+{
+	struct msg *final = a;
+	struct stream *s = b;
+
+	if (!s->dead && !s->closing) {
+		finish(s, final, "disconnect");
+		METRIC_ADD(disconnects_total, 1);
+	}
+	msg_unref(final);
+}
+
+int stream_post_deliver(struct stream *s, struct msg *m)
+{
+	return loop_post(s->sl->loop, deliver_job, m, s);
+}
+
+int stream_post_broadcast(struct loop *l, struct msg *m)
+{
+	return loop_post(l, broadcast_job, m, NULL);
+}
+
+int stream_post_finish(struct stream *s, struct msg *final)
+{
+	return loop_post(s->sl->loop, finish_job, final, s);
+}
+
+/* Ends the streams of l for which pred(s, arg) holds, after the final event
+ * named event (with an empty JSON object as data). */
+static long finish_where(struct sloop *sl, int (*pred)(const struct stream *, void *), void *arg, const char *event,
+			 const char *reason)
+{
+	struct msg *final = NULL;
+	struct stream *s;
+	long n = 0;
+
+	LIST_FOREACH(s, &sl->streams, link) {
+		if (s->closing || !pred(s, arg))
+			continue;
+		if (!final) {
+			struct buf b = { 0 };
+			sse_encode(&b, NULL, event, -1, "{}");
+			final = private_msg(&b);
+			free(b.data);
+		}
+		finish(s, final, reason);
+		n++;
+	}
+	msg_unref(final);
+	return n;
+}
+
+/* Set by streams_revoke before it posts; read by the jobs after the
+ * inbox's lock, so they see it. */
+static int (*revoke_still_valid)(uint64_t key_id);
+
+static int key_revoked(const struct stream *s, void *arg)
+{
+	return s->key_id && !revoke_still_valid(s->key_id);
+}
+
+static void revoke_job(struct loop *l, void *a, void *b)
+{
+	long n = finish_where(sloop_of(l), key_revoked, NULL, "token_revoked", "token_revoked");
+
+	if (n)
+		log_info("event=tokens_revoked loop=%d streams=%ld", loop_index(l), n);
+}
+
+void streams_revoke(int (*still_valid)(uint64_t key_id))
+{
+	revoke_still_valid = still_valid;
+	for (int i = 0; i < nsloops; i++) {
+		loop_post(sloops[i].loop, revoke_job, NULL, NULL);
+		loop_wake(sloops[i].loop);
+	}
+}
+
+/* ---- timers ----------------------------------------------------------------- */
+
+static void on_ping(struct loop *l, struct loop_timer *t)
+{
+	struct sloop *sl = container_of(t, struct sloop, ping);
+	struct buf b = { 0 }, data = { 0 };
+	struct msg *m;
+	struct stream *s;
+
+	buf_printf(&data, "{\"timestamp\":%" PRId64 "}", util_wall_s());
+	sse_encode(&b, NULL, "ping", -1, data.data);
+	m = private_msg(&b);
+	LIST_FOREACH(s, &sl->streams, link)
+		if (!s->closing)
+			enqueue(s, m, 0);
+	msg_unref(m);
+	free(b.data);
+	free(data.data);
+	loop_timer_set(l, t, loop_now(l) + cfg->ping_interval * 1000, on_ping);
+}
+
+static int token_expired(const struct stream *s, void *arg)
+{
+	return s->token_exp && *(int64_t *)arg >= s->token_exp;
+}
+
+/* Every second: tokens that expired, and liveness comments for streams that
+ * had nothing to send for --liveness-interval (a front server that writes
+ * nothing never learns that its client left). */
+static void on_tick(struct loop *l, struct loop_timer *t)
+{
+	struct sloop *sl = container_of(t, struct sloop, tick);
+	int64_t wall = util_wall_s(), now = loop_now(l);
+	struct stream *s;
+
+	if (cfg->close_on_token_expiry)
+		finish_where(sl, token_expired, &wall, "token_expired", "token_expired");
+	if (cfg->liveness_interval > 0) {
+		int64_t idle = cfg->liveness_interval * 1000;
+		LIST_FOREACH(s, &sl->streams, link)
+			if (!s->closing && s->qlen == 0 && now - s->last_queued_ms >= idle)
+				enqueue(s, liveness_msg, 0);
+	}
+	loop_timer_set(l, t, now + TICK_MS, on_tick);
+}
+
+/* ---- set-up and stop ----------------------------------------------------------- */
+
+void streams_init(const struct config *c)
+{
+	cfg = c;
+	nsloops = loops_count();
+	sloops = xcalloc((size_t)nsloops, sizeof(*sloops));
+	liveness_msg = msg_new(MSG_PRIVATE, NULL, NULL, ":\n\n", 3);
+	for (int i = 0; i < nsloops; i++) {
+		struct sloop *sl = &sloops[i];
+		struct loop *l = loops_get(i);
+		sl->loop = l;
+		LIST_INIT(&sl->streams);
+		sl->rand_state = (unsigned)util_wall_us() ^ (unsigned)(i * 7919);
+		loop_timer_set(l, &sl->ping, util_mono_ms() + cfg->ping_interval * 1000, on_ping);
+		loop_timer_set(l, &sl->tick, util_mono_ms() + TICK_MS, on_tick);
+		loop_before_sleep(l, flush_dirty, sl);
+	}
+}
+
+void streams_free(void)
+{
+	msg_unref(liveness_msg);
+	liveness_msg = NULL;
+	free(sloops);
+	sloops = NULL;
+	nsloops = 0;
+}
+
+void streams_stop(struct loop *l, long spread_ms)
+{
+	struct sloop *sl = sloop_of(l);
+	struct stream *s;
+
+	loop_timer_stop(l, &sl->ping);
+	loop_timer_stop(l, &sl->tick);
+	LIST_FOREACH(s, &sl->streams, link) {
 		struct buf b = { 0 };
-		long r = spread > 0 ? (long)(rand_r(&l->rand_state) % (unsigned long)(spread + 1)) : 0;
+		long r = spread_ms > 0 ? (long)(rand_r(&sl->rand_state) % (unsigned long)(spread_ms + 1)) : 0;
+		struct msg *m;
+
+		if (s->closing)
+			continue;
 		buf_printf(&b, "retry: %ld\n\n", r);
-		if (!s->closing && !s->dead) {
-			struct msg *m = msg_new(MSG_PRIVATE, NULL, NULL, b.data, b.len);
-			finish(l, s, m, "shutdown");
-			msg_unref(m);
-		}
+		m = private_msg(&b);
+		finish(s, m, "shutdown");
+		msg_unref(m);
 		free(b.data);
 	}
 }
 
-static void drain_inbox(struct loop *l)
+long streams_count(struct loop *l)
 {
-	size_t n;
-	long spread = -1;
-
-	l->nreapable = l->ndead; /* see reap() */
-	pthread_mutex_lock(&l->lock);
-	n = l->inbox_len;
-	if (n) {
-		/* swap buffers so posters are never held up by our work */
-		struct item *tmp = l->inbox;
-		size_t cap = l->inbox_cap;
-		l->inbox = l->work;
-		l->inbox_cap = l->work_cap;
-		l->work = tmp;
-		l->work_cap = cap;
-		l->inbox_len = 0;
-	}
-	pthread_mutex_unlock(&l->lock);
-
-	for (size_t i = 0; i < n; i++) {
-		struct item *it = &l->work[i];
-		struct msg *m = it->p;
-		switch (it->type) {
-		case ITEM_STREAM:
-			add_stream(l, it->p);
-			break;
-		case ITEM_PUBLISH:
-			METRIC_ADD(delivered_total, (uint64_t)for_targets(l, m, deliver_one));
-			msg_unref(m);
-			break;
-		case ITEM_DELIVER:
-			if (deliverable(it->s, m)) {
-				enqueue(l, it->s, m, 0);
-				METRIC_ADD(delivered_total, 1);
-			}
-			msg_unref(m);
-			break;
-		case ITEM_DISCONNECT:
-			METRIC_ADD(disconnects_total, (uint64_t)for_targets(l, m, disconnect_one));
-			msg_unref(m);
-			break;
-		case ITEM_STOP:
-			spread = (long)(intptr_t)it->p;
-			break;
-		}
-	}
-	if (spread >= 0 && !l->stopping)
-		begin_stop(l, spread);
+	return sloop_of(l)->nstreams;
 }
 
-static void tick(struct loop *l, int64_t now_ms)
+void streams_close_all(struct loop *l)
 {
-	int64_t wall = util_wall_s();
+	struct sloop *sl = sloop_of(l);
 
-	if (now_ms >= l->next_ping_ms) {
-		struct buf b = { 0 }, data = { 0 };
-		buf_printf(&data, "{\"timestamp\":%" PRId64 "}", wall);
-		sse_encode(&b, NULL, "ping", -1, data.data);
-		broadcast_private(l, &b);
-		free(b.data);
-		free(data.data);
-		l->next_ping_ms = now_ms + l->cfg->ping_interval * 1000;
-	}
-	if (l->cfg->close_on_token_expiry) {
-		struct msg *final = NULL;
-		for (struct stream *s = l->streams; s; s = s->next) {
-			if (!s->token_exp || wall < s->token_exp || s->closing || s->dead)
-				continue;
-			if (!final) {
-				struct buf b = { 0 };
-				sse_encode(&b, NULL, "token_expired", -1, "{}");
-				final = msg_new(MSG_PRIVATE, NULL, NULL, b.data, b.len);
-				free(b.data);
-			}
-			finish(l, s, final, "token_expired");
-		}
-		msg_unref(final);
-	}
-}
-
-static void on_stream_event(struct loop *l, struct stream *s, uint32_t events)
-{
-	if (s->dead)
-		return; /* closed earlier in this batch; reaped after it */
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-		char buf[64];
-		ssize_t n = recv(s->fd, buf, sizeof(buf), MSG_DONTWAIT);
-		/* The front server sends nothing after the request: any input, EOF
-		 * or error means the client is gone. */
-		if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) ||
-		    (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
-			stream_close(l, s, "client_gone");
-			return;
-		}
-	}
-	if (events & EPOLLOUT)
-		mark_dirty(l, s);
-}
-
-static void flush_dirty(struct loop *l)
-{
-	while (l->dirty) {
-		struct stream *s = l->dirty;
-		l->dirty = s->dirty_next;
-		s->dirty = 0;
-		flush(l, s);
-	}
-}
-
-static void *loop_main(void *arg)
-{
-	struct loop *l = arg;
-	struct epoll_event evs[EVENT_BATCH];
-	int64_t next_tick = util_mono_ms() + TICK_MS;
-	int timeout = TICK_MS;
-
-	l->next_ping_ms = util_mono_ms() + l->cfg->ping_interval * 1000;
-	for (;;) {
-		int64_t now;
-		int n = epoll_wait(l->epfd, evs, EVENT_BATCH, timeout);
-
-		pthread_mutex_lock(&l->run);
-		for (int i = 0; i < n; i++) {
-			if (evs[i].data.ptr == NULL) {
-				uint64_t v;
-				ssize_t rc = read(l->evfd, &v, sizeof(v));
-				(void)rc;
-			} else {
-				on_stream_event(l, evs[i].data.ptr, evs[i].events);
-			}
-		}
-		drain_inbox(l);
-		now = util_mono_ms();
-		if (now >= next_tick) {
-			tick(l, now);
-			next_tick = now + TICK_MS;
-		}
-		flush_dirty(l);
-		reap(l);
-		if (l->stopping && (l->nstreams == 0 || now >= l->stop_deadline_ms)) {
-			while (l->streams)
-				stream_close(l, l->streams, "shutdown");
-			/* no drain follows: items left in the inbox are only
-			 * unreferenced by loops_stop, never followed to a stream */
-			l->nreapable = l->ndead;
-			reap(l);
-			/* streams handed over after the stop: end them too */
-			l->ended = 1;
-			pthread_mutex_unlock(&l->run);
-			break;
-		}
-		timeout = l->stopping ? 20 : (int)(next_tick > now ? next_tick - now : 0);
-		pthread_mutex_unlock(&l->run);
-	}
-	return NULL;
-}
-
-/* ---- loop set ----------------------------------------------------------- */
-
-int loops_start(const struct config *cfg)
-{
-	nloops = (int)cfg->loops;
-	loops = xcalloc((size_t)nloops, sizeof(*loops));
-	for (int i = 0; i < nloops; i++) {
-		struct loop *l = &loops[i];
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
-		l->index = i;
-		l->cfg = cfg;
-		l->rand_state = (unsigned)util_wall_us() ^ (unsigned)(i * 7919);
-		pthread_mutex_init(&l->lock, NULL);
-		pthread_mutex_init(&l->run, NULL);
-		l->epfd = epoll_create1(EPOLL_CLOEXEC);
-		l->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (l->epfd < 0 || l->evfd < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) < 0) {
-			log_error("event=loop_setup_failed error=\"%s\"", strerror(errno));
-			return -1;
-		}
-	}
-	for (int i = 0; i < nloops; i++) {
-		if (pthread_create(&loops[i].thread, NULL, loop_main, &loops[i]) != 0) {
-			log_error("event=loop_start_failed");
-			return -1;
-		}
-	}
-	return 0;
-}
-
-void loops_stop(long spread_ms, long deadline_ms)
-{
-	stop_deadline_ms_cfg = deadline_ms;
-	for (int i = 0; i < nloops; i++)
-		post(&loops[i], ITEM_STOP, (void *)(intptr_t)spread_ms);
-	for (int i = 0; i < nloops; i++) {
-		struct loop *l = &loops[i];
-		pthread_join(l->thread, NULL);
-		/* Items posted after the loop ended: streams that raced the stop. */
-		for (size_t k = 0; k < l->inbox_len; k++) {
-			if (l->inbox[k].type == ITEM_STREAM) {
-				struct stream *s = l->inbox[k].p;
-				close(s->fd);
-				hub_detach(s);
-				stream_free(s);
-			} else if (l->inbox[k].type != ITEM_STOP) {
-				msg_unref(l->inbox[k].p);
-			}
-		}
-		free(l->inbox);
-		free(l->work);
-		free(l->dead);
-		close(l->epfd);
-		close(l->evfd);
-		pthread_mutex_destroy(&l->lock);
-		pthread_mutex_destroy(&l->run);
-	}
-	free(loops);
-	loops = NULL;
-	nloops = 0;
-}
-
-struct loop *loops_pick(void)
-{
-	unsigned i = __atomic_fetch_add(&pick_counter, 1, __ATOMIC_RELAXED);
-	return &loops[i % (unsigned)nloops];
-}
-
-int loops_count(void)
-{
-	return nloops;
-}
-
-struct loop *loops_get(int i)
-{
-	return &loops[i];
+	while (!LIST_EMPTY(&sl->streams))
+		stream_close(LIST_FIRST(&sl->streams), "shutdown");
+	sl->dirty = NULL;
 }

@@ -1,8 +1,10 @@
-/* stream: the stream loops. Each loop is a thread with an epoll set that owns
- * its streams: it writes their FastCGI records without blocking (writev of a
- * per-stream record header plus shared message bytes), sends pings, notices
- * clients that leave, and closes slow consumers. Other threads talk to a
- * loop only through its inbox (mutex + eventfd). */
+/* stream: one open event stream, on the FastCGI connection it arrived on and
+ * in the loop that read its request. Output waits in a ring of shared
+ * messages and leaves with sendmsg (a small per-stream record header, then
+ * the shared bytes) without blocking; pings, token expiry, liveness comments,
+ * revoked keys and slow consumers are handled here. struct stream is private
+ * to stream.c: other modules hold pointers and call these functions. Other
+ * threads reach a stream only through its loop's inbox. */
 #ifndef SSEHUB_STREAM_H
 #define SSEHUB_STREAM_H
 
@@ -10,74 +12,70 @@
 #include <stdint.h>
 
 #include "config.h"
-#include "hub.h"
+#include "loop.h"
 #include "msg.h"
 
-struct loop;
+struct stream;
 
-struct stream {
-	/* Set by the acceptor before hand-off, read-only afterwards. */
+/* Called once, in the stream's loop, when it closes (after its fd is
+ * closed); the stream is released after the next inbox drain. */
+typedef void stream_close_fn(struct stream *s, void *owner);
+
+struct stream_params {
 	int fd;
 	uint16_t request_id;
-	int admin;
-	int64_t token_exp;               /* 0: none */
-	char client_id[37];
-	char *user;                      /* owned */
-
-	/* Set by hub_attach under the hub lock, before the loop sees s. */
-	struct loop *loop;
-	uint64_t start_seq;
-	int resumed;                     /* -1 no Last-Event-ID, 0 unknown id, 1 resumed */
-	struct msg **replay;             /* owned until the loop queues them */
-	size_t nreplay;
-
-	struct hub_link hub;             /* guarded by the hub lock */
-
-	/* Owned by the loop thread. */
-	struct stream *next, *prev;      /* the loop's streams */
-	struct stream *dirty_next;       /* streams with output to flush */
-	struct msg **q;                  /* ring of queued messages */
-	uint32_t qhead, qlen, qcap;
-	size_t qoff;                     /* bytes of q[qhead] already written */
-	size_t qbytes, qlimit;
-	unsigned dirty : 1, want_out : 1, closing : 1, slow : 1, dead : 1;
-	const char *close_reason;
+	const char *client_id;           /* the owner's strings, read until */
+	const char *user;                /* on_close returns */
+	int64_t token_exp;               /* first second the token is refused; 0: never */
+	uint64_t key_id;                 /* the key that verified the token */
+	stream_close_fn *on_close;
+	void *owner;
 };
 
-/* Allocates a stream for fd with a fresh client id; user is copied. */
-struct stream *stream_new(int fd, uint16_t request_id, const char *user, int admin, int64_t token_exp);
-/* Frees a stream that was never handed to a loop (closes nothing). */
-void stream_free(struct stream *s);
+/* Sets up the per-loop state (timers, flush hook) of every loop. cfg must
+ * outlive the streams. Call after loops_create, before loops_run. */
+void streams_init(const struct config *cfg);
+void streams_free(void);
 
-/* Starts cfg->loops loop threads. Returns 0 or -1. */
-int loops_start(const struct config *cfg);
-/* Ends every stream (each gets a random retry in [0, spread_ms] first, then
- * the end-of-request records) and joins the loops, waiting at most
- * deadline_ms for slow readers. */
-void loops_stop(long spread_ms, long deadline_ms);
+/* A stream in l (the calling thread's loop) for p; nothing written yet. */
+struct stream *stream_new(struct loop *l, const struct stream_params *p);
 
-/* The loop a new stream should go to. */
-struct loop *loops_pick(void);
-int loops_count(void);
-struct loop *loops_get(int i);
+/* Starts s: queues the response head, "retry:", the connected event (with
+ * connected_extra, a JSON fragment such as ",\"resumed\":true", or NULL),
+ * then replay[0..nreplay) (their references are taken over, replay is
+ * freed), and watches the fd. Messages published after start_seq are
+ * delivered; older ones only come through replay. If the fd cannot be
+ * watched the stream closes at once (on_close runs). */
+void stream_start(struct stream *s, uint64_t start_seq, const char *connected_extra, struct msg **replay,
+		  size_t nreplay);
 
-/* Inbox posts; each takes over one reference of m. Called under the hub
- * lock so every loop sees one order. The message posts do not wake the
- * loop: they return 1 when it must be woken, which the caller does with
- * loop_wake after releasing the hub lock. A stream post wakes it. */
-void loop_post_stream(struct loop *l, struct stream *s);
-/* m for the loop to deliver to its streams that m targets (broadcast) */
-int loop_post_publish(struct loop *l, struct msg *m);
-/* m for exactly stream s of loop l, resolved by the publisher */
-int loop_post_deliver(struct loop *l, struct msg *m, struct stream *s);
-int loop_post_disconnect(struct loop *l, struct msg *final);
-/* deliver_here: drain the inbox in this thread when the loop is idle,
- * rather than waking the loop thread (for messages to a few streams). */
-void loop_wake(struct loop *l, int deliver_here);
-/* l's position in 0 .. loops_count() - 1 */
-int loop_index(const struct loop *l);
+struct loop *stream_loop(const struct stream *s);
 
-/* FastCGI framing of a message of len bytes: its size on the wire. */
-size_t stream_framed_len(const struct msg *m);
+/* ---- posts (any thread; the caller serialises them, e.g. under the hub
+ * lock, so that every loop sees one order). Each takes over one reference
+ * of m and returns 1 when the loop must be woken (loop_wake, after the
+ * caller's locks are released). ---- */
+
+/* m for stream s (a message for a user, a client or a topic). */
+int stream_post_deliver(struct stream *s, struct msg *m);
+/* m for every stream of loop l (a broadcast). */
+int stream_post_broadcast(struct loop *l, struct msg *m);
+/* End s after the final event m (the disconnect API). */
+int stream_post_finish(struct stream *s, struct msg *final);
+
+/* From any thread, after a key reload: every stream whose token was verified
+ * by a key for which still_valid(key_id) is 0 ends with a token_revoked
+ * event. still_valid must be thread-safe. */
+void streams_revoke(int (*still_valid)(uint64_t key_id));
+
+/* ---- the stop, in l's thread ---- */
+
+/* Ends every stream of l: a random "retry:" in [0, spread_ms], then the end
+ * records; each closes once they are written. */
+void streams_stop(struct loop *l, long spread_ms);
+/* Streams of l still open. */
+long streams_count(struct loop *l);
+/* Closes every stream of l at once. */
+void streams_close_all(struct loop *l);
 
 #endif

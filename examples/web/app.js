@@ -1,13 +1,18 @@
 // ssehub demo page: the same stream through the two transports of
-// sse-client.js side by side (EventSource, and fetch() with an Authorization
+// ssehub-client side by side (EventSource, and fetch() with an Authorization
 // header), an admin panel for the publish API, a live chart of /metrics and
 // the stats table. Plain browser JavaScript, no build step.
+//
+// The client is the npm package in clients/js (ssehub-client): the page
+// imports it from ./ssehub-client/, which the web server maps to that
+// folder (scripts/demo.sh assembles the web root; by hand, copy clients/js
+// there: examples/nginx/README.md).
 //
 // Tokens come from the URL hash (#token=...&admin=...&hub=...): the hash never
 // leaves the browser, unlike a query string. Nothing is stored in
 // localStorage. `hub` is the hub's origin when it is not this site (the front
 // server must then answer CORS, see examples/nginx/ssehub.conf).
-import { SSEClient } from './sse-client.js';
+import { SSEClient } from './ssehub-client/index.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -175,7 +180,10 @@ function onStreamEvent(panel, msg) {
       return;
     case 'disconnect':
     case 'token_expired':
-      // The client closes itself after these (its stopOn option).
+      // disconnect closes the client (its stopOn option); after
+      // token_expired it asks streamToken() for a new token and reconnects,
+      // which fails with 401 and closes when the field still holds the old
+      // one: paste a new token, then connect.
       addLogEntry(panel, 'builtin', msg.event, { text: msg.raw });
       return;
     default:

@@ -10,8 +10,9 @@
 # test installs them); runs `npm ci` here when node_modules is missing. Logs
 # and screenshots go to tests/artifacts/ (browser*.png, browser-*.log).
 #
-# Besides the demo's nginx (the page's own origin) it serves examples/web from
-# a second port with python's http.server: that origin is added to nginx's
+# Besides the demo's nginx (the page's own origin) it serves the demo's web
+# root (examples/web with the client package at ssehub-client/) from a second
+# port with python's http.server: that origin is added to nginx's
 # CORS allowlist (the generated copy of examples/nginx/ssehub.conf), and the
 # same server reached as "localhost" is an origin the allowlist does not hold.
 set -uo pipefail
@@ -61,18 +62,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(free_port)
+: > "$art/browser-demo.log"
 # Short pings so that the test sees them; --history-file so that a restarted
-# hub knows the ids the clients resume from.
-if ! SSEHUB_DEMO_DIR=$state SSEHUB_DEMO_PORT=$port \
-	SSEHUB_DEMO_ARGS="--ping-interval 2 --history-file $state/history.jsonl" \
-	timeout 300 bash "$repo/scripts/demo.sh" start >"$art/browser-demo.log" 2>&1; then
+# hub knows the ids the clients resume from. A port found free may be taken
+# before nginx binds it (other tests run on this machine): three tries.
+started=0
+for _ in 1 2 3; do
+	port=$(free_port)
+	if SSEHUB_DEMO_DIR=$state SSEHUB_DEMO_PORT=$port SSEHUB_DEMO_TLS_PORT=off \
+		SSEHUB_DEMO_ARGS="--ping-interval 2 --history-file $state/history.jsonl" \
+		timeout 300 bash "$repo/scripts/demo.sh" start >>"$art/browser-demo.log" 2>&1; then
+		started=1
+		break
+	fi
+	grep -q 'Address already in use' "$state/nginx/logs/error.log" 2>/dev/null || break
+	: > "$state/nginx/logs/error.log"
+done
+if [ "$started" -ne 1 ]; then
 	tail -20 "$art/browser-demo.log" | sed 's/^/# /'
 	bail "scripts/demo.sh start failed (log: $art/browser-demo.log)"
 fi
 
 other_port=$(free_port)
-"$PY" -m http.server --bind 127.0.0.1 --directory "$repo/examples/web" "$other_port" \
+"$PY" -m http.server --bind 127.0.0.1 --directory "$state/web" "$other_port" \
 	>"$art/browser-other-origin.log" 2>&1 &
 other_pid=$!
 other_origin="http://127.0.0.1:$other_port"

@@ -1,5 +1,5 @@
 // Browser tests for the demo page (examples/web) and its client module
-// (examples/web/sse-client.js). Started by run.sh, which sets up ssehub and
+// (clients/js/index.js). Started by run.sh, which sets up ssehub and
 // nginx (scripts/demo.sh) and a second origin; prints TAP and exits 1 when a
 // test failed.
 //
@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { SSEParser, SSEClient } = await import(path.join(here, '../../examples/web/sse-client.js'));
+const { SSEParser, SSEClient } = await import(path.join(here, '../../clients/js/index.js'));
 
 const env = (name) => {
   const v = process.env[name];

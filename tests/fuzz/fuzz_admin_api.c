@@ -2,8 +2,8 @@
  * Input: byte 0 picks the route (broadcast, send-to-user, send-to-client,
  * disconnect), the rest is the POST body. The request (BEGIN_REQUEST, PARAMS
  * with an admin token minted at start-up with libjwt, STDIN = the body) is
- * written into a socketpair and read by server_serve (fcgi_in + api_handle) as
- * an acceptor does. Checks: the request is accepted, the answer is a complete
+ * written into a socketpair and read by a loop (fcgi + api) as
+ * after an accept. Checks: the request is accepted, the answer is a complete
  * FastCGI response with a documented status and JSON shape, 200 only for a
  * body that is valid UTF-8, and with no stream open every publish reaches 0
  * recipients and every disconnect closes 0. */
@@ -54,18 +54,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	snprintf(uri, sizeof(uri), "/api/sse/%s", route);
 	snprintf(clen, sizeof(clen), "%zu", body_len);
 	fcgi_begin(&wire);
-	fcgi_nv(&params, "REQUEST_METHOD", "POST");
-	fcgi_nv(&params, "REQUEST_URI", uri);
-	fcgi_nv(&params, "DOCUMENT_URI", uri);
-	fcgi_nv(&params, "QUERY_STRING", "");
-	fcgi_nv(&params, "CONTENT_TYPE", "application/json");
-	fcgi_nv(&params, "CONTENT_LENGTH", clen);
-	fcgi_nv(&params, "HTTP_AUTHORIZATION", auth_header);
-	fcgi_record(&wire, FCGI_PARAMS, 1, params.data, params.len);
-	fcgi_record(&wire, FCGI_PARAMS, 1, NULL, 0);
+	peer_pair(&params, "REQUEST_METHOD", "POST");
+	peer_pair(&params, "REQUEST_URI", uri);
+	peer_pair(&params, "DOCUMENT_URI", uri);
+	peer_pair(&params, "QUERY_STRING", "");
+	peer_pair(&params, "CONTENT_TYPE", "application/json");
+	peer_pair(&params, "CONTENT_LENGTH", clen);
+	peer_pair(&params, "HTTP_AUTHORIZATION", auth_header);
+	peer_records(&wire, FCGI_PARAMS, 1, params.data, params.len);
+	peer_record_pad(&wire, FCGI_PARAMS, 1, NULL, 0, 0);
 	if (body_len)
-		fcgi_record(&wire, FCGI_STDIN, 1, body, body_len);
-	fcgi_record(&wire, FCGI_STDIN, 1, NULL, 0);
+		peer_records(&wire, FCGI_STDIN, 1, body, body_len);
+	peer_record_pad(&wire, FCGI_STDIN, 1, NULL, 0, 0);
 	free(params.data);
 
 	rc = fcgi_exchange(wire.data, wire.len, &reply);
@@ -74,8 +74,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(rc == 0, "a POST to /api/sse/%s was handed to a stream loop", route);
 	FUZZ_CHECK(reply.end_request && reply.stdout_closed && !reply.malformed,
 		   "incomplete FastCGI answer (end_request=%d stdout_closed=%d)", reply.end_request, reply.stdout_closed);
-	FUZZ_CHECK(cgi_split(&reply.stdout_bytes, &status, &body, &blen) == 0, "answer without a CGI head: %.*s",
-		   (int)reply.stdout_bytes.len, reply.stdout_bytes.data);
+	FUZZ_CHECK(cgi_split(&reply.out, &status, &body, &blen) == 0, "answer without a CGI head: %.*s",
+		   (int)reply.out.len, reply.out.data);
 	FUZZ_CHECK(status == 200 || status == 400 || status == 413, "/api/sse/%s answered %d", route, status);
 	if (status == 200)
 		FUZZ_CHECK(util_utf8_valid((const char *)data + 1, size - 1), "200 for a body that is not UTF-8");
@@ -97,6 +97,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 	json_object_put(answer);
-	free(reply.stdout_bytes.data);
+	peer_reply_free(&reply);
 	return 0;
 }

@@ -4,14 +4,13 @@
  * main.c).
  *
  * Everything here drives the daemon's real functions; the only code that
- * stands in for a peer is the FastCGI record writer (what nginx would send)
- * and the response reader (what nginx would read). */
+ * stands in for a peer is tests/common/fcgi_peer.h (what nginx would send
+ * and read), shared with the unit tests. */
 #ifndef SSEHUB_FUZZ_COMMON_H
 #define SSEHUB_FUZZ_COMMON_H
 
 #include <errno.h>
 #include <fastcgi.h>
-#include <fcgiapp.h>
 #include <jwt.h>
 #include <json-c/json.h>
 #include <signal.h>
@@ -31,9 +30,10 @@
 #include "log.h"
 #include "metrics.h"
 #include "sse.h"
-#include "stream.h"
 #include "util.h"
 
+#include "fcgi_peer.h"
+#include "loop.h"
 #include "server.h"
 
 /* The test secret. Fixed, so seed files can carry tokens signed with it
@@ -87,10 +87,8 @@ static inline void fuzz_config(int start_loops)
 	metrics_start_clock();
 	hub_init(&fuzz_cfg);
 	api_init(&fuzz_cfg);
-	server_init(&fuzz_cfg);
-	if (loops_start(&fuzz_cfg) < 0)
-		abort();
-	if (FCGX_Init() != 0)
+	/* no threads: every input is run to its end in the fuzzing thread */
+	if (server_setup(&fuzz_cfg) < 0)
 		abort();
 	signal(SIGPIPE, SIG_IGN);
 }
@@ -112,179 +110,70 @@ static inline char *fuzz_mint(const char *claims_json, jwt_alg_t alg)
 	return tok;
 }
 
-/* ---- FastCGI records, as a front server writes them -------------------- */
+/* ---- one FastCGI connection through the real server --------------------- */
 
-static void fcgi_record(struct buf *b, int type, int request_id, const void *content, size_t len)
-{
-	const unsigned char *p = content;
-
-	do {
-		size_t n = len > FCGI_MAX_LENGTH ? FCGI_MAX_LENGTH : len;
-		unsigned char h[FCGI_HEADER_LEN] = { FCGI_VERSION_1, (unsigned char)type, (unsigned char)(request_id >> 8),
-						     (unsigned char)request_id, (unsigned char)(n >> 8), (unsigned char)n, 0, 0 };
-		buf_append(b, h, sizeof(h));
-		if (n) {
-			buf_append(b, p, n);
-			p += n;
-			len -= n;
-		}
-	} while (len > 0);
-}
-
-static inline void fcgi_nv(struct buf *b, const char *name, const char *value)
-{
-	size_t lens[2] = { strlen(name), strlen(value) };
-
-	for (int i = 0; i < 2; i++) {
-		if (lens[i] < 128) {
-			unsigned char c = (unsigned char)lens[i];
-			buf_append(b, &c, 1);
-		} else {
-			unsigned char c[4] = { (unsigned char)((lens[i] >> 24) | 0x80), (unsigned char)(lens[i] >> 16),
-					       (unsigned char)(lens[i] >> 8), (unsigned char)lens[i] };
-			buf_append(b, c, 4);
-		}
-	}
-	buf_append(b, name, lens[0]);
-	buf_append(b, value, lens[1]);
-}
+/* What came back: the records of tests/common/fcgi_peer.h. */
+#define fcgi_reply peer_reply
 
 static inline void fcgi_begin(struct buf *b)
 {
-	unsigned char body[8] = { 0, FCGI_RESPONDER, 0, 0, 0, 0, 0, 0 };
-	fcgi_record(b, FCGI_BEGIN_REQUEST, 1, body, sizeof(body));
+	peer_begin(b, 1, FCGI_RESPONDER, 0);
 }
 
-static int write_all(int fd, const void *p, size_t len)
-{
-	const char *c = p;
-
-	while (len > 0) {
-		ssize_t n = write(fd, c, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		c += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static void set_timeouts(int fd, int seconds)
-{
-	struct timeval tv = { .tv_sec = seconds, .tv_usec = 0 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-/* What came back on the peer's end of the connection. */
-struct fcgi_reply {
-	struct buf stdout_bytes;
-	int end_request;       /* an FCGI_END_REQUEST record arrived */
-	int stdout_closed;     /* the empty FCGI_STDOUT record arrived */
-	int malformed;         /* a record that is not FastCGI version 1 */
-};
-
-/* Reads the peer end until EOF (bounded by its receive timeout) and splits
- * the records. */
-static void fcgi_read_reply(int fd, struct fcgi_reply *r)
-{
-	struct buf raw = { 0 };
-	char chunk[16384];
-	size_t off = 0;
-
-	memset(r, 0, sizeof(*r));
-	for (int i = 0; i < 4096; i++) {
-		ssize_t n = read(fd, chunk, sizeof(chunk));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		buf_append(&raw, chunk, (size_t)n);
-	}
-	while (raw.len - off >= FCGI_HEADER_LEN) {
-		const unsigned char *h = (const unsigned char *)raw.data + off;
-		size_t clen = ((size_t)h[4] << 8) | h[5], plen = h[6];
-		if (h[0] != FCGI_VERSION_1) {
-			r->malformed = 1;
-			break;
-		}
-		if (raw.len - off < FCGI_HEADER_LEN + clen + plen)
-			break;
-		if (h[1] == FCGI_STDOUT) {
-			if (clen == 0)
-				r->stdout_closed = 1;
-			else
-				buf_append(&r->stdout_bytes, h + FCGI_HEADER_LEN, clen);
-		} else if (h[1] == FCGI_END_REQUEST) {
-			r->end_request = 1;
-		}
-		off += FCGI_HEADER_LEN + clen + plen;
-	}
-	free(raw.data);
-}
-
-/* Runs one FastCGI connection whose peer sends wire[0..len) and then EOF,
- * through server_serve, the very function an acceptor thread runs.
- * Returns -1 when the request was refused without an answer, 1 when it was
- * handed to a stream loop, 0 when it was answered; reply (may be NULL) gets
- * what came back (only when 0 is returned). */
+/* Runs one FastCGI connection whose peer sends wire[0..len) and then EOF:
+ * the connection is handed to loop 0 as if it had accepted it, and the loop
+ * is driven here, in the fuzzing thread, until the peer sees EOF (and once
+ * more, so that what was closed is released before the next input).
+ * Returns -1 when the hub closed without an answer (management records
+ * may have been answered), 1 when the request became a stream (ended by the
+ * peer's EOF), 0 when it was answered;
+ * reply (may be NULL) gets what came back. */
 static inline int fcgi_exchange(const void *wire, size_t len, struct fcgi_reply *reply)
 {
-	int sv[2], handed;
+	struct fcgi_reply local;
+	struct fcgi_reply *r = reply ? reply : &local;
+	unsigned char raw[65536 + 16];
+	size_t have = 0;
+	int sv[2], stream;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		perror("fuzz: socketpair");
 		abort();
 	}
-	set_timeouts(sv[0], 2);
-	set_timeouts(sv[1], 1);
-	if (write_all(sv[0], wire, len) < 0) {
+	if (peer_write_all(sv[0], wire, len) < 0) {
 		/* bigger than the socket buffer: the callers cap their input */
 		fprintf(stderr, "fuzz: cannot queue %zu request bytes\n", len);
 		abort();
 	}
 	shutdown(sv[0], SHUT_WR);
-
-	handed = server_serve(sv[1], 0);
-	if (handed < 0) {
-		close(sv[0]);
-		return -1;
+	peer_reply_init(r);
+	server_adopt(loops_get(0), sv[1]);
+	for (int pass = 0; pass < 5000 && !r->eof; pass++) {
+		loop_pass(loops_get(0), 0);
+		for (;;) {
+			ssize_t n = recv(sv[0], raw + have, sizeof(raw) - have, MSG_DONTWAIT);
+			size_t used;
+			if (n == 0)
+				r->eof = 1;
+			if (n <= 0)
+				break;
+			have += (size_t)n;
+			used = peer_parse(r, raw, have);
+			memmove(raw, raw + used, have - used);
+			have -= used;
+		}
 	}
-	if (handed == 2) {
-		/* answered, and kept for a next request (FCGI_KEEP_CONN): the
-		 * acceptor would park it; here it ends, so that the reply below
-		 * reads to EOF */
-		close(sv[1]);
-		handed = 0;
-	}
-	if (handed) {
-		close(sv[0]); /* the loop sees the hang-up and ends the stream */
-		return 1;
-	}
-	if (reply)
-		fcgi_read_reply(sv[0], reply);
+	FUZZ_CHECK(r->eof, "the connection was still open after 5000 passes");
+	loop_pass(loops_get(0), 0);
+	loop_pass(loops_get(0), 0);
 	close(sv[0]);
-	return 0;
+	stream = r->out.data && memmem(r->out.data, r->out.len, "Content-Type: text/event-stream", 31) != NULL;
+	if (!reply)
+		peer_reply_free(&local);
+	return stream ? 1 : !r->out.len && !r->stdout_closed && !r->end_request ? -1 : 0;
 }
 
-/* Splits the CGI-style answer into its status and body. Returns 0, or -1
- * when it has no "Status: NNN" head ending in a blank line. */
-static inline int cgi_split(const struct buf *out, int *status, const char **body, size_t *body_len)
-{
-	const char *end;
-
-	if (!out->data || out->len < 12 || strncmp(out->data, "Status: ", 8) != 0)
-		return -1;
-	*status = atoi(out->data + 8);
-	end = memmem(out->data, out->len, "\r\n\r\n", 4);
-	if (!end)
-		return -1;
-	*body = end + 4;
-	*body_len = out->len - (size_t)(end + 4 - out->data);
-	return 0;
-}
+#define cgi_split peer_cgi_split
 
 /* The JSON answer of an API route must be one of the two documented shapes,
  * with success matching the status. Returns the parsed object. */

@@ -1,9 +1,9 @@
 /* fuzz_fastcgi_input: arbitrary bytes as everything a FastCGI peer sends on
- * one connection, followed by EOF, into server_serve (fcgi_in + api_handle) as
- * an acceptor thread runs them. Must never crash, leak or hang; a request
- * fcgi_in rejects is fine, so is a stream handed to a loop (the loop sees the
- * peer gone and ends it). When an answer comes back it must be a complete
- * FastCGI response whose CGI head carries a status the API documents.
+ * one connection, followed by EOF, read by a loop (fcgi's parser, then api)
+ * as after an accept. Must never crash, leak or hang; a request the parser
+ * refuses is fine, so is a stream (the loop sees the peer gone and ends it).
+ * When an answer comes back it must be a complete FastCGI response whose CGI
+ * head carries a status the API documents.
  * The seeds (gen_seeds.py) carry admin and user tokens signed with the test
  * secret, so mutations start from requests that reach every route. */
 #include <pthread.h>
@@ -18,8 +18,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* SSEHUB_FUZZ_LEAK_EACH=1: a full leak check after every input, with the
  * exchange run on a thread of its own (so no stale pointer on our stack
  * hides a leak). libFuzzer only checks when an input's mallocs and frees
- * differ, and the loop thread frees messages in the background, so a leak
- * can otherwise be blamed on a later input. Slow; for pinning a leak down. */
+ * differ, so a leak can otherwise be blamed on a later input. Slow; for
+ * pinning a leak down. */
 static int leak_each;
 int __lsan_do_recoverable_leak_check(void);
 
@@ -48,13 +48,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 /* libfcgi 2.4.2 aborts on a PARAMS pair whose lengths overflow an int and
- * leaks on management records; src/fcgi_in.c reads every request itself,
- * and the inputs that once hit them are replayed from the corpus
- * (regress-*). */
+ * leaks on management records; src/fcgi.c parses every request itself, and
+ * the inputs that once hit them are replayed from the corpus (regress-*). */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const int documented[] = { 200, 400, 401, 403, 404, 405, 413, 429, 431, 503 };
+	static const int documented[] = { 200, 400, 401, 403, 404, 405, 413, 415, 429, 431, 503 };
 	struct fcgi_reply reply = { 0 };
 	const char *body;
 	size_t blen;
@@ -73,21 +72,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else {
 		rc = fcgi_exchange(data, size, &reply);
 	}
-	if (rc != 0)
+	if (rc != 0) {
+		peer_reply_free(&reply);
 		return 0;
+	}
 	FUZZ_CHECK(!reply.malformed, "a record that is not FastCGI version 1 came back");
 	/* an answer is complete: it is written in one go, and the peer end
 	 * stays readable until we read it */
 	FUZZ_CHECK(reply.end_request && reply.stdout_closed, "incomplete FastCGI answer (end_request=%d stdout_closed=%d)",
 		   reply.end_request, reply.stdout_closed);
-	FUZZ_CHECK(cgi_split(&reply.stdout_bytes, &status, &body, &blen) == 0, "answer without a CGI head: %.*s",
-		   (int)reply.stdout_bytes.len, reply.stdout_bytes.data);
+	FUZZ_CHECK(cgi_split(&reply.out, &status, &body, &blen) == 0, "answer without a CGI head: %.*s",
+		   (int)reply.out.len, reply.out.data);
 	for (size_t i = 0; i < ARRAY_LEN(documented); i++)
 		known |= status == documented[i];
 	FUZZ_CHECK(known, "undocumented status %d", status);
 	/* /metrics answers Prometheus text; every other answer is the JSON shape */
-	if (memmem(reply.stdout_bytes.data, reply.stdout_bytes.len, "Content-Type: application/json", 30))
+	if (memmem(reply.out.data, reply.out.len, "Content-Type: application/json", 30))
 		json_object_put(check_api_answer(status, body, blen, "fastcgi"));
-	free(reply.stdout_bytes.data);
+	peer_reply_free(&reply);
 	return 0;
 }

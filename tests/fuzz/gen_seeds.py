@@ -1,19 +1,26 @@
 #!/usr/bin/python3
 """Writes the seed corpora under tests/fuzz/corpus/<target>/ (deterministic:
 run it again after changing a seed below). Tokens are signed with the fixed
-test secret of fuzz_common.h (FUZZ_SECRET) and expire in 2100.
+test secret of fuzz_common.h (FUZZ_SECRET) and expire in 2100. The FastCGI
+seeds are built with the tests' FastCGI client (tests/integration/
+fcgi_client.py), unpadded to keep them small. Only the generated seeds (named
+by their SHA-1) are replaced; replayed crashes (regress-*) stay.
 
     /usr/bin/python3 tests/fuzz/gen_seeds.py
 """
 
 import hashlib
 import json
+import re
 import struct
+import sys
 from pathlib import Path
 
 import jwt
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "integration"))
+import fcgi_client as fcgi  # noqa: E402
 SECRET = b"ssehub-fuzz-secret-0123456789abcdef"
 EXP = 4102444800
 
@@ -31,7 +38,8 @@ def write(target, seeds):
     d = HERE / "corpus" / target
     d.mkdir(parents=True, exist_ok=True)
     for old in d.iterdir():
-        old.unlink()
+        if re.fullmatch(r"[0-9a-f]{40}", old.name):
+            old.unlink()
     for data in seeds:
         if isinstance(data, str):
             data = data.encode()
@@ -125,43 +133,19 @@ def sse_encode():
     ]
 
 
-# ---- fastcgi_input: whole connections
+# ---- fastcgi_input: whole connections (records without padding)
 
-def rec(rtype, content=b"", rid=1, pad=0):
-    out = b""
-    while True:
-        chunk, content = content[:65535], content[65535:]
-        out += struct.pack("!BBHHBx", 1, rtype, rid, len(chunk), pad) + chunk + b"\0" * pad
-        if not content:
-            return out
-
-
-def nv(name, value):
-    out = b""
-    for item in (name, value):
-        n = len(item)
-        out += bytes([n]) if n < 128 else struct.pack("!I", n | 0x80000000)
-    return out + name + value
-
-
-def request(method, uri, headers=None, body=b"", role=1, flags=0, rid=1):
+def request(method, uri, headers=None, body=b"", role=fcgi.RESPONDER, flags=0, rid=1):
     path, _, query = uri.partition(b"?")
     params = [(b"REQUEST_METHOD", method), (b"REQUEST_URI", uri), (b"DOCUMENT_URI", path),
               (b"QUERY_STRING", query), (b"CONTENT_LENGTH", str(len(body)).encode())]
     params += list((headers or {}).items())
-    p = b"".join(nv(k if isinstance(k, bytes) else k.encode(), v if isinstance(v, bytes) else v.encode())
-                 for k, v in params)
-    out = rec(1, struct.pack("!HB5x", role, flags), rid)
-    out += rec(4, p, rid) + rec(4, b"", rid)
-    if body:
-        out += rec(5, body, rid)
-    return out + rec(5, b"", rid)
+    return fcgi.request_bytes(params, body, rid, role, flags, padding=0)
 
 
 def fastcgi_input():
     admin = {b"HTTP_AUTHORIZATION": b"Bearer " + ADMIN.encode()}
     user = {b"HTTP_AUTHORIZATION": b"Bearer " + USER.encode()}
-    get_values = rec(9, nv(b"FCGI_MAX_CONNS", b"") + nv(b"FCGI_MAX_REQS", b"") + nv(b"FCGI_MPXS_CONNS", b""), 0)
     return [
         request(b"GET", b"/api/sse/health"),
         request(b"GET", b"/api/sse/stats", admin),
@@ -178,13 +162,14 @@ def fastcgi_input():
         request(b"GET", b"/api/sse/stats", {b"HTTP_AUTHORIZATION": b"Bearer x.y.z"}),
         request(b"GET", b"/api/sse/health", role=2),
         request(b"GET", b"/api/sse/health", flags=1),
-        get_values + request(b"GET", b"/api/sse/health"),
-        rec(99, b"abc", 0) + rec(99, b"abc", 1) + request(b"GET", b"/api/sse/health"),
+        fcgi.get_values(padding=0) + request(b"GET", b"/api/sse/health"),
+        fcgi.record(99, b"abc", 0, padding=0) + fcgi.record(99, b"abc", 1, padding=0) +
+        request(b"GET", b"/api/sse/health"),
         request(b"GET", b"/api/sse/health")[:30],
-        rec(1, struct.pack("!HB5x", 1, 0)) + rec(2) + rec(4, b""),
-        rec(1, struct.pack("!HB5x", 1, 0)) + rec(1, struct.pack("!HB5x", 1, 0), 2) + rec(4, b"") + rec(5),
+        fcgi.begin_request() + fcgi.abort_request() + fcgi.record(fcgi.PARAMS),
+        fcgi.begin_request() + fcgi.begin_request(2) + fcgi.record(fcgi.PARAMS) + fcgi.record(fcgi.STDIN),
         request(b"GET", b"/api/sse/health", {b"HTTP_X": b"v" * 70000})[:65536],
-        rec(4, nv(b"A", b"B"), pad=7),
+        fcgi.record(fcgi.PARAMS, fcgi.encode_pair(b"A", b"B"), padding=7),
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
     ]
 

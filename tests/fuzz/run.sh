@@ -29,8 +29,8 @@ if ! command -v "$CC" >/dev/null; then
 	echo "run.sh: $CC not found (Debian: apt-get install clang-14; libFuzzer ships with it)" >&2
 	exit 2
 fi
-if ! pkg-config --exists fcgi json-c libjwt uuid; then
-	echo "run.sh: pkg-config cannot find fcgi json-c libjwt uuid" >&2
+if ! pkg-config --exists json-c libjwt uuid; then
+	echo "run.sh: pkg-config cannot find json-c libjwt uuid" >&2
 	exit 2
 fi
 
@@ -80,6 +80,7 @@ max_len() {
 	fuzz_token) echo 8300 ;;
 	fuzz_sse_encode) echo 8192 ;;
 	fuzz_fastcgi_input) echo 100000 ;;
+	fuzz_json) echo 16384 ;;             # deep nesting and long strings fit
 	*) echo 4096 ;;
 	esac
 }

@@ -189,18 +189,12 @@ class BigHeaderNginx(h.NginxFront):
     token (nginx's default 8k would answer 400 itself)."""
 
     def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        text = self.conf.read_text()
-        if "http {" not in text:
-            raise AssertionError("cannot find the http block in the harness's nginx.conf")
-        self.conf.write_text(text.replace("http {", "http {\n    large_client_header_buffers 4 64k;", 1))
+        super().__init__(*a, http_extra=["large_client_header_buffers 4 64k"], **kw)
 
 
 class BigHeaderLighttpd(h.LighttpdFront):
     def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        with open(self.conf, "a") as f:
-            f.write("server.max-request-field-size = 65535\n")
+        super().__init__(*a, extra=["server.max-request-field-size = 65535"], **kw)
 
 
 # ---------------------------------------------------------------- the lab

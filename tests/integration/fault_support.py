@@ -1,13 +1,12 @@
 """Helpers for test_faults.py, test_valgrind.py and bench/soak/soak.py.
 
 Built on ssehub_harness (Hub, NginxFront, Tokens, http_call, SSEStream,
-ChunkedDecoder and its FastCGI record helpers); what is added here:
+ChunkedDecoder) and fcgi_client (every FastCGI byte); what is added here:
 
-* BigNginxFront - the harness's nginx config with room for thousands of
-                  streams (worker_connections, worker_rlimit_nofile) and an
+* BigNginxFront - the harness's nginx with room for thousands of streams
+                  (worker_connections, worker_rlimit_nofile) and an
                   optional worker_shutdown_timeout; start/stop/restart.
 * proc_fds / proc_rss_kb / wait_fds - what /proc says about a process.
-* RawFcgi       - one raw FastCGI connection for abuse (bytes in, records out).
 * fcgi_get_health - a well-formed FastCGI GET /api/sse/health, timed.
 * StreamSwarm   - many event streams through the front in one thread
                   (selectors): non-blocking connects, chunked decoding, a
@@ -28,15 +27,8 @@ import struct
 import time
 from pathlib import Path
 
+import fcgi_client as fcgi
 import ssehub_harness as h
-
-FCGI_BEGIN_REQUEST, FCGI_ABORT_REQUEST, FCGI_END_REQUEST = 1, 2, 3
-FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT = 4, 5, 6
-FCGI_GET_VALUES, FCGI_GET_VALUES_RESULT, FCGI_UNKNOWN_TYPE = 9, 10, 11
-
-record = h._fcgi_record          # (type, content, request_id=1) -> bytes (content <= 65535)
-name_value = h._fcgi_nv          # (name bytes, value bytes) -> bytes
-
 
 # --------------------------------------------------------------------------
 # /proc
@@ -93,14 +85,9 @@ class BigNginxFront(h.NginxFront):
     kind = "nginx"
 
     def __init__(self, workdir, upstream, name="nginx", connections=16384, shutdown_timeout=None):
-        super().__init__(workdir, upstream, name=name)
-        text = self.conf.read_text()
-        text = text.replace("worker_connections 1024;", "worker_connections %d;" % connections)
-        extra = "worker_rlimit_nofile %d;\n" % (connections * 2 + 64)
-        if shutdown_timeout is not None:
-            extra += "worker_shutdown_timeout %ds;\n" % shutdown_timeout
-        text = text.replace("worker_processes 1;", "worker_processes 1;\n" + extra)
-        self.conf.write_text(text)
+        main = ["worker_shutdown_timeout %ds" % shutdown_timeout] if shutdown_timeout is not None else []
+        super().__init__(workdir, upstream, name=name, worker_connections=connections,
+                         rlimit_nofile=connections * 2 + 64, main_extra=main)
 
     def restart(self, wait=True):
         """Starts the same config again (after stop)."""
@@ -125,84 +112,7 @@ def start_big_nginx(procs, hub, **kw):
 
 
 # --------------------------------------------------------------------------
-# raw FastCGI
-
-
-class RawFcgi:
-    """One connection to ssehub's socket for sending arbitrary bytes."""
-
-    def __init__(self, listen, timeout=5.0):
-        self.sock = h.connect_to(listen, timeout)
-        self.buf = b""
-        self.eof = False
-
-    def send(self, data):
-        self.sock.sendall(data)
-        return self
-
-    def read_until_eof(self, timeout):
-        """Reads until EOF or timeout. Returns True on EOF."""
-        deadline = time.monotonic() + timeout
-        while not self.eof:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                return False
-            except (ConnectionResetError, BrokenPipeError):
-                data = b""
-            if not data:
-                self.eof = True
-            self.buf += data
-        return True
-
-    def records(self):
-        """(type, request_id, content) of every complete record received."""
-        out, buf = [], self.buf
-        while len(buf) >= 8:
-            _, rtype, rid, clen, plen = struct.unpack("!BBHHBx", buf[:8])
-            if len(buf) < 8 + clen + plen:
-                break
-            out.append((rtype, rid, buf[8:8 + clen]))
-            buf = buf[8 + clen + plen:]
-        return out
-
-    def stdout(self, request_id=1):
-        return b"".join(c for t, r, c in self.records() if t == FCGI_STDOUT and r == request_id)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-def begin_request(request_id=1, role=1, flags=0):
-    return record(FCGI_BEGIN_REQUEST, struct.pack("!HB5x", role, flags), request_id)
-
-
-def params_block(pairs, request_id=1):
-    """PARAMS records for the encoded pairs (split at 65535), then the empty one."""
-    data = b"".join(name_value(k, v) for k, v in pairs)
-    out = b""
-    for i in range(0, len(data), 65535):
-        out += record(FCGI_PARAMS, data[i:i + 65535], request_id)
-    return out + record(FCGI_PARAMS, b"", request_id)
-
-
-def basic_params(method=b"GET", uri=b"/api/sse/health", extra=()):
-    path = uri.split(b"?", 1)[0]
-    query = uri.split(b"?", 1)[1] if b"?" in uri else b""
-    return [(b"REQUEST_METHOD", method), (b"REQUEST_URI", uri), (b"DOCUMENT_URI", path),
-            (b"QUERY_STRING", query), (b"SERVER_PROTOCOL", b"HTTP/1.1")] + list(extra)
-
-
-def health_request(request_id=1):
-    return (begin_request(request_id) + params_block(basic_params(), request_id) +
-            record(FCGI_STDIN, b"", request_id))
+# health, timed
 
 
 def fcgi_get_health(listen, timeout=5.0):
@@ -210,7 +120,7 @@ def fcgi_get_health(listen, timeout=5.0):
     Returns (ok, seconds)."""
     t0 = time.monotonic()
     try:
-        ok = h.fcgi_health(listen, timeout=timeout)
+        ok = fcgi.health(listen, timeout=timeout)
     except (OSError, AssertionError, ValueError):
         ok = False
     return ok, time.monotonic() - t0
@@ -499,7 +409,7 @@ def nginx_restart_scenario(procs, hub, tokens, front, streams, sig, open_timeout
     fig["hub_fds_before"] = fds0
     swarm = StreamSwarm(front.host, front.port, keep_data=False)
     t0 = time.monotonic()
-    swarm.open(lambda i: tokens.user("n%d" % (i % 50)), streams, timeout=open_timeout)
+    swarm.open(lambda i: tokens.user("n%d" % (i % 100)), streams, timeout=open_timeout)
     fig["open_seconds"] = round(time.monotonic() - t0, 2)
     up = len(swarm.streaming())
     fig["streams_up"] = up

@@ -1,31 +1,44 @@
-"""A raw FastCGI client for talking to ssehub without a front server.
+"""The FastCGI client of the tests and benches: the one place in Python that
+writes and reads FastCGI records.
 
-Plain Python (no pytest). It builds every record by hand so that tests can
-send exactly what they mean, including things a front server never sends:
+Standard library only, no pytest and no harness import: the integration
+harness, the fault and keep-conn tests, tests/fuzz/gen_seeds.py,
+tests/install/run.sh and bench/ all import it. It builds every record by
+hand so that a test can send exactly what it means, including what a front
+server never sends:
 
-* record(), begin_request(), stream_records(): single records and whole
-  streams (PARAMS / STDIN / DATA split into records of at most 65535 content
-  bytes, ended by the empty record), with any request id, padding or version;
+* header() alone (it may announce more content than follows), record() with
+  any type, request id, version and padding, begin_request(),
+  abort_request(), get_values(), stream_records() (a PARAMS / STDIN / DATA
+  stream cut into records of at most 65535 bytes, or any smaller size, ended
+  by the empty record), params_records() and request_bytes() (a whole
+  request);
 * encode_pair() / encode_pairs(): name-value pairs with 1-byte lengths
   (< 128) or 4-byte lengths (high bit set), the long form forced on demand;
-  decode_pairs() for GET_VALUES_RESULT;
-* RecordReader: incremental record parsing of what the application sends;
+  cgi_params(): what a front server sends for one HTTP request;
+* decoding: RecordReader (incremental), decode_pairs(), decode_end_request(),
+  decode_unknown_type(), decode_get_values_result(), split_cgi();
 * FcgiConnection: one socket (unix:/path, HOST:PORT, [V6]:PORT) with a
-  timeout on every send and read, send_request() for a whole responder
-  request, read_response() collecting STDOUT / STDERR / END_REQUEST for one
-  request id, and FcgiResponse.http() for the CGI-style status/headers/body.
+  deadline on every send and read; send_request(), read_record(),
+  read_response() (STDOUT / STDERR / END_REQUEST of one request id, plus the
+  management records) and read_until_eof(); every record read is kept in
+  .received;
+* FcgiRequest: a connection that sent one request at once and reads its
+  answer as it comes (a stream held open); request() and health(): one whole
+  request on a fresh connection.
 
     resp = request("unix:/tmp/x.sock", "GET", "/api/sse/health")
     status, headers, body = resp.http()
 """
 
 import json
+import re
 import socket
 import struct
 import time
 from collections import namedtuple
 
-import ssehub_harness as h
+# ---------------------------------------------------------------- the protocol (fastcgi.h)
 
 VERSION_1 = 1
 
@@ -52,14 +65,51 @@ CANT_MPX_CONN = 1
 OVERLOADED = 2
 UNKNOWN_ROLE = 3
 
+MAX_CONNS = "FCGI_MAX_CONNS"
+MAX_REQS = "FCGI_MAX_REQS"
+MPXS_CONNS = "FCGI_MPXS_CONNS"
+
 MAX_CONTENT = 0xFFFF
-HEADER = struct.Struct("!BBHHBx")
+HEADER = struct.Struct("!BBHHBx")           # FCGI_Header
+BEGIN_BODY = struct.Struct("!HB5x")         # FCGI_BeginRequestBody
+END_BODY = struct.Struct("!IB3x")           # FCGI_EndRequestBody
+UNKNOWN_BODY = struct.Struct("!B7x")        # FCGI_UnknownTypeBody
 
 DEFAULT_TIMEOUT = 5.0
 
 
 class FcgiTimeout(AssertionError):
     pass
+
+
+# ---------------------------------------------------------------- addresses
+
+
+def listen_target(listen):
+    """'unix:/p' -> ('unix', '/p'); '127.0.0.1:9' -> ('tcp', ('127.0.0.1', 9));
+    '[::1]:9' -> ('tcp', ('::1', 9))."""
+    if listen.startswith("unix:"):
+        return "unix", listen[5:]
+    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)", listen) or re.fullmatch(r"([^:]+):(\d+)", listen)
+    if not m:
+        raise ValueError("bad listen address %r" % listen)
+    return "tcp", (m.group(1), int(m.group(2)))
+
+
+def connect_to(listen, timeout=DEFAULT_TIMEOUT):
+    """A connected stream socket for a --listen value (OSError when refused)."""
+    kind, addr = listen_target(listen)
+    if kind == "unix":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        s = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(addr)
+    except OSError:
+        s.close()
+        raise
+    return s
 
 
 # ---------------------------------------------------------------- encoding
@@ -89,70 +139,47 @@ def encode_pairs(pairs, force_long=False):
     return b"".join(encode_pair(n, v, force_long) for n, v in items)
 
 
-def decode_pairs(data):
-    """Inverse of encode_pairs: [(name bytes, value bytes)]. ValueError on truncation."""
-    out = []
-    i = 0
-
-    def length():
-        nonlocal i
-        if i >= len(data):
-            raise ValueError("truncated length at %d" % i)
-        if data[i] & 0x80:
-            if i + 4 > len(data):
-                raise ValueError("truncated long length at %d" % i)
-            n = struct.unpack("!I", data[i:i + 4])[0] & 0x7FFFFFFF
-            i += 4
-        else:
-            n = data[i]
-            i += 1
-        return n
-
-    while i < len(data):
-        nl = length()
-        vl = length()
-        if i + nl + vl > len(data):
-            raise ValueError("truncated pair at %d" % i)
-        out.append((data[i:i + nl], data[i + nl:i + nl + vl]))
-        i += nl + vl
-    return out
+def header(rtype, content_length, request_id=1, padding=0, version=VERSION_1):
+    """A record header alone; it may announce content that never follows."""
+    return HEADER.pack(version, rtype, request_id, content_length, padding)
 
 
 def record(rtype, content=b"", request_id=1, padding=None, version=VERSION_1):
     """One record. padding=None pads the content to a multiple of 8 (as the
-    spec recommends); an int gives that many padding bytes."""
+    spec recommends and nginx does); an int gives that many padding bytes."""
     content = _b(content)
     if len(content) > MAX_CONTENT:
         raise ValueError("record content over 65535 bytes (%d); use stream_records" % len(content))
     if padding is None:
         padding = (-len(content)) % 8
-    return HEADER.pack(version, rtype, request_id, len(content), padding) + content + b"\0" * padding
+    return header(rtype, len(content), request_id, padding, version) + content + b"\0" * padding
 
 
-def begin_request(request_id=1, role=RESPONDER, flags=0):
-    return record(BEGIN_REQUEST, struct.pack("!HB5x", role, flags), request_id)
+def begin_request(request_id=1, role=RESPONDER, flags=0, **kw):
+    """kw: record()'s padding and version."""
+    return record(BEGIN_REQUEST, BEGIN_BODY.pack(role, flags), request_id, **kw)
 
 
-def abort_request(request_id=1):
-    return record(ABORT_REQUEST, b"", request_id)
+def abort_request(request_id=1, **kw):
+    return record(ABORT_REQUEST, b"", request_id, **kw)
 
 
-def stream_records(rtype, data, request_id=1, chunk=MAX_CONTENT, terminate=True):
+def stream_records(rtype, data, request_id=1, chunk=MAX_CONTENT, terminate=True, padding=None):
     """A stream (PARAMS, STDIN, DATA) cut into records of at most `chunk`
     content bytes, followed by the empty record unless terminate is False.
     Pairs are allowed to span records, as the spec says."""
     data = _b(data)
     if not 1 <= chunk <= MAX_CONTENT:
         raise ValueError("chunk must be 1..65535")
-    out = [record(rtype, data[i:i + chunk], request_id) for i in range(0, len(data), chunk)]
+    out = [record(rtype, data[i:i + chunk], request_id, padding) for i in range(0, len(data), chunk)]
     if terminate:
-        out.append(record(rtype, b"", request_id))
+        out.append(record(rtype, b"", request_id, padding))
     return b"".join(out)
 
 
-def get_values(names):
+def get_values(names=(MAX_CONNS, MAX_REQS, MPXS_CONNS), **kw):
     """A management GET_VALUES record (request id 0) asking for names."""
-    return record(GET_VALUES, encode_pairs([(n, b"") for n in names]), 0)
+    return record(GET_VALUES, encode_pairs([(n, b"") for n in names]), 0, **kw)
 
 
 def cgi_params(method="GET", uri="/api/sse/health", headers=None, body=b"", extra=None):
@@ -170,6 +197,19 @@ def cgi_params(method="GET", uri="/api/sse/health", headers=None, body=b"", extr
         params.append(("HTTP_" + k.upper().replace("-", "_"), v))
     params += list(extra or [])
     return params
+
+
+def params_records(params, request_id=1, chunk=MAX_CONTENT, force_long=False, padding=None):
+    """The PARAMS stream of params (see cgi_params), ended by the empty record."""
+    return stream_records(PARAMS, encode_pairs(params, force_long), request_id, chunk, padding=padding)
+
+
+def request_bytes(params, stdin=b"", request_id=1, role=RESPONDER, flags=0, chunk=MAX_CONTENT,
+                  force_long=False, padding=None):
+    """BEGIN_REQUEST, the PARAMS stream and the STDIN stream of one request."""
+    return (begin_request(request_id, role, flags, padding=padding) +
+            params_records(params, request_id, chunk, force_long, padding) +
+            stream_records(STDIN, stdin, request_id, chunk, padding=padding))
 
 
 # ---------------------------------------------------------------- decoding
@@ -201,8 +241,82 @@ class RecordReader:
         return len(self._buf)
 
 
+def decode_pairs(data):
+    """Inverse of encode_pairs: [(name bytes, value bytes)]. ValueError on truncation."""
+    out = []
+    i = 0
+
+    def length():
+        nonlocal i
+        if i >= len(data):
+            raise ValueError("truncated length at %d" % i)
+        if data[i] & 0x80:
+            if i + 4 > len(data):
+                raise ValueError("truncated long length at %d" % i)
+            n = struct.unpack("!I", data[i:i + 4])[0] & 0x7FFFFFFF
+            i += 4
+        else:
+            n = data[i]
+            i += 1
+        return n
+
+    while i < len(data):
+        nl = length()
+        vl = length()
+        if i + nl + vl > len(data):
+            raise ValueError("truncated pair at %d" % i)
+        out.append((data[i:i + nl], data[i + nl:i + nl + vl]))
+        i += nl + vl
+    return out
+
+
+def _body(rec, rtype, body):
+    if rec.type != rtype:
+        raise ValueError("record type %d, expected %d: %r" % (rec.type, rtype, rec))
+    if len(rec.content) != body.size:
+        raise ValueError("record type %d with %d content bytes, expected %d" % (
+            rtype, len(rec.content), body.size))
+    return body.unpack(rec.content)
+
+
+def decode_end_request(rec):
+    """(app_status, protocol_status) of an END_REQUEST record (ValueError otherwise)."""
+    return _body(rec, END_REQUEST, END_BODY)
+
+
+def decode_unknown_type(rec):
+    """The type an UNKNOWN_TYPE record says it did not know (ValueError otherwise)."""
+    return _body(rec, UNKNOWN_TYPE, UNKNOWN_BODY)[0]
+
+
+def decode_get_values_result(rec):
+    """{name: value} (str) of a GET_VALUES_RESULT record; ValueError for
+    another type, a request id other than 0, or malformed pairs."""
+    if rec.type != GET_VALUES_RESULT or rec.request_id != 0:
+        raise ValueError("not a management GET_VALUES_RESULT record: %r" % (rec,))
+    return {n.decode("latin-1"): v.decode("latin-1") for n, v in decode_pairs(rec.content)}
+
+
+def split_cgi(stdout, require_separator=False):
+    """(status int, headers {lower name: value}, body bytes) from a CGI-style
+    answer (a Status: header, 200 when absent). Without a blank line after
+    the headers, the whole answer is the head -- or, with
+    require_separator, that is an AssertionError."""
+    head, sep, rest = stdout.partition(b"\r\n\r\n")
+    if not sep:
+        head, sep, rest = stdout.partition(b"\n\n")
+    if not sep and require_separator:
+        raise AssertionError("no header/body separator in stdout %r" % stdout[:300])
+    hdrs = {}
+    for line in head.decode("iso-8859-1").splitlines():
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    status = int(hdrs.get("status", "200").split()[0])
+    return status, hdrs, rest
+
+
 class FcgiResponse:
-    """What the application sent for one request id."""
+    """What the application sent for one request id (and on request id 0)."""
 
     def __init__(self, request_id):
         self.request_id = request_id
@@ -212,7 +326,7 @@ class FcgiResponse:
         self.end = None                 # (app_status, protocol_status)
         self.records = []               # Record, in order (this request id and management ones)
         self.eof = False                # the peer closed the connection
-        self.elapsed = None             # seconds from the end of sending to END_REQUEST/EOF
+        self.elapsed = None             # seconds from the start of reading to END_REQUEST/EOF
 
     @property
     def complete(self):
@@ -221,10 +335,22 @@ class FcgiResponse:
     def http(self):
         """(status int, headers {lower name: value}, body bytes) from the
         CGI-style stdout (Status: header, default 200)."""
-        return h.split_cgi(self.stdout, require_separator=True)
+        return split_cgi(self.stdout, require_separator=True)
 
     def json(self):
         return json.loads(self.http()[2].decode("utf-8"))
+
+    def values(self):
+        """{name: value} from every GET_VALUES_RESULT record received."""
+        out = {}
+        for rec in self.records:
+            if rec.type == GET_VALUES_RESULT:
+                out.update(decode_get_values_result(rec))
+        return out
+
+    def unknown_types(self):
+        """The types named by the UNKNOWN_TYPE records received, in order."""
+        return [decode_unknown_type(rec) for rec in self.records if rec.type == UNKNOWN_TYPE]
 
     def __repr__(self):
         return "<FcgiResponse id=%d end=%r eof=%s stdout=%r>" % (
@@ -241,9 +367,10 @@ class FcgiConnection:
     def __init__(self, listen, timeout=DEFAULT_TIMEOUT):
         self.listen = listen
         self.timeout = timeout
-        self.sock = h.connect_to(listen, timeout)
+        self.sock = connect_to(listen, timeout)
         self.reader = RecordReader()
-        self.backlog = []               # records read but not consumed yet
+        self.backlog = []               # records read from the socket, not returned yet
+        self.received = []              # every record returned by read_record, in order
         self.eof = False
         self.send_error = None          # exception raised while sending, if any
 
@@ -253,12 +380,16 @@ class FcgiConnection:
     def __exit__(self, *exc):
         self.close()
 
+    def _deadline(self, timeout):
+        return time.monotonic() + (self.timeout if timeout is None else timeout)
+
     def send(self, data, timeout=None):
         """sendall with a deadline. A peer that closes or resets while we are
-        still sending is recorded in send_error (the answer it may have sent
-        before can still be read); a timeout raises FcgiTimeout."""
+        still sending is recorded in send_error and False is returned (the
+        answer it may have sent before can still be read); a timeout raises
+        FcgiTimeout."""
         data = memoryview(_b(data))
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        deadline = self._deadline(timeout)
         try:
             while data:
                 left = deadline - time.monotonic()
@@ -278,16 +409,13 @@ class FcgiConnection:
     def send_request(self, params, stdin=b"", request_id=1, role=RESPONDER, keep_conn=False,
                      chunk=MAX_CONTENT, force_long=False, timeout=None):
         """BEGIN_REQUEST, the PARAMS stream, the STDIN stream."""
-        msg = begin_request(request_id, role, FLAG_KEEP_CONN if keep_conn else 0)
-        msg += stream_records(PARAMS, encode_pairs(params, force_long), request_id, chunk)
-        msg += stream_records(STDIN, stdin, request_id, chunk)
-        return self.send(msg, timeout)
+        return self.send(request_bytes(params, _b(stdin), request_id, role, FLAG_KEEP_CONN if keep_conn else 0,
+                                       chunk, force_long), timeout)
 
     def read_record(self, timeout=None):
-        """The next record; None at EOF; FcgiTimeout when none arrives in time."""
-        if self.backlog:
-            return self.backlog.pop(0)
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        """The next record; None at EOF; FcgiTimeout when none arrives in time.
+        A connection that ends inside a record is an AssertionError."""
+        deadline = self._deadline(timeout)
         while not self.backlog:
             if self.eof:
                 return None
@@ -307,14 +435,29 @@ class FcgiConnection:
                     raise AssertionError("connection closed inside a record (%d bytes pending)" % self.reader.pending)
                 continue
             self.backlog += self.reader.feed(data)
-        return self.backlog.pop(0)
+        rec = self.backlog.pop(0)
+        self.received.append(rec)
+        return rec
 
-    def read_response(self, request_id=1, timeout=None, until=None):
-        """Collects records for request_id until END_REQUEST, EOF, or
-        until(response) is true. Raises FcgiTimeout (with what came so far)."""
-        resp = FcgiResponse(request_id)
+    def read_until_eof(self, timeout=None):
+        """Reads every record until the peer closes (True) or the timeout
+        passes (False); the records are in .received."""
+        deadline = self._deadline(timeout)
+        try:
+            while self.read_record(max(0.0, deadline - time.monotonic())) is not None:
+                pass
+        except FcgiTimeout:
+            return False
+        return True
+
+    def read_response(self, request_id=1, timeout=None, until=None, into=None):
+        """Collects the records of request_id (and management records) until
+        END_REQUEST, EOF, or until(response) is true. into: an FcgiResponse
+        to go on filling (a stream read in several steps). Raises
+        FcgiTimeout (with what came so far)."""
+        resp = into if into is not None else FcgiResponse(request_id)
         start = time.monotonic()
-        deadline = start + (self.timeout if timeout is None else timeout)
+        deadline = self._deadline(timeout)
         while True:
             if until is not None and until(resp):
                 return resp
@@ -336,8 +479,8 @@ class FcgiConnection:
                     resp.stdout_closed = True
             elif rec.type == STDERR:
                 resp.stderr += rec.content
-            elif rec.type == END_REQUEST:
-                resp.end = struct.unpack("!IB3x", rec.content[:8])
+            elif rec.type == END_REQUEST and rec.request_id == request_id:
+                resp.end = decode_end_request(rec)
                 resp.elapsed = time.monotonic() - start
                 return resp
 
@@ -348,9 +491,46 @@ class FcgiConnection:
             pass
 
 
+class FcgiRequest(FcgiConnection):
+    """A fresh connection that sends one responder request at once and reads
+    its answer as it comes, in as many steps as the test wants (a stream
+    held open straight on the socket). The answer so far is .response."""
+
+    def __init__(self, listen, method="GET", uri="/api/sse/health", headers=None, body=b"",
+                 timeout=DEFAULT_TIMEOUT, request_id=1):
+        super().__init__(listen, timeout)
+        self.response = FcgiResponse(request_id)
+        body = _b(body)
+        self.send_request(cgi_params(method, uri, headers, body), stdin=body, request_id=request_id)
+
+    def read(self, until, timeout=None):
+        """Reads until until(response) is true or the request ended
+        (END_REQUEST or EOF): True; False when the timeout passed first."""
+        r = self.response
+        try:
+            self.read_response(r.request_id, timeout, lambda x: until(x) or x.complete or x.eof, into=r)
+        except FcgiTimeout:
+            return False
+        return True
+
+    def read_to_end(self, timeout=None):
+        """Reads until END_REQUEST or EOF; AssertionError on timeout."""
+        if not self.read(lambda r: False, timeout):
+            raise AssertionError("no FastCGI END_REQUEST within %ss (stdout %r)" % (
+                self.timeout if timeout is None else timeout, self.response.stdout[:300]))
+        return self.response
+
+
 def request(listen, method="GET", uri="/api/sse/health", headers=None, body=b"", extra=None,
             timeout=DEFAULT_TIMEOUT):
     """One complete responder request on a fresh connection -> FcgiResponse."""
     with FcgiConnection(listen, timeout) as c:
         c.send_request(cgi_params(method, uri, headers, body, extra), stdin=_b(body))
         return c.read_response(1, timeout)
+
+
+def health(listen, timeout=DEFAULT_TIMEOUT):
+    """True when GET /api/sse/health straight on the socket answers 200 with
+    {"success": true} and END_REQUEST."""
+    r = request(listen, timeout=timeout)
+    return r.complete and r.http()[0] == 200 and r.json().get("success") is True

@@ -6,15 +6,16 @@ conftest.py stay thin:
 * ManagedProcess  - a child process with its output in a log file, stopped
                     with a signal and a bounded wait.
 * Hub             - one ssehub process (command line built from options).
-* NginxFront / LighttpdFront - a real front server in a private prefix.
+* NginxFront / LighttpdFront - a real front server in a private prefix,
+                    running the shipped example config (frontconf.py).
 * Procs           - owns every process a test starts and cleans them up.
 * Tokens          - HS256 tokens minted with PyJWT.
 * http_call       - one HTTP request (http.client), JSON decoded.
 * SSEParser / SSEStream - an incremental WHATWG event-stream parser and a
                     raw-socket HTTP/1.1 client (chunked decoding) on top of it.
-* fcgi_request    - a tiny FastCGI client to talk to ssehub without a front.
 * Stack           - hub + front + tokens with the API shortcuts tests use.
 
+Talking FastCGI straight to ssehub (no front) is fcgi_client.py's job.
 Every socket read and every wait has a timeout.
 """
 
@@ -26,7 +27,6 @@ import secrets
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import time
 import uuid
@@ -35,11 +35,15 @@ from pathlib import Path
 
 import jwt
 
+import frontconf
+from fcgi_client import connect_to, listen_target
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 
 DEFAULT_TIMEOUT = 5.0
 HOST = "127.0.0.1"
+SANITIZER_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS")
 
 
 # --------------------------------------------------------------------------
@@ -175,32 +179,6 @@ class ManagedProcess:
             return ""
 
 
-def listen_target(listen):
-    """'unix:/p' -> ('unix', '/p'); '127.0.0.1:9' -> ('tcp', ('127.0.0.1', 9));
-    '[::1]:9' -> ('tcp', ('::1', 9))."""
-    if listen.startswith("unix:"):
-        return "unix", listen[5:]
-    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)", listen) or re.fullmatch(r"([^:]+):(\d+)", listen)
-    if not m:
-        raise ValueError("bad listen address %r" % listen)
-    return "tcp", (m.group(1), int(m.group(2)))
-
-
-def connect_to(listen, timeout=DEFAULT_TIMEOUT):
-    kind, addr = listen_target(listen)
-    if kind == "unix":
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    else:
-        s = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(addr)
-    except OSError:
-        s.close()
-        raise
-    return s
-
-
 def can_connect(listen):
     try:
         connect_to(listen, timeout=0.5).close()
@@ -317,82 +295,30 @@ class FrontServer:
 
 
 class NginxFront(FrontServer):
+    """nginx running examples/nginx/ssehub.conf as users copy it (rendered by
+    frontconf: this port, the hub's socket, an empty document root), with
+    the private prefix, logs and worker sizes around it."""
+
     kind = "nginx"
 
-    def __init__(self, workdir, upstream, name="nginx", token_cookie="token"):
-        """token_cookie: the hub's --token-cookie, the one cookie passed on
-        to it for streams (as the example's map does)."""
+    def __init__(self, workdir, upstream, name="nginx", token_cookie="token", worker_connections=1024,
+                 rlimit_nofile=None, main_extra=(), http_extra=()):
+        """upstream: fastcgi_pass syntax; token_cookie: the hub's
+        --token-cookie (the one cookie the example passes on for streams);
+        main_extra / http_extra: directives (without ';') around the example."""
         super().__init__(workdir)
         self.prefix = self.workdir / name
         self.prefix.mkdir(parents=True, exist_ok=True)
-        p = self.prefix
-        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (p / "tmp" / sub).mkdir(parents=True, exist_ok=True)
-        self.error_log = p / "error.log"
-        self.access_log = p / "access.log"
-        self.conf = p / "nginx.conf"
+        self.error_log = self.prefix / "error.log"
+        self.access_log = self.prefix / "access.log"
         self.logs = [self.error_log]
-        user = "user root;" if os.geteuid() == 0 else ""
-        # As examples/nginx/ssehub.conf: a stream gets only the params
-        # ssehub reads and its own connection; the API and /metrics go
-        # over kept connections (FCGI_KEEP_CONN).
-        locs = """
-        location /sse/ {
-            fastcgi_pass %(up)s;
-            fastcgi_pass_request_headers off;
-            fastcgi_param REQUEST_METHOD $request_method;
-            fastcgi_param REQUEST_URI $request_uri;
-            fastcgi_param HTTP_AUTHORIZATION $http_authorization if_not_empty;
-            fastcgi_param HTTP_COOKIE $ssehub_token_cookie if_not_empty;
-            fastcgi_param HTTP_LAST_EVENT_ID $http_last_event_id if_not_empty;
-            fastcgi_buffering off;
-            fastcgi_buffer_size 512;
-            fastcgi_read_timeout 120s;
-            fastcgi_keep_conn off;
-        }
-        location /api/ {
-            include /etc/nginx/fastcgi_params;
-            fastcgi_pass ssehub_api;
-            fastcgi_keep_conn on;
-            fastcgi_buffer_size 1k;
-        }
-        location = /metrics {
-            include /etc/nginx/fastcgi_params;
-            fastcgi_pass ssehub_api;
-            fastcgi_keep_conn on;
-        }""" % {"up": upstream}
-        self.conf.write_text("""
-daemon off;
-master_process on;
-worker_processes 1;
-%(user)s
-pid %(p)s/nginx.pid;
-error_log %(p)s/error.log info;
-events { worker_connections 1024; }
-http {
-    access_log %(p)s/access.log;
-    client_body_temp_path %(p)s/tmp/client_body;
-    proxy_temp_path %(p)s/tmp/proxy;
-    fastcgi_temp_path %(p)s/tmp/fastcgi;
-    uwsgi_temp_path %(p)s/tmp/uwsgi;
-    scgi_temp_path %(p)s/tmp/scgi;
-    map $cookie_%(cookie)s $ssehub_token_cookie {
-        "" "";
-        default "%(cookie)s=$cookie_%(cookie)s";
-    }
-    upstream ssehub_api {
-        server %(up)s;
-        keepalive 16;
-    }
-    request_pool_size 10k;
-    server {
-        listen %(host)s:%(port)d;
-        server_name localhost;
-%(locs)s
-    }
-}
-""" % {"user": user, "p": p, "host": self.host, "port": self.port, "up": upstream, "locs": locs,
-       "cookie": token_cookie})
+        site = frontconf.nginx_site(upstream, "%s:%d" % (self.host, self.port), self.prefix / "htdocs",
+                                    token_cookie=token_cookie)
+        (self.prefix / "htdocs").mkdir(exist_ok=True)
+        self.conf = frontconf.write_nginx(self.prefix, site, worker_connections=worker_connections,
+                                          rlimit_nofile=rlimit_nofile,
+                                          user="root" if os.geteuid() == 0 else None,
+                                          main_extra=main_extra, http_extra=http_extra)
 
     def start(self):
         nginx = find_program("nginx")
@@ -403,44 +329,25 @@ http {
 
 
 class LighttpdFront(FrontServer):
-    """lighttpd with an external FastCGI socket (socket=...) or spawning
-    ssehub itself (bin_path=...; the socket is then lighttpd's own)."""
+    """lighttpd running examples/lighttpd/ssehub.conf (rendered by
+    frontconf): variant B with an external FastCGI socket (socket=...) or
+    variant A spawning ssehub itself (bin_path=...; the socket is then
+    lighttpd's own). extra: lines after it (e.g. larger header limits)."""
 
     kind = "lighttpd"
 
-    def __init__(self, workdir, socket_path=None, bin_path=None, name="lighttpd"):
+    def __init__(self, workdir, socket_path=None, bin_path=None, name="lighttpd", extra=()):
         super().__init__(workdir)
         self.prefix = self.workdir / name
         self.prefix.mkdir(parents=True, exist_ok=True)
-        p = self.prefix
-        self.error_log = p / "error.log"
-        self.conf = p / "lighttpd.conf"
+        self.error_log = self.prefix / "error.log"
         self.logs = [self.error_log]
-        (p / "htdocs").mkdir(exist_ok=True)
         if bin_path:
             self.kind = "lighttpd-binpath"
-            backend = ('"socket" => "%s",\n            "bin-path" => "%s",\n'
-                       '            "max-procs" => 1,' % (p / "spawn.sock", bin_path))
+            site = frontconf.lighttpd_site(self.prefix / "spawn.sock", bin_path)
         else:
-            backend = '"socket" => "%s",' % socket_path
-        self.conf.write_text("""
-server.document-root = "%(p)s/htdocs"
-server.bind = "%(host)s"
-server.port = %(port)d
-server.errorlog = "%(p)s/error.log"
-server.pid-file = "%(p)s/lighttpd.pid"
-server.upload-dirs = ( "%(p)s" )
-server.modules = ( "mod_fastcgi" )
-server.stream-response-body = 2
-server.max-read-idle = 120
-server.max-write-idle = 120
-$HTTP["url"] =~ "^/(sse/|api/|metrics$)" {
-    fastcgi.server = ( "/" => ((
-            %(backend)s
-            "check-local" => "disable"
-    )))
-}
-""" % {"p": p, "host": self.host, "port": self.port, "backend": backend})
+            site = frontconf.lighttpd_site(socket_path)
+        self.conf = frontconf.write_lighttpd(self.prefix, self.host, self.port, site, extra)
 
     def start(self):
         lighttpd = find_program("lighttpd")
@@ -482,14 +389,18 @@ class Procs:
 
     # front servers
     def front(self, kind, hub=None, upstream=None, wait=True):
-        """kind: nginx | lighttpd. upstream: nginx fastcgi_pass syntax, from hub by default."""
+        """kind: nginx | lighttpd. upstream: nginx fastcgi_pass syntax, from hub
+        by default, or a list of them (the nodes of a cluster)."""
         upstream = upstream or hub.upstream
         if kind == "nginx":
             f = NginxFront(self.workdir, upstream, name="nginx%d" % len(self.fronts))
         elif kind == "lighttpd":
-            if not upstream.startswith("unix:"):
+            nodes = upstream if isinstance(upstream, list) else [upstream]
+            if not all(u.startswith("unix:") for u in nodes):
                 raise ValueError("lighttpd front only wired for unix sockets here")
-            f = LighttpdFront(self.workdir, socket_path=upstream[5:], name="lighttpd%d" % len(self.fronts))
+            paths = [u[5:] for u in nodes]
+            f = LighttpdFront(self.workdir, socket_path=paths if isinstance(upstream, list) else paths[0],
+                              name="lighttpd%d" % len(self.fronts))
         else:
             raise ValueError(kind)
         if hub is not None:
@@ -507,7 +418,10 @@ class Procs:
         log = self.workdir / ("%s-ssehub.log" % name)
         pid_file = self.workdir / ("%s-ssehub.pid" % name)
         wrapper = self.workdir / ("%s-wrapper.sh" % name)
-        wrapper.write_text('#!/bin/sh\nexec "%s" "$@" 2>>"%s"\n' % (self.binary, log))
+        # the example hands ssehub only PATH and TZ (bin-copy-environment):
+        # the wrapper restores the sanitizer settings of a sanitizer run
+        env = "".join("export %s='%s'\n" % (k, os.environ[k]) for k in SANITIZER_ENV if k in os.environ)
+        wrapper.write_text('#!/bin/sh\n%sexec "%s" "$@" 2>>"%s"\n' % (env, self.binary, log))
         wrapper.chmod(0o755)
         args = ["--pid-file", str(pid_file)] + [str(a) for a in hub_args]
         for a in args:
@@ -622,8 +536,10 @@ def http_call(front, method, path, body=None, token=None, headers=None, timeout=
     if isinstance(body, (dict, list)):
         body = json.dumps(body).encode()
         h["Content-Type"] = "application/json"
-    elif isinstance(body, str):
-        body = body.encode()
+    elif isinstance(body, (str, bytes)):
+        # raw bodies are JSON too (the admin POST routes require the type);
+        # a test that means another type passes it in headers
+        body = body.encode() if isinstance(body, str) else body
         h["Content-Type"] = "application/json"
     if headers:
         h.update(headers)
@@ -639,24 +555,6 @@ def http_call(front, method, path, body=None, token=None, headers=None, timeout=
 
 # --------------------------------------------------------------------------
 # Server-sent events
-
-
-def split_cgi(stdout, require_separator=False):
-    """(status int, headers {lower name: value}, body bytes) from a CGI-style
-    answer (a Status: header, 200 when absent). Without a blank line after
-    the headers, the whole answer is the head -- or, with
-    require_separator, that is an AssertionError."""
-    head, sep, rest = stdout.partition(b"\r\n\r\n")
-    if not sep:
-        head, sep, rest = stdout.partition(b"\n\n")
-    if not sep and require_separator:
-        raise AssertionError("no header/body separator in stdout %r" % stdout[:300])
-    hdrs = {}
-    for line in head.decode("iso-8859-1").splitlines():
-        k, _, v = line.partition(":")
-        hdrs[k.strip().lower()] = v.strip()
-    status = int(hdrs.get("status", "200").split()[0])
-    return status, hdrs, rest
 
 
 class Block:
@@ -986,22 +884,13 @@ class SSEStream:
                 return b
 
     def wait_event(self, name, timeout=DEFAULT_TIMEOUT):
-        """Reads until an event of type name; AssertionError on timeout."""
-        deadline = time.monotonic() + timeout
-        seen = []
-        while True:
-            try:
-                b = self.next_block(max(0.0, deadline - time.monotonic()))
-            except StreamEnded as exc:
-                raise AssertionError("stream ended before event %r (%s); seen %r" % (name, exc, seen))
-            if b is None:
-                raise AssertionError("no event %r within %ss; seen %r" % (name, timeout, seen))
-            if b.dispatched and b.type == name:
-                return b
-            seen.append(b)
+        """Reads until an event of type name and returns it; AssertionError
+        on timeout or when the stream ends first."""
+        return self.blocks_until(name, timeout)[-1]
 
     def blocks_until(self, name, timeout=DEFAULT_TIMEOUT):
-        """Every block up to and including the first event named name."""
+        """Every block up to and including the first event named name;
+        AssertionError on timeout or when the stream ends first."""
         deadline = time.monotonic() + timeout
         got = []
         while True:
@@ -1056,126 +945,6 @@ class SSEStream:
             self.sock.close()
         except OSError:
             pass
-
-
-# --------------------------------------------------------------------------
-# FastCGI client (direct, no front server)
-
-FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT, FCGI_STDERR = 1, 3, 4, 5, 6, 7
-
-
-def _fcgi_record(rtype, content, request_id=1):
-    return struct.pack("!BBHHBx", 1, rtype, request_id, len(content), 0) + content
-
-
-def _fcgi_nv(name, value):
-    out = b""
-    for item in (name, value):
-        n = len(item)
-        out += bytes([n]) if n < 128 else struct.pack("!I", n | 0x80000000)
-    return out + name + value
-
-
-class FcgiRequest:
-    """One FastCGI request straight to ssehub (no front server), reading the
-    answer record by record: stdout bytes, whether the empty STDOUT record
-    (end of stream) came, and the END_REQUEST (app_status, protocol_status)."""
-
-    def __init__(self, listen, method="GET", uri="/api/sse/health", headers=None, body=b"",
-                 timeout=DEFAULT_TIMEOUT):
-        path, _, query = uri.partition("?")
-        params = {"REQUEST_METHOD": method, "REQUEST_URI": uri, "QUERY_STRING": query,
-                  "DOCUMENT_URI": path, "SCRIPT_NAME": path, "SERVER_PROTOCOL": "HTTP/1.1",
-                  "GATEWAY_INTERFACE": "CGI/1.1", "CONTENT_LENGTH": str(len(body)) if body else "",
-                  "CONTENT_TYPE": "application/json" if body else "", "REMOTE_ADDR": "127.0.0.1",
-                  "SERVER_NAME": "localhost", "SERVER_PORT": "80"}
-        for k, v in (headers or {}).items():
-            params["HTTP_" + k.upper().replace("-", "_")] = v
-        pdata = b"".join(_fcgi_nv(k.encode(), v.encode()) for k, v in params.items())
-        msg = _fcgi_record(FCGI_BEGIN_REQUEST, struct.pack("!HB5x", 1, 0))
-        msg += _fcgi_record(FCGI_PARAMS, pdata) + _fcgi_record(FCGI_PARAMS, b"")
-        if body:
-            msg += _fcgi_record(FCGI_STDIN, body)
-        msg += _fcgi_record(FCGI_STDIN, b"")
-        self.timeout = timeout
-        self.stdout = b""
-        self.stdout_closed = False     # the empty FCGI_STDOUT record arrived
-        self.end_request = None        # (app_status, protocol_status)
-        self.eof = False
-        self.records = []              # (type, content length) in order
-        self._buf = b""
-        self.sock = connect_to(listen, timeout)
-        self.sock.sendall(msg)
-
-    def _parse(self):
-        while len(self._buf) >= 8 and self.end_request is None:
-            _, rtype, _, clen, plen = struct.unpack("!BBHHBx", self._buf[:8])
-            if len(self._buf) < 8 + clen + plen:
-                return
-            content = self._buf[8:8 + clen]
-            self._buf = self._buf[8 + clen + plen:]
-            self.records.append((rtype, clen))
-            if rtype == FCGI_STDOUT:
-                if clen == 0:
-                    self.stdout_closed = True
-                self.stdout += content
-            elif rtype == FCGI_END_REQUEST:
-                app, proto = struct.unpack("!IB3x", content[:8])
-                self.end_request = (app, proto)
-
-    def read(self, until, timeout=None):
-        """Reads until until(self) is true, END_REQUEST or EOF; False on timeout."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            self._parse()
-            if until(self) or self.end_request is not None or self.eof:
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                return False
-            except ConnectionResetError:
-                data = b""
-            if not data:
-                self.eof = True
-            self._buf += data
-
-    def read_to_end(self, timeout=None):
-        if not self.read(lambda r: False, timeout):
-            raise AssertionError("no FastCGI END_REQUEST within %ss (stdout %r)" % (
-                self.timeout if timeout is None else timeout, self.stdout[:300]))
-        return self
-
-    def response(self):
-        """(status, headers dict lower-case, body bytes) from the CGI-style stdout."""
-        return split_cgi(self.stdout)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-def fcgi_request(listen, method="GET", uri="/api/sse/health", headers=None, body=b"", timeout=DEFAULT_TIMEOUT):
-    """One complete FastCGI request. Returns (status, headers, body)."""
-    r = FcgiRequest(listen, method, uri, headers, body, timeout)
-    try:
-        r.read_to_end()
-        if r.end_request is None:
-            raise AssertionError("FastCGI connection closed before END_REQUEST (stdout %r)" % r.stdout[:300])
-        return r.response()
-    finally:
-        r.close()
-
-
-def fcgi_health(listen, timeout=DEFAULT_TIMEOUT):
-    status, _, body = fcgi_request(listen, timeout=timeout)
-    return status == 200 and json.loads(body.decode()).get("success") is True
 
 
 # --------------------------------------------------------------------------

@@ -191,6 +191,17 @@ def assert_admin_ok(o, what=""):
     assert o.status == 200 and (o.json or {}).get("success") is True, "%s: expected 200, got %r" % (what, o)
 
 
+def assert_user_and_admin(st, user, admin, code, what):
+    """A stream with the user token and an admin call with the admin token:
+    both accepted (code None) or both refused with 401 code."""
+    if code is None:
+        assert_stream_ok(attempt_stream(st, token=user), what)
+        assert_admin_ok(attempt_admin(st, token=admin), what)
+    else:
+        assert_rejected(attempt_stream(st, token=user), code, what)
+        assert_rejected(attempt_admin(st, token=admin), code, what)
+
+
 def hs_token(minter, lab, claims, alg="HS256"):
     return minter.raw({"alg": alg, "typ": "JWT"}, claims, alg, lab.secret[alg])
 
@@ -354,12 +365,7 @@ def test_time_claims(lab, minter, case, front):
     spec, code = TIME_CASES[case]
     user = hs_token(minter, lab, time_claims(spec, user_id=uid(case)))
     admin = hs_token(minter, lab, time_claims(spec, user_id="adm", role="admin"))
-    if code is None:
-        assert_stream_ok(attempt_stream(st, token=user), case)
-        assert_admin_ok(attempt_admin(st, token=admin), case)
-    else:
-        assert_rejected(attempt_stream(st, token=user), code, case)
-        assert_rejected(attempt_admin(st, token=admin), code, case)
+    assert_user_and_admin(st, user, admin, code, case)
 
 
 def test_no_exp_accepted_with_require_exp_no(lab, minter):
@@ -401,12 +407,7 @@ def test_issuer_and_audience(lab, minter, case, front):
     claims, code = ISS_AUD_CASES[case]
     user = hs_token(minter, lab, Minter.claims(user_id=uid(case), **claims))
     admin = hs_token(minter, lab, Minter.claims(user_id="adm", admin=True, **claims))
-    if code is None:
-        assert_stream_ok(attempt_stream(st, token=user), case)
-        assert_admin_ok(attempt_admin(st, token=admin), case)
-    else:
-        assert_rejected(attempt_stream(st, token=user), code, case)
-        assert_rejected(attempt_admin(st, token=admin), code, case)
+    assert_user_and_admin(st, user, admin, code, case)
 
 
 # ---------------------------------------------------------------- user and admin claims

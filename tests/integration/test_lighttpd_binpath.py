@@ -1,7 +1,5 @@
 """lighttpd spawning ssehub itself (bin-path: the socket is fd 0)."""
 
-import time
-
 import ssehub_harness as h
 from conftest import require_program
 

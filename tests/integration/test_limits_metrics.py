@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-import ssehub_harness as h
+import fcgi_client as fcgi
 from delivery_support import (connected_data, expect_event, front_kind, get_metrics, metric,  # noqa: F401
                               read_events, summary, wait_gone)
 
@@ -280,9 +280,9 @@ def test_slow_consumer_is_closed_and_counted(stack, procs, tokens):
     front-server buffer hides it) is closed once its queue passes
     --max-queue-bytes; a stream that reads through nginx gets everything."""
     fast = stack.open_stream(user_id=1)
-    slow = h.FcgiRequest(stack.hub.listen, uri="/sse/stream",
-                         headers={"Authorization": "Bearer " + tokens.user(2)})
-    assert slow.read(lambda r: b"event: connected" in r.stdout, 3), slow.stdout
+    slow = fcgi.FcgiRequest(stack.hub.listen, uri="/sse/stream",
+                            headers={"Authorization": "Bearer " + tokens.user(2)})
+    assert slow.read(lambda r: b"event: connected" in r.stdout, 3), slow.response
     stack.wait_stats({"total_clients": 2, "user_clients": {"1": 1, "2": 1}})
     blob = "x" * 30000
     try:

@@ -3,7 +3,7 @@
 import signal
 import time
 
-import ssehub_harness as h
+import fcgi_client as fcgi
 
 
 def test_sigterm_ends_streams_cleanly(stack):
@@ -33,20 +33,20 @@ def test_sigterm_ends_fastcgi_streams_with_end_request(procs, tokens):
     hub = procs.hub()
     direct = []
     for user in (1, 2, "carol"):
-        r = h.FcgiRequest(hub.listen, uri="/sse/stream",
-                          headers={"Authorization": "Bearer " + tokens.user(user)})
-        assert r.read(lambda r: b"event: connected" in r.stdout, 3), r.stdout
-        assert r.end_request is None and not r.eof, (r.end_request, r.stdout)
+        r = fcgi.FcgiRequest(hub.listen, uri="/sse/stream",
+                             headers={"Authorization": "Bearer " + tokens.user(user)})
+        assert r.read(lambda resp: b"event: connected" in resp.stdout, 3), r.response
+        assert not r.response.complete and not r.response.eof, r.response
         direct.append(r)
-    assert h.fcgi_request(hub.listen)[0] == 200
+    assert fcgi.request(hub.listen).http()[0] == 200
 
     t0 = time.monotonic()
     hub.process.proc.send_signal(signal.SIGTERM)
     for r in direct:
-        r.read_to_end(timeout=max(0.1, 3.0 - (time.monotonic() - t0)))
-        assert r.stdout_closed, "no empty FCGI_STDOUT record before the end: %r" % r.records
-        assert r.end_request == (0, 0), "END_REQUEST (appStatus, protocolStatus) = %r, records %r" % (
-            r.end_request, r.records)
+        resp = r.read_to_end(timeout=max(0.1, 3.0 - (time.monotonic() - t0)))
+        assert resp.stdout_closed, "no empty FCGI_STDOUT record before the end: %r" % resp.records
+        assert resp.end == (0, fcgi.REQUEST_COMPLETE), "END_REQUEST (appStatus, protocolStatus) = %r, records %r" % (
+            resp.end, resp.records)
         r.close()
     rc = hub.process.wait(max(0.1, 3.0 - (time.monotonic() - t0)))
     assert rc == 0, "exit status %r after SIGTERM" % rc

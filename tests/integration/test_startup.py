@@ -6,11 +6,11 @@ import re
 import signal
 import socket
 import stat
-import time
 import uuid
 
 import pytest
 
+import fcgi_client as fcgi
 import ssehub_harness as h
 from conftest import require_program
 
@@ -62,7 +62,7 @@ def test_refuses_unix_path_of_a_live_hub(procs, secret, workdir):
     # the first one is untouched
     assert first.process.alive()
     assert first.socket_path.exists(), "the refused process removed the live socket"
-    assert h.fcgi_health(first.listen)
+    assert fcgi.health(first.listen)
     _stop_clean(first)
 
 
@@ -73,7 +73,7 @@ def test_stale_socket_file_is_replaced(procs, secret, tokens, workdir):
     s.close()
     assert path.exists() and not h.can_connect("unix:%s" % path)
     hub = procs.hub(name="stale", listen="unix:%s" % path)
-    assert h.fcgi_health(hub.listen)
+    assert fcgi.health(hub.listen)
     front = procs.front("nginx", hub=hub)
     _smoke(front, tokens)
     _stop_clean(hub)

@@ -21,7 +21,7 @@ import signal
 
 import pytest
 
-import fault_support as fs
+import fcgi_client as fcgi
 import ssehub_harness as h
 
 SLOW = 30.0          # seconds for any single answer under valgrind
@@ -63,9 +63,9 @@ def test_valgrind_clean_run(procs, tokens, workdir):
     a1, a2 = stream(1), stream(1)
     b = stream("bob")
     c2 = stream(2)
-    direct = h.FcgiRequest(hub.listen, uri="/sse/stream", headers={"Authorization": "Bearer " + tokens.user(3)},
+    direct = fcgi.FcgiRequest(hub.listen, uri="/sse/stream", headers={"Authorization": "Bearer " + tokens.user(3)},
                            timeout=SLOW)
-    assert direct.read(lambda r: b"event: connected" in r.stdout, SLOW), direct.stdout
+    assert direct.read(lambda r: b"event: connected" in r.stdout, SLOW), direct.response
 
     # every kind of publish
     d = publish("broadcast", event="news", data={"t": "hello", "n": [1, 2.5, None, True]}, id="m-1", retry=2500)
@@ -83,7 +83,7 @@ def test_valgrind_clean_run(procs, tokens, workdir):
             assert ev is not None, "client %s got %r, wanted %r" % (s.client_id, got, want)
             got.append(ev.type)
         assert got == want, (s.client_id, got)
-    assert direct.read(lambda r: r.stdout.count(b"event: news") == 2, SLOW), direct.stdout[-500:]
+    assert direct.read(lambda r: r.stdout.count(b"event: news") == 2, SLOW), direct.response.stdout[-500:]
 
     # replay after a Last-Event-ID, stats, metrics, health
     replay = stream(1, headers={"Last-Event-ID": "m-1"})
@@ -121,9 +121,9 @@ def test_valgrind_clean_run(procs, tokens, workdir):
     # with messages still queued (--max-queue-bytes 4096, straight on the
     # socket so no front server buffers for it)
     expiring = stream(4, token=tokens.user(4, exp_in=2))
-    slow = h.FcgiRequest(hub.listen, uri="/sse/stream", headers={"Authorization": "Bearer " + tokens.user("slow")},
+    slow = fcgi.FcgiRequest(hub.listen, uri="/sse/stream", headers={"Authorization": "Bearer " + tokens.user("slow")},
                          timeout=SLOW)
-    assert slow.read(lambda r: b"event: connected" in r.stdout, SLOW), slow.stdout
+    assert slow.read(lambda r: b"event: connected" in r.stdout, SLOW), slow.response
     for i in range(150):
         call("POST", "/api/sse/send-to-user", {"user_id": "slow", "event": "bulk", "data": "z" * 3500})
         if i % 10 == 9 and "event=slow_consumer" in hub.log():
@@ -141,7 +141,8 @@ def test_valgrind_clean_run(procs, tokens, workdir):
     assert call("POST", "/api/sse/disconnect", {"client_id": b.client_id}).data["closed"] == 1
     b.wait_event("disconnect", SLOW)
     c2.close()
-    c = fs.RawFcgi(hub.listen, timeout=SLOW).send(b"garbage that is not FastCGI")
+    c = fcgi.FcgiConnection(hub.listen, timeout=SLOW)
+    c.send(b"garbage that is not FastCGI")
     c.read_until_eof(SLOW)
     c.close()
     h.wait_until(lambda: call("GET", "/api/sse/stats").data["total_clients"] == 1, SLOW,
@@ -158,4 +159,5 @@ def test_valgrind_clean_run(procs, tokens, workdir):
         rc, h.tail(str(vg_log), 8000))
     assert summary and summary[-1].startswith("ERROR SUMMARY: 0 errors"), (
         "valgrind: %r\n%s" % (summary, h.tail(str(vg_log), 8000)))
-    assert direct.end_request == (0, 0), "direct stream not ended with END_REQUEST: %r" % direct.records
+    assert direct.response.end == (0, fcgi.REQUEST_COMPLETE), (
+        "direct stream not ended with END_REQUEST: %r" % direct.response.records)

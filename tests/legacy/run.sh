@@ -127,8 +127,7 @@ fallbacks)
 			ok "fallback for $fn: the forced build does not import it"
 		fi
 	done
-	for pair in EPOLLEXCLUSIVE:HAVE_DECL_EPOLLEXCLUSIVE \
-		JSON_C_TO_STRING_NOSLASHESCAPE:HAVE_DECL_JSON_C_TO_STRING_NOSLASHESCAPE; do
+	for pair in EPOLLEXCLUSIVE:HAVE_DECL_EPOLLEXCLUSIVE; do
 		name=${pair%%:*} macro=${pair#*:}
 		if ! src_uses "$name"; then
 			ok "fallback for $name: src/ does not use it"

@@ -1,5 +1,6 @@
-/* Unit tests: SSE encoding, parsers, token checks, and the hub with real loop
- * threads writing FastCGI records into socketpairs. TAP output. */
+/* Unit tests: SSE encoding, parsers, token checks, the FastCGI parser and
+ * writers, the loop, and the whole request path (connections, api, hub,
+ * streams) over socketpairs with the loops driven by the test. TAP output. */
 #include <errno.h>
 #include <fastcgi.h>
 #include <jwt.h>
@@ -11,15 +12,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <fcgiapp.h>
-
+#include "api.h"
 #include "auth.h"
-#include "fcgi_in.h"
 #include "config.h"
+#include "fcgi.h"
+#include "fcgi_peer.h"
 #include "hub.h"
+#include "loop.h"
 #include "metrics.h"
+#include "server.h"
 #include "sse.h"
-#include "stream.h"
 #include "tap.h"
 #include "util.h"
 
@@ -291,218 +293,358 @@ static void test_auth_cache(void)
 	unlink(cfg.secret_files[0]);
 }
 
-/* ---- the FastCGI request reader and writer ---------------------------------- */
+/* ---- the FastCGI parser and writers ------------------------------------------ */
 
-static void put_record(struct buf *b, int type, uint16_t id, const void *content, size_t len)
+/* Feeds wire to a fresh parser in pieces of step bytes (0: all at once).
+ * Returns the last status; *used_total counts the bytes taken. */
+static enum fcgi_status feed_in_steps(struct fcgi_req *r, const struct buf *wire, size_t step, size_t *used_total,
+				      struct buf *reply)
 {
-	unsigned char h[FCGI_HEADER_LEN];
-	fcgi_header(h, type, id, len);
-	buf_append(b, h, sizeof(h));
-	if (len)
-		buf_append(b, content, len);
-}
+	enum fcgi_status st = FCGI_MORE;
+	size_t off = 0;
 
-static void put_pair(struct buf *b, const char *name, const char *value, size_t vlen)
-{
-	unsigned char l[8];
-	size_t nl = strlen(name), k = 0;
-	l[k++] = (unsigned char)nl;
-	if (vlen < 128) {
-		l[k++] = (unsigned char)vlen;
-	} else {
-		l[k++] = (unsigned char)(0x80 | vlen >> 24);
-		l[k++] = (unsigned char)(vlen >> 16);
-		l[k++] = (unsigned char)(vlen >> 8);
-		l[k++] = (unsigned char)vlen;
+	*used_total = 0;
+	while (off < wire->len && st == FCGI_MORE) {
+		size_t n = step && wire->len - off > step ? step : wire->len - off, used;
+		st = fcgi_req_feed(r, wire->data + off, n, &used, reply);
+		off += used;
+		*used_total += used;
 	}
-	buf_append(b, l, k);
-	buf_append(b, name, nl);
-	buf_append(b, value, vlen);
+	return st;
 }
 
-/* A whole request: BEGIN_REQUEST (flags), PARAMS, STDIN. */
-static void put_request(struct buf *b, uint16_t id, int flags, const struct buf *params, const char *body)
+static void test_fcgi(void)
 {
-	unsigned char begin[8] = { 0, FCGI_RESPONDER, (unsigned char)flags, 0, 0, 0, 0, 0 };
-	put_record(b, FCGI_BEGIN_REQUEST, id, begin, sizeof(begin));
-	put_record(b, FCGI_PARAMS, id, params->data, params->len);
-	put_record(b, FCGI_PARAMS, id, NULL, 0);
-	if (*body)
-		put_record(b, FCGI_STDIN, id, body, strlen(body));
-	put_record(b, FCGI_STDIN, id, NULL, 0);
-}
-
-static enum fcgi_in_result read_from(const struct buf *wire, int close_after, struct fcgi_in *in)
-{
-	int sv[2];
-	enum fcgi_in_result r;
-	ssize_t w = 0;
-
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
-		return FCGI_IN_DROP;
-	if (wire->len)
-		w = write(sv[0], wire->data, wire->len);
-	(void)w;
-	if (close_after)
-		shutdown(sv[0], SHUT_WR);
-	r = fcgi_in_read(sv[1], 1024, 1000, in);
-	close(sv[0]);
-	close(sv[1]);
-	return r;
-}
-
-static void test_fcgi_in(void)
-{
-	struct buf params = { 0 }, wire = { 0 }, empty = { 0 }, out = { 0 };
-	struct fcgi_in in;
-	char **env, big[300], *head = "Status: 200 OK\r\n\r\n", *body;
-	size_t body_len = 70000, off = 0, got_len = 0;
-	int sv[2], ended = 0, stdout_closed = 0, records = 0;
-	char *got;
+	struct buf params = { 0 }, wire = { 0 }, reply = { 0 }, out = { 0 }, mgmt = { 0 };
+	struct fcgi_req r;
+	struct peer_reply pr;
+	char big[300], *body;
+	size_t used, body_len = 70000;
+	int all_steps = 1;
+	const char *v;
 
 	memset(big, 'v', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
-	put_pair(&params, "REQUEST_METHOD", "GET", 3);
-	put_pair(&params, "REQUEST_URI", "/api/sse/health?x=1", 19);
-	put_pair(&params, "EMPTY", "", 0);
-	put_pair(&params, "HTTP_BIG", big, strlen(big));
+	peer_pair(&params, "REQUEST_METHOD", "GET");
+	peer_pair(&params, "REQUEST_URI", "/api/sse/health?x=1");
+	peer_pair(&params, "EMPTY", "");
+	peer_pair_n(&params, "HTTP_BIG", 8, big, strlen(big), 1);
+	peer_request(&wire, 7, FCGI_KEEP_CONN, &params, "{}", 2);
 
-	put_request(&wire, 7, FCGI_KEEP_CONN, &params, "{}");
-	ok(read_from(&wire, 0, &in) == FCGI_IN_OK && in.keep_conn && in.request_id == 7 &&
-		   in.body.len == 2 && strcmp(in.body.data, "{}") == 0,
-	   "fcgi_in: a request with FCGI_KEEP_CONN is read whole, flag kept");
-	env = fcgi_in_envp(&in);
-	ok(env && strcmp(FCGX_GetParam("REQUEST_URI", env), "/api/sse/health?x=1") == 0 &&
-		   strcmp(FCGX_GetParam("EMPTY", env), "") == 0 && strcmp(FCGX_GetParam("HTTP_BIG", env), big) == 0 &&
-		   FCGX_GetParam("REQUEST", env) == NULL && env[4] == NULL,
-	   "fcgi_in: envp holds every pair, long lengths and empty values included, for FCGX_GetParam");
-	free(env);
-	fcgi_in_free(&in);
+	/* every split of the same bytes gives the same request */
+	for (size_t step = 1; step <= wire.len; step += step < 20 ? 1 : 97) {
+		fcgi_req_init(&r, 1024, 100);
+		if (feed_in_steps(&r, &wire, step, &used, &reply) != FCGI_DONE || used != wire.len || r.id != 7 ||
+		    !r.keep_conn || r.body.len != 2 || strcmp(r.body.data, "{}") != 0 || r.nparams != 4 ||
+		    strcmp(fcgi_req_param(&r, "HTTP_BIG"), big) != 0)
+			all_steps = 0;
+		fcgi_req_free(&r);
+	}
+	ok(all_steps && reply.len == 0, "fcgi: a request split at every byte position parses the same");
 
+	fcgi_req_init(&r, 1024, 100);
+	ok(feed_in_steps(&r, &wire, 0, &used, &reply) == FCGI_DONE, "fcgi: the whole request at once is done");
+	ok((v = fcgi_req_param(&r, "REQUEST_URI")) && strcmp(v, "/api/sse/health?x=1") == 0 &&
+		   (v = fcgi_req_param(&r, "EMPTY")) && *v == '\0' && fcgi_req_param(&r, "REQUEST") == NULL &&
+		   fcgi_req_param(&r, "GET") == NULL,
+	   "fcgi: params by exact name, empty values kept, values are not names");
+	ok(fcgi_req_feed(&r, "x", 1, &used, &reply) == FCGI_BAD, "fcgi: feeding a done request without a reset is refused");
+	fcgi_req_reset(&r);
+	ok(r.params.len == 0 && fcgi_req_param(&r, "REQUEST_URI") == NULL && !fcgi_req_started(&r),
+	   "fcgi: a reset forgets the request (and wipes its params)");
 	wire.len = 0;
-	put_request(&wire, 1, 0, &params, "");
-	ok(read_from(&wire, 0, &in) == FCGI_IN_OK && !in.keep_conn, "fcgi_in: without the flag, not kept");
-	fcgi_in_free(&in);
+	peer_request(&wire, 1, 0, &params, "", 0);
+	peer_request(&wire, 2, 0, &params, "", 0);
+	ok(feed_in_steps(&r, &wire, 0, &used, &reply) == FCGI_DONE && used == wire.len / 2 && !r.keep_conn &&
+		   r.body.len == 0,
+	   "fcgi: the parser stops at the end of a request; the caller sees the bytes after it");
+	fcgi_req_free(&r);
 
+	/* what the front servers never send is refused */
 	wire.len = 0;
-	put_request(&wire, 1, FCGI_KEEP_CONN, &params, "");
-	put_request(&wire, 2, FCGI_KEEP_CONN, &params, "");
-	ok(read_from(&wire, 0, &in) == FCGI_IN_OK && !in.keep_conn,
-	   "fcgi_in: bytes after the request (pipelining) mean the connection is not kept");
-	fcgi_in_free(&in);
-
-	ok(read_from(&empty, 1, &in) == FCGI_IN_CLOSED, "fcgi_in: a peer that closes without a byte is CLOSED");
-	fcgi_in_free(&in);
+	peer_begin(&wire, 1, FCGI_AUTHORIZER, 0);
+	fcgi_req_init(&r, 1024, 100);
+	ok(feed_in_steps(&r, &wire, 0, &used, &reply) == FCGI_BAD, "fcgi: a role other than responder is refused");
+	fcgi_req_free(&r);
 	wire.len = 0;
-	put_request(&wire, 1, 0, &params, "");
-	wire.len = 20; /* inside the PARAMS record */
-	ok(read_from(&wire, 1, &in) == FCGI_IN_DROP, "fcgi_in: a peer that closes inside a request is DROP");
-	fcgi_in_free(&in);
+	peer_begin(&wire, 1, FCGI_RESPONDER, 0);
+	peer_records(&wire, FCGI_PARAMS, 2, params.data, params.len);
+	fcgi_req_init(&r, 1024, 100);
+	ok(feed_in_steps(&r, &wire, 0, &used, &reply) == FCGI_BAD, "fcgi: a record for another request id is refused");
+	fcgi_req_free(&r);
+	wire.len = 0;
+	peer_begin(&wire, 1, FCGI_RESPONDER, 0);
+	peer_record_pad(&wire, FCGI_ABORT_REQUEST, 1, NULL, 0, 0);
+	fcgi_req_init(&r, 1024, 100);
+	ok(feed_in_steps(&r, &wire, 0, &used, &reply) == FCGI_BAD, "fcgi: FCGI_ABORT_REQUEST ends the request");
+	fcgi_req_free(&r);
+	wire.len = 0;
+	peer_begin(&wire, 1, FCGI_RESPONDER, 0);
+	peer_pair_n(&mgmt, "A", 1, "b", 1, 0);
+	mgmt.len--; /* the value is cut short */
+	peer_records(&wire, FCGI_PARAMS, 1, mgmt.data, mgmt.len);
+	peer_record_pad(&wire, FCGI_PARAMS, 1, NULL, 0, 0);
+	fcgi_req_init(&r, 1024, 100);
+	ok(feed_in_steps(&r, &wire, 0, &used, &reply) == FCGI_BAD, "fcgi: a truncated name-value pair is refused");
+	fcgi_req_free(&r);
+	wire.len = 0;
+	mgmt.len = 0;
+	peer_begin(&wire, 1, FCGI_RESPONDER, 0);
+	peer_pair_n(&mgmt, "HTTP_AUTHORIZATION", 18, "Bearer x\0y", 10, 0);
+	peer_records(&wire, FCGI_PARAMS, 1, mgmt.data, mgmt.len);
+	peer_record_pad(&wire, FCGI_PARAMS, 1, NULL, 0, 0);
+	fcgi_req_init(&r, 1024, 100);
+	ok(feed_in_steps(&r, &wire, 0, &used, &reply) == FCGI_BAD,
+	   "fcgi: a NUL inside a param value is refused (it would cut the lookup short)");
+	fcgi_req_free(&r);
+	wire.len = 0;
+	peer_record_pad(&wire, FCGI_BEGIN_REQUEST, 1, "\0\1\0\0\0\0\0\0", 8, 0);
+	wire.data[0] = 2;
+	fcgi_req_init(&r, 1024, 100);
+	ok(feed_in_steps(&r, &wire, 0, &used, &reply) == FCGI_BAD, "fcgi: a version other than 1 is refused");
+	fcgi_req_free(&r);
 
-	/* an answer longer than one record: the head and body split across two */
+	/* padding, and limits answered rather than dropped */
+	wire.len = 0;
+	peer_begin(&wire, 3, FCGI_RESPONDER, 0);
+	peer_record_pad(&wire, FCGI_PARAMS, 3, params.data, params.len, 7);
+	peer_record_pad(&wire, FCGI_PARAMS, 3, NULL, 0, 255);
+	peer_record_pad(&wire, FCGI_STDIN, 3, "abc", 3, 5);
+	peer_record_pad(&wire, FCGI_STDIN, 3, NULL, 0, 0);
+	fcgi_req_init(&r, 1024, 100);
+	ok(feed_in_steps(&r, &wire, 3, &used, &reply) == FCGI_DONE && used == wire.len &&
+		   strcmp(r.body.data, "abc") == 0 && r.nparams == 4,
+	   "fcgi: padded records are read whole and their padding skipped");
+	fcgi_req_free(&r);
 	body = xmalloc(body_len);
+	memset(body, 'b', body_len);
+	wire.len = 0;
+	peer_request(&wire, 1, 0, &params, body, 2000);
+	fcgi_req_init(&r, 1024, 100);
+	ok(feed_in_steps(&r, &wire, 0, &used, &reply) == FCGI_DONE && r.body_over && r.body.len == 1025,
+	   "fcgi: a body past the limit is drained and flagged (for 413), 1 byte over kept");
+	fcgi_req_free(&r);
+	{
+		struct buf huge = { 0 };
+		char *val = xmalloc(70000);
+		memset(val, 'h', 70000);
+		peer_pair_n(&huge, "HTTP_X", 6, val, 70000, 0);
+		wire.len = 0;
+		peer_request(&wire, 1, 0, &huge, "", 0);
+		fcgi_req_init(&r, 1024, 100);
+		ok(feed_in_steps(&r, &wire, 0, &used, &reply) == FCGI_DONE && r.params_over,
+		   "fcgi: params past 64 KiB are drained and flagged (for 431)");
+		fcgi_req_free(&r);
+		free(val);
+		free(huge.data);
+	}
+
+	/* management records: answered as the specification says */
+	wire.len = 0;
+	mgmt.len = 0;
+	peer_pair(&mgmt, FCGI_MAX_CONNS, "");
+	peer_pair(&mgmt, "NOT_A_VARIABLE", "");
+	peer_pair(&mgmt, FCGI_MPXS_CONNS, "");
+	peer_pair(&mgmt, FCGI_MAX_REQS, "");
+	peer_record_pad(&wire, FCGI_GET_VALUES, 0, mgmt.data, mgmt.len, 0);
+	peer_record_pad(&wire, 42, 0, "x", 1, 0);
+	fcgi_req_init(&r, 1024, 321);
+	reply.len = 0;
+	ok(feed_in_steps(&r, &wire, 2, &used, &reply) == FCGI_MORE && used == wire.len, "fcgi: management records consumed");
+	peer_reply_init(&pr);
+	peer_parse(&pr, (unsigned char *)reply.data, reply.len);
+	{
+		struct buf want = { 0 };
+		peer_pair(&want, FCGI_MAX_CONNS, "321");
+		peer_pair(&want, FCGI_MPXS_CONNS, "0");
+		peer_pair(&want, FCGI_MAX_REQS, "321");
+		ok(pr.got_values && pr.values.len == want.len && memcmp(pr.values.data, want.data, want.len) == 0,
+		   "fcgi: GET_VALUES is answered with FCGI_MAX_CONNS, FCGI_MPXS_CONNS=0 and FCGI_MAX_REQS, unknown names left out");
+		free(want.data);
+	}
+	ok(pr.unknown_type == 42, "fcgi: an unknown management type gets FCGI_UNKNOWN_TYPE naming it");
+	peer_reply_free(&pr);
+	fcgi_req_free(&r);
+	wire.len = 0;
+	for (int i = 0; i <= FCGI_MAX_MGMT; i++)
+		peer_record_pad(&wire, 50, 0, NULL, 0, 0);
+	fcgi_req_init(&r, 1024, 100);
+	ok(feed_in_steps(&r, &wire, 0, &used, &reply) == FCGI_BAD, "fcgi: a flood of management records is refused");
+	fcgi_req_free(&r);
+
+	/* the writers */
 	for (size_t i = 0; i < body_len; i++)
 		body[i] = (char)('a' + i % 26);
-	ok(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair");
-	ok(fcgi_in_reply(sv[0], 9, head, strlen(head), body, body_len) == 0, "fcgi_in_reply writes 70 KB");
-	close(sv[0]);
-	for (;;) {
-		char tmp[65536];
-		ssize_t n = read(sv[1], tmp, sizeof(tmp));
-		if (n <= 0)
-			break;
-		buf_append(&out, tmp, (size_t)n);
-	}
-	close(sv[1]);
-	got = xmalloc(out.len);
-	while (off + FCGI_HEADER_LEN <= out.len) {
-		const unsigned char *r = (const unsigned char *)out.data + off;
-		size_t clen = (size_t)r[4] << 8 | r[5];
-		int id = r[2] << 8 | r[3];
-		records++;
-		if (id != 9 || r[6] != 0)
-			break;
-		if (r[1] == FCGI_STDOUT && clen) {
-			memcpy(got + got_len, r + FCGI_HEADER_LEN, clen);
-			got_len += clen;
-		} else if (r[1] == FCGI_STDOUT) {
-			stdout_closed = 1;
-		} else if (r[1] == FCGI_END_REQUEST && clen == 8 && r[FCGI_HEADER_LEN + 4] == FCGI_REQUEST_COMPLETE) {
-			ended = 1;
-		}
-		off += FCGI_HEADER_LEN + clen;
-	}
-	ok(records == 4 && stdout_closed && ended && off == out.len && got_len == strlen(head) + body_len &&
-		   memcmp(got, head, strlen(head)) == 0 && memcmp(got + strlen(head), body, body_len) == 0,
-	   "fcgi_in_reply: two STDOUT records carry head and body in order, then the empty STDOUT and END_REQUEST");
-	free(got);
+	fcgi_put_response(&out, 9, "Status: 200 OK\r\n\r\n", 18, body, body_len);
+	peer_reply_init(&pr);
+	ok(peer_parse(&pr, (unsigned char *)out.data, out.len) == out.len && pr.records == 4 && pr.stdout_closed &&
+		   pr.end_request && pr.id == 9 && pr.out.len == 18 + body_len &&
+		   memcmp(pr.out.data + 18, body, body_len) == 0 && !pr.malformed,
+	   "fcgi: a 70 KB answer is two STDOUT records, the empty STDOUT and END_REQUEST");
+	peer_reply_free(&pr);
+	ok(fcgi_stdout_len(0) == 0 && fcgi_stdout_len(1) == 9 && fcgi_stdout_len(65535) == 65543 &&
+		   fcgi_stdout_len(65536) == 65552,
+	   "fcgi: framed sizes (nothing at all for an empty message)");
+	out.len = 0;
+	fcgi_put_stdout(&out, 1, "", 0);
+	ok(out.len == 0, "fcgi: an empty STDOUT is never written by put_stdout (it would end the stream)");
 	free(body);
 	free(out.data);
+	free(mgmt.data);
+	free(reply.data);
 	free(params.data);
 	free(wire.data);
 }
 
-/* ---- hub and loops over socketpairs ------------------------------------------- */
+/* ---- the loop: timers, inbox order, deferred release ------------------------------ */
+
+static int fired[8], nfired;
+static void on_timer(struct loop *l, struct loop_timer *t)
+{
+	fired[nfired++] = (int)t->when;
+}
+
+static long jobs_seen[4];
+static int njobs;
+static void count_job(struct loop *l, void *a, void *b)
+{
+	jobs_seen[njobs++] = (long)(intptr_t)a;
+}
+
+static int released;
+static void on_release(struct loop_later *x)
+{
+	released++;
+}
+
+static void later_job(struct loop *l, void *a, void *b)
+{
+	ok(released == 0, "loop: a job posted before the release still sees its object");
+}
+
+static void test_loop(void)
+{
+	struct loop_timer t[5] = { { 0 } };
+	struct loop_later x;
+	struct loop *l;
+	int64_t base;
+
+	ok(loops_create(1) == 0, "loop: created");
+	l = loops_get(0);
+	base = util_mono_ms() - 1000;
+	/* due in the past, out of order; one stopped, one re-armed */
+	loop_timer_set(l, &t[0], base + 30, on_timer);
+	loop_timer_set(l, &t[1], base + 10, on_timer);
+	loop_timer_set(l, &t[2], base + 20, on_timer);
+	loop_timer_set(l, &t[3], base + 5, on_timer);
+	loop_timer_set(l, &t[4], base + 40, on_timer);
+	loop_timer_stop(l, &t[2]);
+	loop_timer_set(l, &t[0], base + 1, on_timer);
+	loop_pass(l, 0);
+	ok(nfired == 4 && fired[0] == (int)(base + 1) && fired[1] == (int)(base + 5) && fired[2] == (int)(base + 10) &&
+		   fired[3] == (int)(base + 40) && !t[0].slot && !t[2].slot,
+	   "loop: due timers run once, in time order; a stopped one never");
+	loop_post(l, count_job, (void *)1, NULL);
+	loop_post(l, count_job, (void *)2, NULL);
+	loop_post(l, later_job, NULL, NULL);
+	/* given up in this thread before the drain: released after it */
+	loop_free_later(l, &x, on_release);
+	loop_pass(l, 0);
+	ok(njobs == 2 && jobs_seen[0] == 1 && jobs_seen[1] == 2, "loop: posted jobs run in order");
+	ok(released == 1, "loop: the object is released after the drain that ran the jobs naming it");
+	loops_free();
+}
+
+/* ---- the whole path: connections, api, hub, streams (loops driven here) ---------- */
+
+static const char hub_secret[] = "unit-test-hub-secret-0123456789abcdef";
+
+static char *hub_token(const char *user, int admin)
+{
+	char claims[256];
+	jwt_t *jwt;
+	char *tok;
+
+	snprintf(claims, sizeof(claims), "{\"user_id\":\"%s\",\"exp\":%ld%s}", user, (long)time(NULL) + 3600,
+		 admin ? ",\"role\":\"admin\"" : "");
+	jwt_new(&jwt);
+	jwt_add_grants_json(jwt, claims);
+	jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)hub_secret, sizeof(hub_secret) - 1);
+	tok = jwt_encode_str(jwt);
+	jwt_free(jwt);
+	return tok;
+}
+
+/* Runs every loop for ms (or until done() says so). */
+static void run_loops(int ms)
+{
+	int64_t end = util_mono_ms() + ms;
+
+	while (util_mono_ms() < end)
+		for (int i = 0; i < loops_count(); i++)
+			loop_pass(loops_get(i), 1);
+}
 
 struct peer {
 	int fd;
-	char stdout_buf[1 << 20];
-	size_t len;
-	int ended;               /* END_REQUEST seen */
-	int eof;
+	struct peer_reply r;
+	unsigned char raw[1 << 18];
+	size_t have;
 };
 
-/* Reads FastCGI records for up to ms, appending STDOUT content. */
-static void pump(struct peer *p, int ms)
+/* Reads what has arrived, without waiting. */
+static void peer_pump(struct peer *p)
 {
-	static unsigned char raw[1 << 21];
-	size_t have = 0;
-	int64_t deadline = util_mono_ms() + ms;
-
 	for (;;) {
-		struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
-		int64_t left = deadline - util_mono_ms();
-		ssize_t n;
-		if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+		ssize_t n = recv(p->fd, p->raw + p->have, sizeof(p->raw) - p->have, MSG_DONTWAIT);
+		size_t used;
+		if (n == 0)
+			p->r.eof = 1;
+		if (n <= 0)
 			break;
-		n = read(p->fd, raw + have, sizeof(raw) - have);
-		if (n <= 0) {
-			p->eof = 1;
-			break;
-		}
-		have += (size_t)n;
-		for (;;) {
-			size_t clen, total;
-			if (have < FCGI_HEADER_LEN)
-				break;
-			clen = ((size_t)raw[4] << 8) | raw[5];
-			total = FCGI_HEADER_LEN + clen + raw[6];
-			if (have < total)
-				break;
-			if (raw[1] == FCGI_STDOUT && clen) {
-				memcpy(p->stdout_buf + p->len, raw + FCGI_HEADER_LEN, clen);
-				p->len += clen;
-				p->stdout_buf[p->len] = '\0';
-			} else if (raw[1] == FCGI_END_REQUEST) {
-				p->ended = 1;
-			}
-			memmove(raw, raw + total, have - total);
-			have -= total;
-		}
+		p->have += (size_t)n;
+		used = peer_parse(&p->r, p->raw, p->have);
+		memmove(p->raw, p->raw + used, p->have - used);
+		p->have -= used;
 	}
+	buf_append(&p->r.out, "", 0);
 }
 
-static struct peer *connect_stream(const char *user, const char *last_id)
+/* A connection to loop `loop` carrying one request. */
+static struct peer *peer_send(int loop, const char *method, const char *uri, const char *token, const char *ctype,
+			      const char *body, const char *last_id)
 {
-	int sv[2];
 	struct peer *p = xcalloc(1, sizeof(*p));
-	struct stream *s;
+	struct buf params = { 0 }, wire = { 0 };
+	int sv[2];
 
-	socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+	peer_reply_init(&p->r);
+	socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
 	p->fd = sv[0];
-	s = stream_new(sv[1], 1, user, 0, 0);
-	ok(hub_attach(s, last_id) == HUB_ATTACHED, "stream for user %s attached", user);
+	peer_pair(&params, "REQUEST_METHOD", method);
+	peer_pair(&params, "REQUEST_URI", uri);
+	if (token) {
+		char auth[4096];
+		snprintf(auth, sizeof(auth), "Bearer %s", token);
+		peer_pair(&params, "HTTP_AUTHORIZATION", auth);
+	}
+	if (ctype)
+		peer_pair(&params, "CONTENT_TYPE", ctype);
+	if (last_id)
+		peer_pair(&params, "HTTP_LAST_EVENT_ID", last_id);
+	peer_request(&wire, 1, 0, &params, body ? body : "", body ? strlen(body) : 0);
+	peer_write_all(p->fd, wire.data, wire.len);
+	server_adopt(loops_get(loop), sv[1]);
+	free(params.data);
+	free(wire.data);
 	return p;
+}
+
+static void peer_free(struct peer *p)
+{
+	close(p->fd);
+	peer_reply_free(&p->r);
+	free(p);
 }
 
 static int count(const char *hay, const char *needle)
@@ -513,112 +655,148 @@ static int count(const char *hay, const char *needle)
 	return n;
 }
 
-static void publish(enum msg_target target, const char *key, const char *event, const char *data, char *id_out)
+/* An admin POST answered in one pass; returns the status. */
+static int admin_post(const char *path, const char *body, const char *ctype, char *answer, size_t answer_len)
 {
-	struct buf b = { 0 };
-	char id[64];
-	long recipients;
-	struct msg *m;
+	char *tok = hub_token("root", 1);
+	struct peer *p = peer_send(0, "POST", path, tok, ctype, body, NULL);
+	const char *b;
+	size_t blen;
+	int status = 0;
 
-	hub_new_id(id, sizeof(id));
-	sse_encode(&b, id, event, -1, data);
-	m = msg_new(target, key, id, b.data, b.len);
-	hub_publish(m, &recipients);
-	msg_unref(m);
-	free(b.data);
-	if (id_out)
-		strcpy(id_out, id);
+	run_loops(30);
+	peer_pump(p);
+	if (peer_cgi_split(&p->r.out, &status, &b, &blen) < 0)
+		status = -1;
+	else if (answer)
+		snprintf(answer, answer_len, "%.*s", (int)blen, b);
+	peer_free(p);
+	free(tok);
+	return status;
 }
 
 static void test_hub(void)
 {
 	struct peer *a1, *a2, *b1, *late;
 	struct buf stats = { 0 };
-	char id1[64], *big;
+	char answer[512], id1[64], *ta, *tb, body[200000], *q;
+	const char *e;
+	FILE *f;
 
+	f = fopen(cfg.secret_files[0], "w");
+	ok(f && fputs(hub_secret, f) >= 0 && fclose(f) == 0 && auth_reload() == 0, "hub: a fresh secret");
 	cfg.loops = 2;
 	cfg.max_queue_bytes = 256 * 1024;
 	hub_init(&cfg);
-	ok(loops_start(&cfg) == 0, "two loops started");
-	a1 = connect_stream("alice", NULL);
-	a2 = connect_stream("alice", NULL);
-	b1 = connect_stream("bob", NULL);
-	pump(a1, 200);
-	ok(strstr(a1->stdout_buf, "Content-Type: text/event-stream\r\n") != NULL, "headers written by the loop");
-	ok(strstr(a1->stdout_buf, "event: connected\n") != NULL && strstr(a1->stdout_buf, "\"client_id\":\""),
-	   "connected event with a client id");
-	hub_stats_json(&stats);
+	api_init(&cfg);
+	ok(server_setup(&cfg) == 0, "hub: two loops set up");
+	ta = hub_token("alice", 0);
+	tb = hub_token("bob", 0);
+	a1 = peer_send(0, "GET", "/sse/stream", ta, NULL, NULL, NULL);
+	a2 = peer_send(1, "GET", "/sse/stream", ta, NULL, NULL, NULL);
+	b1 = peer_send(1, "GET", "/sse/stream", tb, NULL, NULL, NULL);
+	run_loops(50);
+	peer_pump(a1);
+	ok(strstr(a1->r.out.data, "Content-Type: text/event-stream\r\n") != NULL, "hub: stream head written by its loop");
+	ok(strstr(a1->r.out.data, "event: connected\n") && strstr(a1->r.out.data, "\"client_id\":\""),
+	   "hub: connected event with a client id");
+	{
+		struct hub_wait w = { 0 };
+		ok(hub_stats(loops_get(0), &w) == HUB_OK, "hub: stats answered at once without Redis");
+		stats = w.json;
+	}
 	ok(strstr(stats.data, "\"total_clients\":3") && strstr(stats.data, "\"alice\":2") && strstr(stats.data, "\"bob\":1"),
-	   "stats count streams per user: %s", stats.data);
+	   "hub: stats count streams per user: %s", stats.data);
 
-	publish(MSG_USER, "alice", "for-alice", "1", id1);
-	publish(MSG_BROADCAST, NULL, "for-all", "2", NULL);
-	pump(a1, 200);
-	pump(a2, 200);
-	pump(b1, 200);
-	ok(count(a1->stdout_buf, "event: for-alice") == 1 && count(a2->stdout_buf, "event: for-alice") == 1,
-	   "user message reaches both of alice's streams once");
-	ok(count(b1->stdout_buf, "event: for-alice") == 0, "user message does not reach bob");
-	ok(count(b1->stdout_buf, "event: for-all") == 1 && count(a1->stdout_buf, "event: for-all") == 1,
-	   "broadcast reaches everyone");
+	ok(admin_post("/api/sse/send-to-user", "{\"user_id\":\"alice\",\"event\":\"for-alice\",\"data\":1}",
+		      "application/json", answer, sizeof(answer)) == 200 &&
+		   strstr(answer, "\"recipients\":2"),
+	   "hub: send-to-user answered with 2 recipients: %s", answer);
+	q = strstr(answer, "\"id\":\"");
+	snprintf(id1, sizeof(id1), "%s", q ? q + 6 : "");
+	if ((q = strchr(id1, '"')))
+		*q = '\0';
+	ok(admin_post("/api/sse/broadcast", "{\"event\":\"for-all\",\"data\":2}", "application/json; charset=utf-8",
+		      answer, sizeof(answer)) == 200 && strstr(answer, "\"recipients\":3"),
+	   "hub: broadcast to 3 (a JSON type with parameters is fine)");
+	ok(admin_post("/api/sse/broadcast", "{\"event\":\"csrf\",\"data\":2}", "text/plain", answer, sizeof(answer)) == 415 &&
+		   admin_post("/api/sse/broadcast", "{\"event\":\"csrf\",\"data\":2}", NULL, NULL, 0) == 415 &&
+		   admin_post("/api/sse/broadcast", "event=csrf&data=2", "application/x-www-form-urlencoded", NULL, 0) == 415,
+	   "hub: an admin POST without Content-Type: application/json is refused (415)");
+	run_loops(30);
+	peer_pump(a1);
+	peer_pump(a2);
+	peer_pump(b1);
+	ok(count(a1->r.out.data, "event: for-alice") == 1 && count(a2->r.out.data, "event: for-alice") == 1,
+	   "hub: a user message reaches both of alice's streams (two loops) once");
+	ok(count(b1->r.out.data, "event: for-alice") == 0, "hub: a user message does not reach bob");
+	ok(count(b1->r.out.data, "event: for-all") == 1 && count(a1->r.out.data, "event: for-all") == 1 &&
+		   count(a2->r.out.data, "event: for-all") == 1,
+	   "hub: a broadcast reaches everyone once");
+	ok(count(a1->r.out.data, "csrf") == 0, "hub: nothing of a refused publish was delivered");
+	e = strstr(a1->r.out.data, "event: for-alice");
+	ok(e && strstr(a1->r.out.data, "event: for-all") > e, "hub: in publish order");
 
 	/* replay after id1: the broadcast, not bob's message */
-	publish(MSG_USER, "bob", "for-bob", "3", NULL);
-	late = connect_stream("alice", id1);
-	pump(late, 200);
-	ok(strstr(late->stdout_buf, "\"resumed\":true") != NULL, "known Last-Event-ID resumes");
-	ok(count(late->stdout_buf, "event: for-all") == 1 && count(late->stdout_buf, "event: for-alice") == 0 &&
-		   count(late->stdout_buf, "event: for-bob") == 0,
-	   "replay holds exactly the later messages alice may see");
-	close(late->fd);
-	free(late);
-	late = connect_stream("alice", "no-such-id");
-	pump(late, 200);
-	ok(strstr(late->stdout_buf, "\"resumed\":false") != NULL, "unknown Last-Event-ID says resumed false");
+	admin_post("/api/sse/send-to-user", "{\"user_id\":\"bob\",\"event\":\"for-bob\",\"data\":3}", "application/json",
+		   NULL, 0);
+	late = peer_send(0, "GET", "/sse/stream", ta, NULL, NULL, id1);
+	run_loops(30);
+	peer_pump(late);
+	ok(strstr(late->r.out.data, "\"resumed\":true") != NULL, "hub: a known Last-Event-ID resumes");
+	ok(count(late->r.out.data, "event: for-all") == 1 && count(late->r.out.data, "event: for-alice") == 0 &&
+		   count(late->r.out.data, "event: for-bob") == 0,
+	   "hub: replay holds exactly the later messages alice may see");
+	peer_free(late);
+	late = peer_send(0, "GET", "/sse/stream", tb, NULL, NULL, id1);
+	run_loops(30);
+	peer_pump(late);
+	ok(strstr(late->r.out.data, "\"resumed\":false") != NULL && count(late->r.out.data, "event: for-all") == 0,
+	   "hub: an id of another user's message is unknown (resumed false, nothing replayed)");
+	peer_free(late);
 
 	/* a message longer than one FastCGI record */
-	big = xmalloc(150001);
-	memset(big, 'x', 150000);
-	big[0] = '"';
-	big[149999] = '"';
-	big[150000] = '\0';
-	publish(MSG_USER, "bob", "big", big, NULL);
-	pump(b1, 500);
-	ok(strstr(b1->stdout_buf, big) != NULL, "a 150 kB event arrives whole across several records (%zu bytes read)", b1->len);
-	free(big);
+	memset(body, 0, sizeof(body));
+	snprintf(body, sizeof(body), "{\"user_id\":\"bob\",\"event\":\"big\",\"data\":\"");
+	memset(body + strlen(body), 'x', 150000);
+	strcat(body, "\"}");
+	cfg.max_message_bytes = 200000;
+	ok(admin_post("/api/sse/send-to-user", body, "application/json", NULL, 0) == 200, "hub: a 150 kB event accepted");
+	run_loops(50);
+	peer_pump(b1);
+	q = body + strlen("{\"user_id\":\"bob\",\"event\":\"big\",\"data\":");
+	q[150002] = '\0'; /* the quoted string, without the closing brace */
+	ok(b1->r.out.data && strstr(b1->r.out.data, q) != NULL,
+	   "hub: a 150 kB event arrives whole across several records (%zu bytes read)", b1->r.out.len);
 
-	/* a client that leaves is removed from the registry */
+	/* a client that leaves is removed */
 	close(a2->fd);
-	for (int i = 0; i < 100 && hub_total_clients() != 3; i++)
-		usleep(10000);
-	ok(hub_total_clients() == 3, "closed stream removed within a second");
+	a2->fd = -1;
+	run_loops(30);
+	ok(hub_total_clients() == 2, "hub: a closed stream is removed at once");
 
-	/* slow consumer: bob never reads while we publish past his bound */
-	for (int i = 0; i < 100; i++) {
-		char data[8200];
-		memset(data, 'y', sizeof(data) - 1);
-		data[0] = data[sizeof(data) - 2] = '"';
-		data[sizeof(data) - 1] = '\0';
-		publish(MSG_USER, "bob", "flood", data, NULL);
-	}
-	for (int i = 0; i < 100 && hub_total_clients() != 2; i++)
-		usleep(10000);
-	ok(hub_total_clients() == 2, "slow consumer closed at the queue bound");
-	ok(METRIC_GET(slow_consumer_total) == 1, "slow consumer counted");
-	pump(a1, 100);
-	ok(!a1->eof, "other streams unaffected");
+	/* disconnect one user: final event, end records */
+	ok(admin_post("/api/sse/disconnect", "{\"user_id\":\"bob\",\"reason\":\"bye\"}", "application/json", answer,
+		      sizeof(answer)) == 200 && strstr(answer, "\"closed\":1"),
+	   "hub: disconnect answers closed 1");
+	run_loops(30);
+	peer_pump(b1);
+	ok(strstr(b1->r.out.data, "event: disconnect") && b1->r.end_request && hub_total_clients() == 1,
+	   "hub: bob got the disconnect event and the end of the response");
 
-	loops_stop(1000, 1000);
-	pump(a1, 300);
-	ok(a1->ended && strstr(a1->stdout_buf, "retry: "), "stop sends retry then END_REQUEST");
-	ok(hub_total_clients() == 0, "registry empty after stop");
-	close(a1->fd);
-	close(b1->fd);
-	close(late->fd);
-	free(a1);
-	free(a2);
-	free(b1);
-	free(late);
+	hub_set_stopping();
+	ok(admin_post("/api/sse/disconnect", "{\"user_id\":\"alice\"}", "application/json", answer, sizeof(answer)) == 503 &&
+		   strstr(answer, "shutting_down"),
+	   "hub: once stopping, a disconnect is answered 503 and posts nothing");
+	server_stop(0, 1000);
+	peer_pump(a1);
+	ok(a1->r.end_request && strstr(a1->r.out.data, "retry: 0\n"), "hub: the stop sends retry then END_REQUEST");
+	ok(hub_total_clients() == 0, "hub: registry empty after stop");
+	peer_free(a1);
+	peer_free(a2);
+	peer_free(b1);
+	free(ta);
+	free(tb);
 	free(stats.data);
 	hub_free();
 }
@@ -630,7 +808,8 @@ int main(void)
 	test_parsers();
 	test_auth();
 	test_auth_cache();
-	test_fcgi_in();
+	test_fcgi();
+	test_loop();
 	test_hub();
 	auth_shutdown();
 	config_free(&cfg);

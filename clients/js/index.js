@@ -1,11 +1,12 @@
-// sse-client.js: a small Server-Sent Events client for ssehub (and any SSE
-// server). One file, no dependencies, an ES module: copy it into your project.
+// ssehub-client: a small Server-Sent Events client for ssehub (and any SSE
+// server). An ES module without dependencies, for browsers and Node 18+;
+// react.js and vue.js in this package wrap it for React and Vue 3.
 //
-//   import { SSEClient } from './sse-client.js';
+//   import { SSEClient } from 'ssehub-client';
 //
 //   const client = new SSEClient('/sse/stream', {
 //     transport: 'fetch',                 // or 'eventsource' (the default)
-//     token: () => currentJwt(),          // a string, or a function (may be async)
+//     token: ({ expired }) => getJwt(expired),  // a string, or a function (may be async)
 //   });
 //   client.on('notification', (msg) => console.log(msg.data, msg.id));
 //   client.onState(({ state, detail }) => showBadge(state, detail));
@@ -29,11 +30,15 @@
 // and it gives up for good on any answer other than 200, such as the 502 that
 // nginx returns while ssehub restarts.
 //
-// A stream the server ends on purpose (ssehub's `disconnect` and
-// `token_expired` events) and answers that retrying cannot fix (400, 401,
-// 403, 404, 405, 204) close the client: get a new token, then connect() again.
+// Tokens: when `token` is a function, a stream that ends with ssehub's
+// `token_expired` event, or an attempt refused with 401, asks it for a new
+// token ({expired: true}) and reconnects at once with the last event id, so
+// nothing published in between is lost. A second 401 in a row closes the
+// client (the token source is broken; retrying would only hammer the hub).
 //
-// Works in Node 18+ too with transport 'fetch' (pass an absolute URL).
+// A stream the server ends on purpose (ssehub's `disconnect` event) and
+// answers that retrying cannot fix (400, 401 with a fixed token, 403, 404,
+// 405, 204) close the client: fix the cause, then connect() again.
 'use strict';
 
 const PERMANENT_STATUS = new Set([204, 400, 401, 403, 404, 405]);
@@ -59,8 +64,8 @@ function callHandler(fn, arg) {
  */
 export class SSEParser {
   constructor(onEvent, onRetry, lastEventId = '') {
-    this.onEvent = onEvent;
-    this.onRetry = onRetry || (() => {});
+    this._onEvent = onEvent;
+    this._onRetry = onRetry || (() => {});
     this.lastEventId = lastEventId;  // the "last event ID string"
     this._idBuffer = lastEventId;    // kept from event to event, as the spec says
     this._data = '';
@@ -110,7 +115,7 @@ export class SSEParser {
       case 'event': this._eventType = value; break;
       case 'data': this._data += value + '\n'; break;
       case 'id': if (value.indexOf('\0') === -1) this._idBuffer = value; break;
-      case 'retry': if (/^[0-9]+$/.test(value)) this.onRetry(parseInt(value, 10)); break;
+      case 'retry': if (/^[0-9]+$/.test(value)) this._onRetry(parseInt(value, 10)); break;
       default: break;                // unknown fields are ignored
     }
   }
@@ -128,16 +133,19 @@ export class SSEParser {
     };
     this._data = '';
     this._eventType = '';
-    this.onEvent(event);
+    this._onEvent(event);
   }
 }
 
-/** Thrown inside the client for an HTTP answer that is not a stream. */
-class HttpError extends Error {
+/** An HTTP answer that is not a stream: the `error` of a state change.
+ * status: the HTTP status; code: ssehub's error code ('' when the body was
+ * not ssehub's JSON, e.g. a front server's error page). */
+export class SSEHttpError extends Error {
   constructor(status, code, message) {
     super('HTTP ' + status + (code ? ' ' + code + ': ' + message : ''));
     this.status = status;
     this.code = code || '';
+    this.name = 'SSEHttpError';
   }
 }
 
@@ -154,7 +162,7 @@ async function httpErrorOf(res) {
   } catch (e) {
     // not JSON (a front server's error page): the status says enough
   }
-  return new HttpError(res.status, code, message);
+  return new SSEHttpError(res.status, code, message);
 }
 
 function parseData(text) {
@@ -171,8 +179,10 @@ export class SSEClient {
    * options:
    *   transport       'eventsource' | 'fetch' (default: eventsource when the
    *                   platform has it)
-   *   token           string, or function returning a string or a promise;
-   *                   called before every attempt, so it can refresh
+   *   token           string, or function({expired}) returning a string or
+   *                   a promise; called before every attempt. expired is
+   *                   true after `token_expired` or a 401: return a new
+   *                   token then, not a cached one
    *   tokenIn         eventsource only: 'query' (default) or 'cookie'
    *   tokenParam      query parameter for the token ('token')
    *   lastEventIdParam query parameter a new EventSource resumes with
@@ -185,7 +195,10 @@ export class SSEClient {
    *   idleTimeoutMs   reconnect when nothing arrives for this long (75000:
    *                   2.5 x ssehub's 30 s ping); 0 disables
    *   stopOn          server events that end the stream for good
-   *                   (['disconnect', 'token_expired'])
+   *                   (['disconnect'])
+   *   refreshOn       server events after which a function token is asked
+   *                   for a new one and the stream reconnects at once
+   *                   (['token_expired']); with a string token they close
    *   fetch           the fetch function to use (default: globalThis.fetch)
    */
   constructor(url, options = {}) {
@@ -201,7 +214,8 @@ export class SSEClient {
       minDelayMs: 1000,
       maxDelayMs: 30000,
       idleTimeoutMs: 75000,
-      stopOn: ['disconnect', 'token_expired'],
+      stopOn: ['disconnect'],
+      refreshOn: ['token_expired'],
       fetch: null,
     }, options);
     if (this.options.transport !== 'eventsource' && this.options.transport !== 'fetch') {
@@ -218,6 +232,8 @@ export class SSEClient {
     this._idleTimer = null;
     this._source = null;          // EventSource
     this._abort = null;           // AbortController of the fetch attempt
+    this._needFreshToken = false; // the next token() call says expired: true
+    this._refused = false;        // a 401 already made us ask for a new token
   }
 
   /** Calls fn(message) for each event named `name` ('message' = unnamed).
@@ -243,7 +259,18 @@ export class SSEClient {
   connect() {
     if (this.state !== 'closed') return;
     this._attempt = 0;
+    this._refused = false;
     this._open('connecting');
+  }
+
+  /** Opens a new stream at once, resuming from lastEventId (connect() when
+   * closed): after changing options.token or other options. */
+  reconnect() {
+    if (this.state === 'closed') {
+      this.connect();
+      return;
+    }
+    this._open('reconnecting');
   }
 
   /** Closes the stream and stops reconnecting. */
@@ -266,7 +293,13 @@ export class SSEClient {
       const msg = { event: type, data: parseData(raw), raw, id };
       set.forEach((fn) => callHandler(fn, msg));
     }
-    if (this.options.stopOn.includes(type)) {
+    const stop = this.options.stopOn.includes(type);
+    if (!stop && this.options.refreshOn.includes(type) && typeof this.options.token === 'function') {
+      // The hub ends this stream right after the event: reconnect now with
+      // a new token; the id we have makes the hub replay what comes between.
+      this._needFreshToken = true;
+      this._open('reconnecting', type + ': getting a new token');
+    } else if (stop || this.options.refreshOn.includes(type)) {
       const data = parseData(raw);
       const why = data && data.reason ? type + ': ' + data.reason : type;
       this.close('ended by the server (' + why + ')');
@@ -300,22 +333,23 @@ export class SSEClient {
 
   async _token() {
     const t = this.options.token;
-    const value = typeof t === 'function' ? await t() : t;
+    const value = typeof t === 'function' ? await t({ expired: this._needFreshToken }) : t;
     return value ? String(value) : '';
   }
 
-  async _open(state) {
+  async _open(state, detail) {
     this._teardown();
     const gen = this._gen;
-    this._setState(state, { detail: state === 'reconnecting' ? 'trying again' : '' });
+    this._setState(state, { detail: detail || (state === 'reconnecting' ? 'trying again' : '') });
     let token;
     try {
       token = await this._token();
     } catch (e) {
-      if (gen === this._gen) this._retry(null, 'no token: ' + e.message);
+      if (gen === this._gen) this._retry(new Error('no token: ' + (e && e.message)));
       return;
     }
     if (gen !== this._gen) return;
+    this._needFreshToken = false;
     this._touch(gen);
     if (this.options.transport === 'fetch') this._openFetch(gen, token);
     else this._openEventSource(gen, token);
@@ -323,13 +357,22 @@ export class SSEClient {
 
   _opened() {
     this._attempt = 0;
+    this._refused = false;
     this._setState('connected');
   }
 
-  // Schedules the next attempt. err: an HttpError, another Error, or null
+  // Schedules the next attempt. err: an SSEHttpError, another Error, or null
   // when the stream simply ended (then the server's retry: applies).
   _retry(err, detail) {
-    if (err instanceof HttpError && PERMANENT_STATUS.has(err.status)) {
+    if (err instanceof SSEHttpError && err.status === 401 && !this._refused &&
+        typeof this.options.token === 'function') {
+      // Expired (or revoked) between two attempts: one new token, at once.
+      this._refused = true;
+      this._needFreshToken = true;
+      this._open('reconnecting', 'refused (' + err.message + '): getting a new token');
+      return;
+    }
+    if (err instanceof SSEHttpError && PERMANENT_STATUS.has(err.status)) {
       this._teardown();
       this._setState('closed', { detail: 'refused (' + err.message + ')', error: err });
       return;
@@ -386,7 +429,7 @@ export class SSEClient {
       if (gen !== this._gen) return;
       const type = res.headers.get('Content-Type') || '';
       if (res.status !== 200 || !type.startsWith('text/event-stream')) {
-        throw res.status === 200 ? new HttpError(200, 'not_a_stream', 'Content-Type ' + type)
+        throw res.status === 200 ? new SSEHttpError(200, 'not_a_stream', 'Content-Type ' + type)
                                  : await httpErrorOf(res);
       }
       this._opened();
@@ -407,7 +450,7 @@ export class SSEClient {
       if (gen === this._gen) this._retry(null, 'the server ended the stream');
     } catch (e) {
       if (gen !== this._gen) return;    // aborted by close() or a newer attempt
-      this._retry(e instanceof HttpError ? e : new Error('network error: ' + e.message));
+      this._retry(e instanceof SSEHttpError ? e : new Error('network error: ' + e.message));
     }
   }
 
@@ -436,7 +479,7 @@ export class SSEClient {
       if (e.lastEventId) this.lastEventId = e.lastEventId;
       this._emit(e.type, e.data, e.lastEventId);
     };
-    const names = new Set(['message', 'connected', 'ping', ...o.stopOn, ...this._handlers.keys()]);
+    const names = new Set(['message', 'connected', 'ping', ...o.stopOn, ...o.refreshOn, ...this._handlers.keys()]);
     names.forEach((name) => source.addEventListener(name, this._esListener));
     source.onopen = () => { if (gen === this._gen) this._opened(); };
     source.onerror = () => {
