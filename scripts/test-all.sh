@@ -175,8 +175,10 @@ for v in clang i386 fallbacks; do
 	grep -E '^not ok|# SKIP' "$art/legacy-$v.tap" 2>/dev/null | sed 's/^/   | /'
 	count_tap "$art/legacy-$v.tap" "legacy-$v"
 	# the unit and integration results exist once the build passed
-	if [ -f "$art/legacy-$v-unit.log" ]; then
-		count_tap "$art/legacy-$v-unit.log" "unit-$v"
+	for f in "$art/legacy-$v"-unit-*.log; do
+		[ -f "$f" ] && count_tap "$f" "$(basename "$f" .log)"
+	done
+	if compgen -G "$art/legacy-$v-unit-*.log" >/dev/null; then
 		grep -E '^(FAILED|ERROR) |[0-9]+ (passed|failed)' "$art/integration-$v.log" 2>/dev/null | tail -15 |
 			sed 's/^/   | /'
 		count_junit "$art/legacy-$v.xml" "integration-$v"
@@ -184,9 +186,10 @@ for v in clang i386 fallbacks; do
 done
 grep -E '^(not )?ok|^# versions' "$art/debian11.tap" | sed 's/^/   | /'
 count_tap "$art/debian11.tap" debian11
-[ -f "$art/debian11-unit.log" ] && count_tap "$art/debian11-unit.log" unit-debian11
-[ -f "$art/debian11-clang-unit.log" ] && count_tap "$art/debian11-clang-unit.log" unit-debian11-clang
-if [ -f "$art/debian11-unit.log" ]; then
+for f in "$art"/debian11-unit-*.log "$art"/debian11-clang-unit-*.log; do
+	[ -f "$f" ] && count_tap "$f" "$(basename "$f" .log)"
+done
+if compgen -G "$art/debian11-unit-*.log" >/dev/null; then
 	grep -E '^(FAILED|ERROR) |[0-9]+ (passed|failed)' "$art/integration-debian11.log" 2>/dev/null | tail -15 |
 		sed 's/^/   | /'
 	count_junit "$art/debian11-integration.xml" integration-debian11

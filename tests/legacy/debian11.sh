@@ -18,7 +18,8 @@
 #   SSEHUB_DEBIAN_MIRROR   default http://deb.debian.org/debian
 #   SSEHUB_ARTIFACTS       where logs and results go (default tests/artifacts):
 #                          debian11-prepare.log, debian11-test.log,
-#                          debian11-unit.log (TAP), debian11-clang-unit.log,
+#                          debian11-unit-NAME.log, debian11-clang-unit-NAME.log
+#                          (each unit test program's TAP),
 #                          debian11-integration.xml (JUnit), integration-debian11.log,
 #                          debian11-versions.txt
 #   SSEHUB_DEBIAN11_PYTEST extra pytest arguments (e.g. "-k stream")
@@ -37,12 +38,13 @@ suite=bullseye
 mkdir -p "$art"
 
 # What the chroot holds: the build dependencies as Debian 11 names them,
-# clang for the second compiler, the front servers, and the test runners.
+# clang for the second compiler, the front servers, Redis for the backplane
+# tests, and the test runners.
 # (No node: the EventSource client test needs node >= 20, Debian 11 has 12;
 # that test checks the client, not the host, and runs on the host.)
 packages="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev libjwt-dev
-uuid-dev libssl-dev libhiredis-dev clang nginx-core lighttpd spawn-fcgi python3-pytest python3-jwt
-python3-cryptography valgrind procps curl ca-certificates"
+uuid-dev libssl-dev libhiredis-dev clang nginx-core lighttpd spawn-fcgi libfcgi-bin redis-server redis-sentinel
+python3-pytest python3-jwt python3-cryptography valgrind procps curl ca-certificates"
 packages=$(echo $packages) # one line: it is also the cache marker's content
 marker=.ssehub-packages
 
@@ -197,6 +199,17 @@ n=0 failed=0
 ok() { n=$((n + 1)); echo "ok $n - $*"; }
 not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"; }
 tail_log() { tail -n "${2:-25}" "$1" | sed 's/^/#   /'; }
+# make check's TAP logs (tests/unit/test_*.log) as PREFIX-NAME.log; one
+# without a plan line when there are none (test-all.sh counts that a failure)
+copy_unit_logs() { # tree prefix
+	local f found=0
+	for f in "$1"/tests/unit/test_*.log; do
+		[ -f "$f" ] || continue
+		cp "$f" "$art/$2-$(basename "$f" .log).log"
+		found=1
+	done
+	[ $found -eq 1 ] || echo "# make check left no tests/unit/test_*.log" >"$art/$2-missing.log"
+}
 
 # Old nginx (< 1.19.5) has no -e (the startup error log) that the test
 # harness passes: a wrapper first in PATH drops it; the configuration's own
@@ -226,7 +239,7 @@ run_tests() {
 	: >"$tests_log"
 	in_chroot "$c" dpkg-query -W -f '${Package} ${Version}\n' linux-libc-dev libc6 gcc gcc-10 clang clang-11 \
 		libjson-c-dev libjwt-dev libfcgi-dev uuid-dev libssl-dev libhiredis-dev autoconf automake nginx-core \
-		lighttpd spawn-fcgi valgrind python3 python3-pytest python3-jwt python3-cryptography \
+		lighttpd spawn-fcgi redis-server valgrind python3 python3-pytest python3-jwt python3-cryptography \
 		>"$art/debian11-versions.txt" 2>/dev/null
 	echo "# versions: $(sed 's/ /=/' "$art/debian11-versions.txt" | tr '\n' ' ')"
 
@@ -244,8 +257,7 @@ run_tests() {
 		ok "gcc $(in_chroot "$c" gcc -dumpfullversion) build, warnings are errors ($((SECONDS - t0)) s;" \
 			"JWT_FIRST_LIBS: $(sed -n 's/^JWT_FIRST_LIBS = //p' "$c/build/ssehub/Makefile"))"
 		T=600 in_chroot "$c" sh -c 'cd /build/ssehub && make check' >>"$tests_log" 2>&1
-		cp "$c/build/ssehub/tests/unit/test_unit.log" "$art/debian11-unit.log" 2>/dev/null ||
-			echo "# unit tests left no log" >"$art/debian11-unit.log"
+		copy_unit_logs "$c/build/ssehub" debian11-unit
 	else
 		not_ok "gcc build, warnings are errors"
 		grep -E 'error|warning' "$tests_log" | head -40 | sed 's/^/#   /'
@@ -258,8 +270,7 @@ run_tests() {
 		>"$art/debian11-clang.log" 2>&1; then
 		ok "clang $(in_chroot "$c" clang -dumpversion) -std=gnu99 build, warnings are errors ($((SECONDS - t0)) s)"
 		T=600 in_chroot "$c" sh -c 'cd /build/clang && make check' >>"$art/debian11-clang.log" 2>&1
-		cp "$c/build/clang/tests/unit/test_unit.log" "$art/debian11-clang-unit.log" 2>/dev/null ||
-			echo "# unit tests left no log" >"$art/debian11-clang-unit.log"
+		copy_unit_logs "$c/build/clang" debian11-clang-unit
 	else
 		not_ok "clang -std=gnu99 build, warnings are errors"
 		grep -E 'error|warning' "$art/debian11-clang.log" | head -40 | sed 's/^/#   /'
@@ -309,7 +320,7 @@ prepare | test | all) ;;
 *) echo "usage: $0 [prepare|test|all]" >&2; exit 2 ;;
 esac
 
-[ "$mode" = prepare ] || rm -f "$art"/debian11-unit.log "$art"/debian11-clang-unit.log "$art"/debian11-integration.xml
+[ "$mode" = prepare ] || rm -f "$art"/debian11-unit-*.log "$art"/debian11-clang-unit-*.log "$art"/debian11-integration.xml
 lock="$chroot_dir.lock"
 mkdir -p "$(dirname "$chroot_dir")" 2>/dev/null
 exec 9>"$lock" || { echo "1..1"; echo "ok 1 - Debian 11 chroot # SKIP cannot create $lock"; exit 0; }

@@ -19,7 +19,7 @@
 #
 # Leaves in $SSEHUB_ARTIFACTS (default tests/artifacts):
 #   legacy-VARIANT.tap          the build and the checks (TAP)
-#   legacy-VARIANT-unit.log     the unit tests (TAP, from make check)
+#   legacy-VARIANT-unit-NAME.log  each unit test program's TAP (make check)
 #   legacy-VARIANT.xml          the integration tests (JUnit)
 #   legacy-VARIANT-*.log        build output; integration-VARIANT.log: pytest's
 # Exits non-zero when something failed.
@@ -38,7 +38,7 @@ b=$root/build-legacy/$variant
 tap=$art/legacy-$variant.tap
 blog=$art/legacy-$variant-build.log
 mkdir -p "$art"
-rm -f "$tap" "$art/legacy-$variant-unit.log" "$art/legacy-$variant.xml" "$art/legacy-$variant-oldkernel.log"
+rm -f "$tap" "$art/legacy-$variant"-unit-*.log "$art/legacy-$variant.xml" "$art/legacy-$variant-oldkernel.log"
 : >"$blog"
 
 n=0 failed=0
@@ -47,6 +47,17 @@ ok() { n=$((n + 1)); out "ok $n - $*"; }
 not_ok() { n=$((n + 1)); failed=$((failed + 1)); out "not ok $n - $*"; }
 skip() { n=$((n + 1)); out "ok $n - $1 # SKIP $2"; }
 finish() { out "1..$n"; [ "$failed" -eq 0 ]; exit; }
+# make check's TAP logs (tests/unit/test_*.log) as PREFIX-NAME.log; one
+# without a plan line when there are none (test-all.sh counts that a failure)
+copy_unit_logs() { # tree prefix
+	local f found=0
+	for f in "$1"/tests/unit/test_*.log; do
+		[ -f "$f" ] || continue
+		cp "$f" "$art/$2-$(basename "$f" .log).log"
+		found=1
+	done
+	[ $found -eq 1 ] || echo "# make check left no tests/unit/test_*.log" >"$art/$2-missing.log"
+}
 
 # ---- the copy and the build
 
@@ -143,8 +154,7 @@ esac
 # ---- unit tests
 
 if (cd "$b" && timeout 600 make check) >>"$blog" 2>&1; then :; fi
-cp "$b/tests/unit/test_unit.log" "$art/legacy-$variant-unit.log" 2>/dev/null ||
-	echo "# make check left no tests/unit/test_unit.log" >"$art/legacy-$variant-unit.log"
+copy_unit_logs "$b" "legacy-$variant-unit"
 
 # ---- integration tests (from the tree itself: one node_modules, one harness)
 
