@@ -12,8 +12,8 @@ demo_pkgs="$build_pkgs nginx python3-jwt curl openssl"
 # (tests/legacy/).
 legacy_pkgs="clang debootstrap gcc-multilib libc6-dev:i386 libc6-dbg:i386 libjson-c-dev:i386 libjwt-dev:i386
 	uuid-dev:i386 libssl-dev:i386 libhiredis-dev:i386"
-test_pkgs="$demo_pkgs lighttpd spawn-fcgi redis-server redis-sentinel libfcgi-bin python3-pytest python3-cryptography
-	valgrind chromium fonts-dejavu-core php-cli php-curl golang-go $legacy_pkgs"
+test_pkgs="$demo_pkgs lighttpd apache2 spawn-fcgi redis-server redis-sentinel libfcgi-bin python3-pytest
+	python3-cryptography valgrind chromium fonts-dejavu-core php-cli php-curl golang-go $legacy_pkgs"
 
 case "${1:-test}" in
 	build) want=$build_pkgs ;;

@@ -38,12 +38,12 @@ suite=bullseye
 mkdir -p "$art"
 
 # What the chroot holds: the build dependencies as Debian 11 names them,
-# clang for the second compiler, the front servers, Redis for the backplane
+# clang for the second compiler, the three front servers, Redis for the backplane
 # tests, and the test runners.
 # (No node: the EventSource client test needs node >= 20, Debian 11 has 12;
 # that test checks the client, not the host, and runs on the host.)
 packages="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev libjwt-dev
-uuid-dev libssl-dev libhiredis-dev clang nginx-core lighttpd spawn-fcgi libfcgi-bin redis-server redis-sentinel
+uuid-dev libssl-dev libhiredis-dev clang nginx-core lighttpd apache2 spawn-fcgi libfcgi-bin redis-server redis-sentinel
 python3-pytest python3-jwt python3-cryptography valgrind procps curl ca-certificates"
 packages=$(echo $packages) # one line: it is also the cache marker's content
 marker=.ssehub-packages
@@ -239,7 +239,7 @@ run_tests() {
 	: >"$tests_log"
 	in_chroot "$c" dpkg-query -W -f '${Package} ${Version}\n' linux-libc-dev libc6 gcc gcc-10 clang clang-11 \
 		libjson-c-dev libjwt-dev libfcgi-dev uuid-dev libssl-dev libhiredis-dev autoconf automake nginx-core \
-		lighttpd spawn-fcgi redis-server valgrind python3 python3-pytest python3-jwt python3-cryptography \
+		lighttpd apache2 spawn-fcgi redis-server valgrind python3 python3-pytest python3-jwt python3-cryptography \
 		>"$art/debian11-versions.txt" 2>/dev/null
 	echo "# versions: $(sed 's/ /=/' "$art/debian11-versions.txt" | tr '\n' ' ')"
 
