@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ssehub needs to build, run its demo and run its
 # tests -- only those that are missing, so a second run costs nothing.
-# Usage: scripts/deps.sh [build|demo|test]   (default: test, the superset)
+# Usage: scripts/deps.sh [build|demo|legacy|test]   (default: test, the superset)
 set -euo pipefail
 
 build_pkgs="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev libjwt-dev uuid-dev libssl-dev libhiredis-dev"
 demo_pkgs="$build_pkgs nginx python3-jwt curl openssl"
-test_pkgs="$demo_pkgs lighttpd apache2 spawn-fcgi redis-server redis-sentinel libfcgi-bin python3-pytest python3-cryptography valgrind chromium fonts-dejavu-core clang php-cli php-curl golang-go"
+# legacy: the 32-bit build (gcc -m32 on Debian's i386 multiarch libraries;
+# libc6-dbg:i386 lets valgrind's x86 tool redirect ld.so's functions), clang
+# for the gnu99 build, and debootstrap for the Debian 11 chroot
+# (tests/legacy/).
+legacy_pkgs="clang debootstrap gcc-multilib libc6-dev:i386 libc6-dbg:i386 libjson-c-dev:i386 libjwt-dev:i386
+	uuid-dev:i386 libssl-dev:i386 libhiredis-dev:i386"
+test_pkgs="$demo_pkgs lighttpd apache2 spawn-fcgi redis-server redis-sentinel libfcgi-bin python3-pytest
+	python3-cryptography valgrind chromium fonts-dejavu-core php-cli php-curl golang-go $legacy_pkgs"
 
 case "${1:-test}" in
 	build) want=$build_pkgs ;;
 	demo) want=$demo_pkgs ;;
+	legacy) want="$build_pkgs valgrind $legacy_pkgs" ;;
 	test) want=$test_pkgs ;;
-	*) echo "usage: $0 [build|demo|test]" >&2; exit 2 ;;
+	*) echo "usage: $0 [build|demo|legacy|test]" >&2; exit 2 ;;
 esac
 
 # Node.js runs the independent EventSource client (node >= 18) and the
@@ -33,6 +41,11 @@ if [ -n "$missing" ]; then
 	fi
 	echo "ssehub: installing:$missing"
 	export DEBIAN_FRONTEND=noninteractive
+	# The :i386 packages need the architecture known to dpkg before apt
+	# fetches its package lists.
+	case "$missing" in
+	*:i386*) dpkg --print-foreign-architectures | grep -qx i386 || dpkg --add-architecture i386 ;;
+	esac
 	apt-get update -qq
 	# shellcheck disable=SC2086
 	apt-get install -y -qq --no-install-recommends $missing >/dev/null

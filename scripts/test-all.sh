@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # README command 2: installs what is missing, builds ssehub (warnings are
 # errors), and runs every test: C unit tests, the integration suite against
-# real nginx/lighttpd/spawn-fcgi, the same again under ASan+UBSan, and a
-# benchmark smoke run. Ends with one line: "N passed, N failed[, N skipped]".
+# real nginx/lighttpd/spawn-fcgi, the same again under ASan+UBSan, the
+# legacy-host builds (tests/legacy/: clang gnu99, i386, forced fallbacks,
+# Debian 11 in a chroot), and a benchmark smoke run. Ends with one line: "N passed, N failed[, N skipped]".
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -138,6 +139,22 @@ else
 	tail -30 "$art/build-asan.log"; failed=$((failed + 1))
 fi
 
+stage "legacy builds started in the background (tests/legacy/: clang gnu99, i386, forced fallbacks, Debian 11 chroot)"
+# They run while the fuzzers below keep one core busy: their own builds and
+# integration suites wait on sockets more than they compute. Results are
+# counted after fuzzing.
+legacy_pids=()
+for v in clang i386 fallbacks; do
+	bash tests/legacy/run.sh "$v" >"$art/legacy-$v.out" 2>&1 &
+	legacy_pids+=($!)
+done
+# Debian 11: the chroot comes from the archive the first time (or after a
+# change of its package list), from /var/cache/ssehub-test/ after that.
+timeout 2400 bash tests/legacy/debian11.sh all >"$art/debian11.tap" 2>"$art/debian11.err" &
+legacy_pids+=($!)
+legacy_t0=$SECONDS
+echo "   pids ${legacy_pids[*]}"
+
 stage "fuzzing (libFuzzer + ASan/UBSan, 60 s per target)"
 # one test per target: it passes when it ran and found no crash
 timeout 900 bash tests/fuzz/run.sh "${FUZZ_SECONDS:-60}" >"$art/fuzz.log" 2>&1
@@ -150,6 +167,33 @@ if [ "$fuzz_rc" -ne 0 ] && [ "$fz_bad" -eq 0 ]; then
 fi
 passed=$((passed + fz_ok)); failed=$((failed + fz_bad))
 echo "   fuzz: $fz_ok passed, $fz_bad failed"
+
+stage "legacy builds: results"
+wait "${legacy_pids[@]}"
+echo "   done $((SECONDS - legacy_t0)) s after they started"
+for v in clang i386 fallbacks; do
+	grep -E '^not ok|# SKIP' "$art/legacy-$v.tap" 2>/dev/null | sed 's/^/   | /'
+	count_tap "$art/legacy-$v.tap" "legacy-$v"
+	# the unit and integration results exist once the build passed
+	for f in "$art/legacy-$v"-unit-*.log; do
+		[ -f "$f" ] && count_tap "$f" "$(basename "$f" .log)"
+	done
+	if compgen -G "$art/legacy-$v-unit-*.log" >/dev/null; then
+		grep -E '^(FAILED|ERROR) |[0-9]+ (passed|failed)' "$art/integration-$v.log" 2>/dev/null | tail -15 |
+			sed 's/^/   | /'
+		count_junit "$art/legacy-$v.xml" "integration-$v"
+	fi
+done
+grep -E '^(not )?ok|^# versions' "$art/debian11.tap" | sed 's/^/   | /'
+count_tap "$art/debian11.tap" debian11
+for f in "$art"/debian11-unit-*.log "$art"/debian11-clang-unit-*.log; do
+	[ -f "$f" ] && count_tap "$f" "$(basename "$f" .log)"
+done
+if compgen -G "$art/debian11-unit-*.log" >/dev/null; then
+	grep -E '^(FAILED|ERROR) |[0-9]+ (passed|failed)' "$art/integration-debian11.log" 2>/dev/null | tail -15 |
+		sed 's/^/   | /'
+	count_junit "$art/debian11-integration.xml" integration-debian11
+fi
 
 if [ -x bench/run.sh ]; then
 	stage "benchmark smoke run (bench/run.sh --quick)"
