@@ -184,6 +184,29 @@ static uint32_t epoll_mask(unsigned mask)
 	return ev;
 }
 
+int loop_exclusive_works(void)
+{
+#if HAVE_DECL_EPOLLEXCLUSIVE
+	/* Linux 4.5 and later refuse EPOLLEXCLUSIVE with EPOLLONESHOT (EINVAL);
+	 * older kernels take any bits and ignore the ones they do not know, so
+	 * there the ADD succeeds and the flag would be silently dropped. */
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE | EPOLLONESHOT };
+	int ep = epoll_create1(EPOLL_CLOEXEC), p[2], works = 0;
+
+	if (ep < 0)
+		return 0;
+	if (util_pipe_cloexec_nonblock(p) == 0) {
+		works = epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &ev) < 0 && errno == EINVAL;
+		close(p[0]);
+		close(p[1]);
+	}
+	close(ep);
+	return works;
+#else
+	return 0;
+#endif
+}
+
 int loop_io_add(struct loop *l, struct loop_io *io, int fd, unsigned mask, loop_io_fn *fn)
 {
 	struct epoll_event ev = { .events = epoll_mask(mask), .data.ptr = io };

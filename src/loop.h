@@ -85,9 +85,12 @@ void loop_quit(struct loop *l);
 
 /* ---- fd watchers (l's thread only) -------------------------------------- */
 
+/* 1 when the running kernel honours LOOP_EXCLUSIVE (EPOLLEXCLUSIVE, Linux
+ * 4.5): an older one accepts the flag and ignores it, waking every loop. */
+int loop_exclusive_works(void);
 /* Starts watching fd for mask (LOOP_READ, LOOP_WRITE, LOOP_EXCLUSIVE); the
  * peer hanging up is always reported. Returns 0, or -1 with errno set (for
- * LOOP_EXCLUSIVE: EINVAL when the kernel predates EPOLLEXCLUSIVE). */
+ * LOOP_EXCLUSIVE in a build without EPOLLEXCLUSIVE: EINVAL). */
 int loop_io_add(struct loop *l, struct loop_io *io, int fd, unsigned mask, loop_io_fn *fn);
 /* Changes the interests (no system call when they are unchanged). */
 int loop_io_set(struct loop *l, struct loop_io *io, unsigned mask);

@@ -675,7 +675,7 @@ int server_setup(const struct config *cfg)
 	if (listen_fd < 0)
 		return 0;
 	/* EPOLLEXCLUSIVE where the kernel has it; else the turn starts at loop 0 */
-	exclusive = 1;
+	exclusive = loop_exclusive_works();
 	for (int i = 0; i < nservs && exclusive; i++) {
 		if (loop_io_add(servs[i].loop, &servs[i].listen, listen_fd, LOOP_READ | LOOP_EXCLUSIVE, on_listen) < 0) {
 			for (int k = 0; k < i; k++)
@@ -684,7 +684,7 @@ int server_setup(const struct config *cfg)
 		}
 	}
 	if (!exclusive) {
-		log_info("event=accept_mode mode=turns reason=\"no EPOLLEXCLUSIVE\"");
+		log_info("event=accept_mode mode=turns reason=\"the kernel or the build has no EPOLLEXCLUSIVE\"");
 		listen_on(&servs[0]);
 	}
 	return 0;
