@@ -180,6 +180,137 @@ static int authenticate_admin(struct request *r)
 	return 0;
 }
 
+/* ---- topics -------------------------------------------------------------------- */
+
+#define TOPIC_RULE "1 to 200 bytes of A-Z a-z 0-9 _ - . : / @"
+
+/* Adds name to list[0..*n) unless it is there already; takes it over. */
+static void topics_add_unique(char **list, size_t *n, char *name)
+{
+	for (size_t i = 0; i < *n; i++) {
+		if (strcmp(list[i], name) == 0) {
+			free(name);
+			return;
+		}
+	}
+	list[(*n)++] = name;
+}
+
+void api_topics_free(char **topics, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(topics[i]);
+	free(topics);
+}
+
+/* The next "name[=value]" segment of a query from *p: its start and length;
+ * moves *p past it. Returns 0 at the end. */
+static int query_segment(const char **p, const char **seg, size_t *len)
+{
+	const char *end;
+
+	if (!*p || !**p)
+		return 0;
+	end = strchr(*p, '&');
+	*seg = *p;
+	*len = end ? (size_t)(end - *p) : strlen(*p);
+	*p = end ? end + 1 : NULL;
+	return 1;
+}
+
+static int is_topic_param(const char *seg, size_t len)
+{
+	size_t n = strlen("topic");
+	return len >= n && strncmp(seg, "topic", n) == 0 && (len == n || seg[n] == '=');
+}
+
+enum api_topics_result api_query_topics(const char *query, size_t max, char ***out, size_t *n, size_t *bad_at)
+{
+	const char *p = query, *seg;
+	size_t len, count = 0, k = 0;
+	char **list;
+
+	*out = NULL;
+	*n = 0;
+	*bad_at = 0;
+	/* counted first: nothing is decoded for a request over the limit */
+	while (query_segment(&p, &seg, &len))
+		count += is_topic_param(seg, len);
+	if (count > max) {
+		*bad_at = max + 1;
+		return API_TOPICS_TOO_MANY;
+	}
+	if (!count)
+		return API_TOPICS_OK;
+	list = xmalloc(count * sizeof(*list));
+	for (p = query; query_segment(&p, &seg, &len);) {
+		const char *v = seg + strlen("topic") + 1;
+		size_t vlen = len > strlen("topic") ? len - strlen("topic") - 1 : 0;
+		char *name;
+		long dlen;
+
+		if (!is_topic_param(seg, len))
+			continue;
+		k++;
+		/* %XX triples the bytes at most: longer cannot be a topic */
+		name = vlen <= HUB_MAX_TOPIC * 3 ? xmalloc(vlen + 1) : NULL;
+		dlen = name ? util_url_decode(name, v, vlen) : -1;
+		if (dlen < 0 || !hub_topic_valid(name, (size_t)dlen)) {
+			free(name);
+			api_topics_free(list, *n);
+			*n = 0;
+			*bad_at = k;
+			return API_TOPICS_INVALID;
+		}
+		topics_add_unique(list, n, name);
+	}
+	*out = list;
+	return API_TOPICS_OK;
+}
+
+/* The stream's topics from the query, each allowed by the token. Returns 0,
+ * or -1 after answering 400 or 403. */
+static int stream_topics(struct request *r, char ***topics, size_t *n)
+{
+	struct buf m = { 0 };
+	size_t bad_at;
+	int rc = -1;
+
+	switch (api_query_topics(r->query, (size_t)cfg->max_topics_per_stream, topics, n, &bad_at)) {
+	case API_TOPICS_TOO_MANY:
+		buf_printf(&m, "a stream may ask for at most %ld topics (--max-topics-per-stream)",
+			   cfg->max_topics_per_stream);
+		respond_error(r, 400, "too_many_topics", m.data, NULL);
+		goto done;
+	case API_TOPICS_INVALID:
+		buf_printf(&m, "topic parameter %zu is not a topic name: " TOPIC_RULE " once URL-decoded", bad_at);
+		respond_error(r, 400, "invalid_topic", m.data, NULL);
+		goto done;
+	case API_TOPICS_OK:
+		break;
+	}
+	for (size_t i = 0; i < *n; i++) {
+		char user[160];
+		if (auth_topic_allowed(&r->who, (*topics)[i]))
+			continue;
+		/* a topic name needs no quoting: its characters are all plain */
+		buf_printf(&m, "the token does not allow topic %s%s", (*topics)[i],
+			   r->who.topics_bad ? " (its topics claim is not an array of non-empty strings, or is too long)"
+					     : "");
+		respond_error(r, 403, "topic_forbidden", m.data, NULL);
+		log_info("event=topic_forbidden user=%s topic=%s", log_quote(user, sizeof(user), r->who.user),
+			 (*topics)[i]);
+		api_topics_free(*topics, *n);
+		*topics = NULL;
+		*n = 0;
+		goto done;
+	}
+	rc = 0;
+done:
+	free(m.data);
+	return rc;
+}
+
 /* ---- handlers ---------------------------------------------------------------- */
 
 static enum handler_result handle_stream(struct request *r)
@@ -188,17 +319,20 @@ static enum handler_result handle_stream(struct request *r)
 	const char *hdr;
 	struct hub_who who;
 	enum hub_open_result res;
+	char **topics = NULL;
+	size_t ntopics = 0;
 
 	if (read_body(r, 0) < 0) {
 		respond_error(r, 413, "payload_too_large", "a stream request has no body", NULL);
 		return HANDLED;
 	}
-	if (authenticate(r) < 0)
+	if (authenticate(r) < 0 || stream_topics(r, &topics, &ntopics) < 0)
 		return HANDLED;
 	if (r->api->fd_pressure) {
 		METRIC_ADD(rejected_limit_total, 1);
 		respond_error(r, 503, "too_many_open_files",
 			      "the hub is out of file descriptors; raise its limit (ulimit -n)", "Retry-After: 5\r\n");
+		api_topics_free(topics, ntopics);
 		return HANDLED;
 	}
 	hdr = param(r, "HTTP_LAST_EVENT_ID");
@@ -219,10 +353,13 @@ static enum handler_result handle_stream(struct request *r)
 	who.admin = r->who.admin;
 	who.token_exp = r->who.exp;
 	who.key_id = r->who.key_id;
+	who.topics = topics;
+	who.ntopics = ntopics;
 	/* the fd is the stream's from here: its watcher must go first */
 	loop_io_del(r->api->loop, r->api->io);
 	res = hub_open_stream(r->api->loop, r->api->fd, r->in->id, &who, leid);
 	free(leid);
+	api_topics_free(topics, ntopics);
 	switch (res) {
 	case HUB_OPENED:
 		return HANDED_OFF;
@@ -322,9 +459,33 @@ static int target_field(struct request *r, struct json_object *obj, enum msg_tar
 			return -1;
 		}
 		*key = xstrdup(json_object_get_string(v));
+	} else if (target == MSG_TOPIC) {
+		if (!json_object_object_get_ex(obj, "topic", &v) || !json_object_is_type(v, json_type_string) ||
+		    !hub_topic_valid(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
+			respond_error(r, 400, "invalid_topic", "topic must be a topic name: " TOPIC_RULE, NULL);
+			return -1;
+		}
+		*key = xstrdup(json_object_get_string(v));
 	}
 	return 0;
 }
+
+/* The user_id or client_id (not both) of a disconnect or subscribe body.
+ * Returns 0, or -1 after answering 400. */
+static int streams_field(struct request *r, struct json_object *obj, enum msg_target *target, char **key)
+{
+	int has_client = json_object_object_get_ex(obj, "client_id", NULL);
+
+	*key = NULL;
+	if (has_client && json_object_object_get_ex(obj, "user_id", NULL)) {
+		respond_error(r, 400, "invalid_field", "give user_id or client_id, not both", NULL);
+		return -1;
+	}
+	*target = has_client ? MSG_CLIENT : MSG_USER;
+	return target_field(r, obj, *target, key);
+}
+
+static const char *const target_names[] = { "broadcast", "user", "client", "topic" };
 
 static void handle_publish(struct request *r, enum msg_target target)
 {
@@ -386,8 +547,8 @@ static void handle_publish(struct request *r, enum msg_target target)
 	buf_json_str(&out, id);
 	buf_printf(&out, ",\"recipients\":%ld}", recipients);
 	respond_ok(r, out.data);
-	log_debug("event=publish target=%s id=\"%s\" bytes=%zu recipients=%ld",
-		  target == MSG_BROADCAST ? "broadcast" : target == MSG_USER ? "user" : "client", id, enc.len, recipients);
+	log_debug("event=publish target=%s id=\"%s\" bytes=%zu recipients=%ld", target_names[target], id, enc.len,
+		  recipients);
 done:
 	free(enc.data);
 	free(out.data);
@@ -407,12 +568,7 @@ static void handle_disconnect(struct request *r)
 
 	if (authenticate_admin(r) < 0 || !(obj = parse_body(r)))
 		return;
-	target = json_object_object_get_ex(obj, "client_id", NULL) ? MSG_CLIENT : MSG_USER;
-	if (json_object_object_get_ex(obj, "client_id", NULL) && json_object_object_get_ex(obj, "user_id", NULL)) {
-		respond_error(r, 400, "invalid_field", "give user_id or client_id, not both", NULL);
-		goto done;
-	}
-	if (target_field(r, obj, target, &key) < 0)
+	if (streams_field(r, obj, &target, &key) < 0)
 		goto done;
 	if (json_object_object_get_ex(obj, "reason", &v)) {
 		if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) > MAX_REASON) {
@@ -434,7 +590,7 @@ static void handle_disconnect(struct request *r)
 	}
 	buf_printf(&out, "{\"closed\":%ld}", closed);
 	respond_ok(r, out.data);
-	log_info("event=disconnect_request target=%s closed=%ld", target == MSG_USER ? "user" : "client", closed);
+	log_info("event=disconnect_request target=%s closed=%ld", target_names[target], closed);
 done:
 	free(data.data);
 	free(enc.data);
@@ -443,13 +599,91 @@ done:
 	json_object_put(obj);
 }
 
+/* The "topics" array of a subscribe body into *out, distinct, *n of them.
+ * Returns 0, or -1 after answering 400. */
+static int topics_field(struct request *r, struct json_object *obj, char ***out, size_t *n)
+{
+	struct json_object *v;
+	struct buf m = { 0 };
+	size_t len;
+
+	*out = NULL;
+	*n = 0;
+	if (!json_object_object_get_ex(obj, "topics", &v) || !json_object_is_type(v, json_type_array) ||
+	    (len = json_object_array_length(v)) == 0) {
+		respond_error(r, 400, "invalid_field", "topics must be a non-empty array of topic names", NULL);
+		return -1;
+	}
+	if (len > (size_t)cfg->max_topics_per_stream) {
+		buf_printf(&m, "at most %ld topics at a time (--max-topics-per-stream)", cfg->max_topics_per_stream);
+		respond_error(r, 400, "too_many_topics", m.data, NULL);
+		free(m.data);
+		return -1;
+	}
+	*out = xmalloc(len * sizeof(**out));
+	for (size_t i = 0; i < len; i++) {
+		struct json_object *e = json_object_array_get_idx(v, i);
+		if (!json_object_is_type(e, json_type_string) ||
+		    !hub_topic_valid(json_object_get_string(e), (size_t)json_object_get_string_len(e))) {
+			buf_printf(&m, "topics[%zu] is not a topic name: " TOPIC_RULE, i);
+			respond_error(r, 400, "invalid_topic", m.data, NULL);
+			free(m.data);
+			api_topics_free(*out, *n);
+			*out = NULL;
+			*n = 0;
+			return -1;
+		}
+		topics_add_unique(*out, n, xstrdup(json_object_get_string(e)));
+	}
+	return 0;
+}
+
+static void handle_subscribe(struct request *r, int add)
+{
+	struct json_object *obj;
+	enum msg_target target;
+	char *key = NULL, **topics = NULL;
+	size_t ntopics = 0;
+	long changed, skipped = 0;
+	struct buf out = { 0 };
+
+	if (authenticate_admin(r) < 0 || !(obj = parse_body(r)))
+		return;
+	if (streams_field(r, obj, &target, &key) < 0 || topics_field(r, obj, &topics, &ntopics) < 0)
+		goto done;
+	changed = hub_subscribe(target, key, topics, ntopics, add, &skipped);
+	if (changed < 0) {
+		respond_error(r, 503, "shutting_down", "the hub is stopping", "Retry-After: 1\r\n");
+		goto done;
+	}
+	buf_printf(&out, "{\"recipients\":%ld", changed);
+	/* only when it happened: the usual answer is the documented one */
+	if (skipped)
+		buf_printf(&out, ",\"skipped\":%ld", skipped);
+	buf_puts(&out, "}");
+	respond_ok(r, out.data);
+	log_info("event=%s target=%s topics=%zu changed=%ld skipped=%ld", add ? "subscribe" : "unsubscribe",
+		 target_names[target], ntopics, changed, skipped);
+	if (skipped)
+		log_warn("event=subscribe_skipped streams=%ld reason=\"over --max-topics-per-stream\"", skipped);
+done:
+	free(out.data);
+	free(key);
+	api_topics_free(topics, ntopics);
+	json_object_put(obj);
+}
+
 static void handle_stats(struct request *r)
 {
 	struct buf b = { 0 };
+	char *topics;
 
 	if (authenticate_admin(r) < 0)
 		return;
-	hub_stats_json(&b);
+	/* ?topics=1 adds the streams per topic; without it, the seed's answer */
+	topics = util_query_param(r->query ? r->query : "", "topics", 8, NULL);
+	hub_stats_json(&b, topics && (strcmp(topics, "1") == 0 || strcmp(topics, "true") == 0));
+	free(topics);
 	respond_ok(r, b.data);
 	free(b.data);
 }
@@ -471,6 +705,7 @@ static void handle_metrics(struct request *r)
 		reasons[i] = auth_result_code((enum auth_result)i);
 	g.active_streams = hub_total_clients();
 	g.history_messages = hub_history_len();
+	g.topics = hub_topics_count();
 	metrics_render(&b, &g);
 	respond(r, 200, "text/plain; version=0.0.4", NULL, b.data, b.len);
 	free(b.data);
@@ -492,7 +727,10 @@ static int json_content_type(const char *ct)
 	return *ct == '\0' || *ct == ';';
 }
 
-enum route_kind { R_STREAM, R_HEALTH, R_STATS, R_BROADCAST, R_TO_USER, R_TO_CLIENT, R_DISCONNECT, R_METRICS };
+enum route_kind {
+	R_STREAM, R_HEALTH, R_STATS, R_BROADCAST, R_TO_USER, R_TO_CLIENT, R_DISCONNECT, R_METRICS,
+	R_PUBLISH, R_SUBSCRIBE, R_UNSUBSCRIBE,
+};
 
 static const struct route {
 	const char *path, *method;
@@ -505,6 +743,9 @@ static const struct route {
 	{ "/api/sse/send-to-user", "POST", R_TO_USER },
 	{ "/api/sse/send-to-client", "POST", R_TO_CLIENT },
 	{ "/api/sse/disconnect", "POST", R_DISCONNECT },
+	{ "/api/sse/publish", "POST", R_PUBLISH },
+	{ "/api/sse/subscribe", "POST", R_SUBSCRIBE },
+	{ "/api/sse/unsubscribe", "POST", R_UNSUBSCRIBE },
 	{ "/metrics", "GET", R_METRICS },
 };
 
@@ -557,6 +798,9 @@ enum api_result api_handle(struct api_request *api)
 		case R_TO_CLIENT: handle_publish(&r, MSG_CLIENT); break;
 		case R_DISCONNECT: handle_disconnect(&r); break;
 		case R_METRICS: handle_metrics(&r); break;
+		case R_PUBLISH: handle_publish(&r, MSG_TOPIC); break;
+		case R_SUBSCRIBE: handle_subscribe(&r, 1); break;
+		case R_UNSUBSCRIBE: handle_subscribe(&r, 0); break;
 		}
 	}
 	return res == HANDED_OFF ? API_STREAM : API_ANSWERED;

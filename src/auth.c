@@ -492,6 +492,39 @@ static int user_from_claim(struct json_object *v, char *out)
 	return -1;
 }
 
+/* The topics claim into id->topics, compactly (see struct auth_identity):
+ * an array of non-empty strings without NUL. Anything else (another type,
+ * a non-string, more than fits) leaves no pattern and sets topics_bad. */
+static void topics_claim(struct json_object *claims, struct auth_identity *id)
+{
+	struct json_object *v, *e;
+	size_t n, used = 0;
+
+	id->topics[0] = '\0';
+	id->topics_bad = 0;
+	if (!json_object_object_get_ex(claims, conf->topics_claim, &v))
+		return;
+	if (!json_object_is_type(v, json_type_array)) {
+		id->topics_bad = 1;
+		return;
+	}
+	n = json_object_array_length(v);
+	for (size_t i = 0; i < n; i++) {
+		size_t len;
+		e = json_object_array_get_idx(v, i);
+		len = json_object_is_type(e, json_type_string) ? (size_t)json_object_get_string_len(e) : 0;
+		/* room for this one's NUL and the final empty pattern */
+		if (len == 0 || strlen(json_object_get_string(e)) != len || used + len + 2 > sizeof(id->topics)) {
+			id->topics[0] = '\0';
+			id->topics_bad = 1;
+			return;
+		}
+		memcpy(id->topics + used, json_object_get_string(e), len + 1);
+		used += len + 1;
+	}
+	id->topics[used] = '\0';
+}
+
 static enum auth_result check_claims(struct json_object *claims, struct auth_identity *id, int64_t *valid_from,
 				     const char **why)
 {
@@ -546,6 +579,7 @@ static enum auth_result check_claims(struct json_object *claims, struct auth_ide
 	v = NULL;
 	json_object_object_get_ex(claims, conf->admin_claim, &v);
 	id->admin = claim_matches(v, conf->admin_value);
+	topics_claim(claims, id);
 	/* the same instant the check above refuses the token from */
 	id->exp = has_exp ? exp + conf->jwt_leeway : 0;
 	/* and the first instant the nbf and iat checks let it through */
@@ -719,6 +753,16 @@ char *auth_find_token(const char *authorization, const char *cookie, const char 
 		free(t);
 	}
 	return NULL;
+}
+
+int auth_topic_allowed(const struct auth_identity *id, const char *topic)
+{
+	for (const char *p = id->topics; *p; p += strlen(p) + 1) {
+		size_t len = strlen(p);
+		if (p[len - 1] == '*' ? strncmp(p, topic, len - 1) == 0 : strcmp(p, topic) == 0)
+			return 1;
+	}
+	return 0;
 }
 
 int auth_key_active(uint64_t key_id)

@@ -12,6 +12,9 @@
 
 #define AUTH_MAX_TOKEN 8192
 #define AUTH_MAX_USER 128
+/* Room for the topics claim's patterns, kept inside the identity so that a
+ * cached token carries them: each pattern NUL-terminated, then an empty one. */
+#define AUTH_MAX_TOPICS_CLAIM 2048
 
 enum auth_result {
 	AUTH_OK = 0,
@@ -31,6 +34,9 @@ struct auth_identity {
 	int admin;
 	int64_t exp;             /* first second the token is refused (exp + leeway); 0: no exp */
 	uint64_t key_id;         /* the key that verified the token (auth_key_active) */
+	char topics[AUTH_MAX_TOPICS_CLAIM]; /* the --topics-claim patterns ("a\0b*\0\0"); "" allows none */
+	int topics_bad;          /* the claim is there but not an array of non-empty strings
+				  * that fits: it allows no topic */
 };
 
 /* Loads the keys named by cfg, which must outlive the module. Returns 0, or
@@ -53,6 +59,10 @@ enum auth_result auth_verify(const char *token, size_t len, struct auth_identity
  * when no source holds one. *bad is set when a source held one that cannot
  * be used (over 8 KB, or badly %-encoded): the caller refuses the request. */
 char *auth_find_token(const char *authorization, const char *cookie, const char *query, int *bad);
+
+/* 1 when the token's topics claim allows topic: a pattern equal to it, or
+ * a pattern "prefix*" whose prefix starts it ("*" alone allows any). */
+int auth_topic_allowed(const struct auth_identity *id, const char *topic);
 
 /* 1 while the key named key_id is among the configured keys. Thread-safe. */
 int auth_key_active(uint64_t key_id);

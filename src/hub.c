@@ -1,6 +1,7 @@
 /* hub: registry, target resolution, ids, history. Streams live in the
  * loops; the hub holds a subscription (struct sub) per stream and posts to
- * the stream's loop. */
+ * the stream's loop. A topic is a list of (stream, topic) members, each also
+ * in its stream's list: a stream without topics costs one list head. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -22,6 +23,7 @@
 #include "stream.h"
 
 struct hub_user;
+struct member;
 
 /* The hub's record of one open stream. */
 struct sub {
@@ -29,7 +31,24 @@ struct sub {
 	LIST_ENTRY(sub) user_link;       /* user->subs */
 	struct hub_user *user;
 	struct stream *stream;
+	LIST_HEAD(, member) topics;      /* its memberships, newest first */
 	char client_id[37];
+	uint16_t ntopics;                /* fits in the padding after client_id */
+};
+
+/* A topic with at least one stream; freed with its last member. */
+struct topic {
+	struct htab_entry by_name;       /* hub.topics */
+	LIST_HEAD(, member) members;
+	char name[];
+};
+
+/* One stream on one topic, in both lists: O(1) to remove from either. */
+struct member {
+	LIST_ENTRY(member) topic_link;   /* topic->members */
+	LIST_ENTRY(member) sub_link;     /* sub->topics */
+	struct topic *topic;
+	struct sub *sub;
 };
 
 struct hub_user {
@@ -39,7 +58,8 @@ struct hub_user {
 	char name[];
 };
 
-/* A user's stream count for the stats, under stats_lock only. */
+/* A user's (or a topic's) stream count for the stats, under stats_lock
+ * only. */
 struct stat_user {
 	struct htab_entry by_name;
 	long count;
@@ -51,14 +71,14 @@ static struct {
 	const struct config *cfg;
 	uint64_t seq;
 	int stopping;
-	struct htab clients, users;
+	struct htab clients, users, topics;
 	struct msg **hist;               /* ring */
 	size_t hist_cap, hist_head, hist_len;
 	char boot[24];
 	uint64_t next_id;
 
 	pthread_mutex_t stats_lock;      /* never held with the hub lock */
-	struct htab stat_users;
+	struct htab stat_users, stat_topics;
 	long total;
 } hub = { .lock = PTHREAD_MUTEX_INITIALIZER, .stats_lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -70,6 +90,11 @@ static const char *sub_key(const struct htab_entry *e)
 static const char *user_key(const struct htab_entry *e)
 {
 	return container_of(e, struct hub_user, by_name)->name;
+}
+
+static const char *topic_key(const struct htab_entry *e)
+{
+	return container_of(e, struct topic, by_name)->name;
 }
 
 static const char *stat_key(const struct htab_entry *e)
@@ -84,7 +109,9 @@ int hub_init(const struct config *cfg)
 	hub.stopping = 0;
 	htab_init(&hub.clients, sub_key);
 	htab_init(&hub.users, user_key);
+	htab_init(&hub.topics, topic_key);
 	htab_init(&hub.stat_users, stat_key);
+	htab_init(&hub.stat_topics, stat_key);
 	hub.total = 0;
 	hub.hist_cap = (size_t)cfg->history_size;
 	hub.hist = hub.hist_cap ? xcalloc(hub.hist_cap, sizeof(*hub.hist)) : NULL;
@@ -106,14 +133,21 @@ void hub_free(void)
 	free(hub.hist);
 	hub.hist = NULL;
 	hub.hist_len = hub.hist_cap = 0;
-	/* streams are closed, so the tables are empty; stats entries too */
-	for (e = htab_first(&hub.stat_users, &i); e; e = next) {
-		next = htab_next(&hub.stat_users, e, &i);
-		free(container_of(e, struct stat_user, by_name));
+	/* streams are closed, so the tables are empty; stats entries too, but
+	 * for counts that met at zero in another order (never with streams
+	 * closed in their loops) */
+	for (int k = 0; k < 2; k++) {
+		struct htab *t = k ? &hub.stat_topics : &hub.stat_users;
+		for (e = htab_first(t, &i); e; e = next) {
+			next = htab_next(t, e, &i);
+			free(container_of(e, struct stat_user, by_name));
+		}
 	}
 	htab_free(&hub.clients);
 	htab_free(&hub.users);
+	htab_free(&hub.topics);
 	htab_free(&hub.stat_users);
+	htab_free(&hub.stat_topics);
 }
 
 void hub_set_stopping(void)
@@ -143,52 +177,160 @@ static struct sub *client_find(const char *client_id)
 	return e ? container_of(e, struct sub, by_client) : NULL;
 }
 
+static struct topic *topic_find(const char *name)
+{
+	struct htab_entry *e = htab_find(&hub.topics, name, htab_hash(&hub.topics, name));
+	return e ? container_of(e, struct topic, by_name) : NULL;
+}
+
+/* ---- topic membership (hub lock held) --------------------------------------- */
+
+int hub_topic_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > HUB_MAX_TOPIC)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+		      c == '.' || c == ':' || c == '/' || c == '@'))
+			return 0;
+	}
+	return 1;
+}
+
+/* sub's membership of the topic named name, or NULL. */
+static struct member *member_find(const struct sub *sub, const char *name)
+{
+	struct member *mb;
+
+	LIST_FOREACH(mb, &sub->topics, sub_link)
+		if (strcmp(mb->topic->name, name) == 0)
+			return mb;
+	return NULL;
+}
+
+/* Puts sub on topic name (created with its first member). The caller
+ * checked that sub is not on it yet. */
+static void member_add(struct sub *sub, const char *name)
+{
+	struct topic *t = topic_find(name);
+	struct member *mb = xmalloc(sizeof(*mb));
+
+	if (!t) {
+		size_t len = strlen(name);
+		t = xmalloc(sizeof(*t) + len + 1);
+		memcpy(t->name, name, len + 1);
+		LIST_INIT(&t->members);
+		htab_insert(&hub.topics, &t->by_name, htab_hash(&hub.topics, t->name));
+	}
+	mb->topic = t;
+	mb->sub = sub;
+	LIST_INSERT_HEAD(&t->members, mb, topic_link);
+	LIST_INSERT_HEAD(&sub->topics, mb, sub_link);
+	sub->ntopics++;
+}
+
+/* Takes mb off both lists; a topic left without members goes. */
+static void member_remove(struct member *mb)
+{
+	struct topic *t = mb->topic;
+
+	LIST_REMOVE(mb, topic_link);
+	LIST_REMOVE(mb, sub_link);
+	mb->sub->ntopics--;
+	free(mb);
+	if (LIST_EMPTY(&t->members)) {
+		htab_remove(&hub.topics, &t->by_name);
+		free(t);
+	}
+}
+
 /* ---- stats counts (stats_lock, never under the hub lock) ---------------------- */
 
-static void stats_count(const char *user, long delta)
+/* Adds delta to name's count in t (stats_lock held). Topic counts are
+ * applied after the hub lock is released, by whichever thread changed the
+ * membership, so a -1 may arrive before its +1: an entry goes only at
+ * exactly zero, and only positive counts are shown. */
+static void stat_add(struct htab *t, const char *name, long delta)
 {
-	uint32_t h;
-	struct htab_entry *e;
+	uint32_t h = htab_hash(t, name);
+	struct htab_entry *e = htab_find(t, name, h);
 	struct stat_user *u;
 
-	pthread_mutex_lock(&hub.stats_lock);
-	h = htab_hash(&hub.stat_users, user);
-	e = htab_find(&hub.stat_users, user, h);
 	if (e) {
 		u = container_of(e, struct stat_user, by_name);
 	} else {
-		size_t len = strlen(user);
+		size_t len = strlen(name);
 		u = xcalloc(1, sizeof(*u) + len + 1);
-		memcpy(u->name, user, len + 1);
-		htab_insert(&hub.stat_users, &u->by_name, h);
+		memcpy(u->name, name, len + 1);
+		htab_insert(t, &u->by_name, h);
 	}
 	u->count += delta;
-	hub.total += delta;
-	if (u->count <= 0) {
-		htab_remove(&hub.stat_users, &u->by_name);
+	if (u->count == 0) {
+		htab_remove(t, &u->by_name);
 		free(u);
 	}
+}
+
+static void stats_count(const char *user, long delta)
+{
+	pthread_mutex_lock(&hub.stats_lock);
+	stat_add(&hub.stat_users, user, delta);
+	hub.total += delta;
 	pthread_mutex_unlock(&hub.stats_lock);
 }
 
-void hub_stats_json(struct buf *out)
+/* Applies delta[i] to topic names[i] for i < n (a zero delta is skipped). */
+static void stats_topics(char *const *names, const long *delta, size_t n)
+{
+	pthread_mutex_lock(&hub.stats_lock);
+	for (size_t i = 0; i < n; i++)
+		if (delta[i])
+			stat_add(&hub.stat_topics, names[i], delta[i]);
+	pthread_mutex_unlock(&hub.stats_lock);
+}
+
+static void stats_object(struct buf *out, const struct htab *t)
 {
 	struct htab_entry *e;
 	size_t i;
 	int first = 1;
 
-	pthread_mutex_lock(&hub.stats_lock);
-	buf_printf(out, "{\"total_clients\":%ld,\"user_clients\":{", hub.total);
-	for (e = htab_first(&hub.stat_users, &i); e; e = htab_next(&hub.stat_users, e, &i)) {
+	buf_puts(out, "{");
+	for (e = htab_first(t, &i); e; e = htab_next(t, e, &i)) {
 		struct stat_user *u = container_of(e, struct stat_user, by_name);
+		if (u->count <= 0)
+			continue;
 		if (!first)
 			buf_puts(out, ",");
 		first = 0;
 		buf_json_str(out, u->name);
 		buf_printf(out, ":%ld", u->count);
 	}
-	buf_puts(out, "}}");
+	buf_puts(out, "}");
+}
+
+void hub_stats_json(struct buf *out, int with_topics)
+{
+	pthread_mutex_lock(&hub.stats_lock);
+	buf_printf(out, "{\"total_clients\":%ld,\"user_clients\":", hub.total);
+	stats_object(out, &hub.stat_users);
+	if (with_topics) {
+		buf_puts(out, ",\"topic_clients\":");
+		stats_object(out, &hub.stat_topics);
+	}
+	buf_puts(out, "}");
 	pthread_mutex_unlock(&hub.stats_lock);
+}
+
+long hub_topics_count(void)
+{
+	long n;
+
+	pthread_mutex_lock(&hub.lock);
+	n = (long)hub.topics.count;
+	pthread_mutex_unlock(&hub.lock);
+	return n;
 }
 
 long hub_total_clients(void)
@@ -242,25 +384,33 @@ long hub_history_len(void)
 	return n;
 }
 
-/* What a stream of user may be sent again from the history: broadcasts
- * and its user's messages (a client message was for one stream, now gone). */
-static int replay_visible(const struct msg *m, const char *user)
+/* What the new stream sub may be sent again from the history: broadcasts,
+ * its user's messages and those of the topics it subscribed to at connect
+ * (a client message was for one stream, now gone). */
+static int replay_visible(const struct msg *m, const struct sub *sub)
 {
-	return m->target == MSG_BROADCAST || (m->target == MSG_USER && strcmp(m->key, user) == 0);
+	switch (m->target) {
+	case MSG_BROADCAST: return 1;
+	case MSG_USER: return strcmp(m->key, sub->user->name) == 0;
+	case MSG_TOPIC: return member_find(sub, m->key) != NULL;
+	default: return 0;
+	}
 }
 
-/* What a stream of user could have received before it reconnected: also the
- * client messages sent to one of its user's streams. */
-static int could_have_received(const struct msg *m, const char *user)
+/* What a stream of sub's user could have received before it reconnected:
+ * also the client messages sent to one of its user's streams. A message of
+ * a topic the new stream does not subscribe to is not among them: its id
+ * would tell the stream which ids exist on that topic. */
+static int could_have_received(const struct msg *m, const struct sub *sub)
 {
-	return replay_visible(m, user) || (m->target == MSG_CLIENT && strcmp(m->owner, user) == 0);
+	return replay_visible(m, sub) || (m->target == MSG_CLIENT && strcmp(m->owner, sub->user->name) == 0);
 }
 
-/* Finds last_event_id among the messages user could have received (newest
+/* Finds last_event_id among the messages sub could have received (newest
  * first) and collects every later one it may see, within
  * --max-replay-bytes. Returns 1 (resumed) with the messages in *out, or 0
  * (unknown id, or too much to replay). */
-static int collect_replay(const char *user, const char *last_event_id, struct msg ***out, size_t *nout)
+static int collect_replay(const struct sub *sub, const char *last_event_id, struct msg ***out, size_t *nout)
 {
 	size_t i, found, n = 0, bytes = 0;
 
@@ -272,13 +422,13 @@ static int collect_replay(const char *user, const char *last_event_id, struct ms
 	/* An id of a message this user could not have received is unknown:
 	 * resuming from it would tell one user which ids exist for another. */
 	for (i = hub.hist_len; i > 0; i--)
-		if (could_have_received(hist_at(i - 1), user) && strcmp(hist_at(i - 1)->id, last_event_id) == 0)
+		if (could_have_received(hist_at(i - 1), sub) && strcmp(hist_at(i - 1)->id, last_event_id) == 0)
 			break;
 	if (i == 0)
 		return 0;
 	found = i;
 	for (i = found; i < hub.hist_len; i++) {
-		if (replay_visible(hist_at(i), user)) {
+		if (replay_visible(hist_at(i), sub)) {
 			n++;
 			bytes += hist_at(i)->len;
 		}
@@ -292,7 +442,7 @@ static int collect_replay(const char *user, const char *last_event_id, struct ms
 	*out = xmalloc(n * sizeof(**out));
 	for (i = found; i < hub.hist_len; i++) {
 		struct msg *m = hist_at(i);
-		if (replay_visible(m, user)) {
+		if (replay_visible(m, sub)) {
 			msg_ref(m, 1);
 			(*out)[(*nout)++] = m;
 		}
@@ -306,17 +456,55 @@ static void detach(struct stream *s, void *owner)
 {
 	struct sub *sub = owner;
 	struct hub_user *u = sub->user;
+	char **names = NULL;
+	long *minus = NULL;
+	size_t n = 0;
+	struct member *mb;
 
 	stats_count(u->name, -1);
 	pthread_mutex_lock(&hub.lock);
 	htab_remove(&hub.clients, &sub->by_client);
 	LIST_REMOVE(sub, user_link);
+	if (sub->ntopics) {
+		/* the names outlive their topics, for the stats after the lock */
+		names = xmalloc(sub->ntopics * sizeof(*names));
+		minus = xmalloc(sub->ntopics * sizeof(*minus));
+		while ((mb = LIST_FIRST(&sub->topics)) != NULL) {
+			minus[n] = -1;
+			names[n++] = xstrdup(mb->topic->name);
+			member_remove(mb);
+		}
+	}
 	if (--u->count == 0) {
 		htab_remove(&hub.users, &u->by_name);
 		free(u);
 	}
 	pthread_mutex_unlock(&hub.lock);
+	if (n) {
+		stats_topics(names, minus, n);
+		for (size_t i = 0; i < n; i++)
+			free(names[i]);
+	}
+	free(names);
+	free(minus);
 	free(sub);
+}
+
+/* Appends ",\"topics\":[...]" with names[i] for each i where on[i], or
+ * nothing when there are none. */
+static void topics_fragment(struct buf *b, char *const *names, const long *on, size_t n)
+{
+	int first = 1;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!on[i])
+			continue;
+		buf_puts(b, first ? ",\"topics\":[" : ",");
+		buf_json_str(b, names[i]);
+		first = 0;
+	}
+	if (!first)
+		buf_puts(b, "]");
 }
 
 enum hub_open_result hub_open_stream(struct loop *l, int fd, uint16_t request_id, const struct hub_who *who,
@@ -328,6 +516,8 @@ enum hub_open_result hub_open_stream(struct loop *l, int fd, uint16_t request_id
 	struct sub *sub;
 	struct stream *s;
 	struct msg **replay = NULL;
+	struct buf extra = { 0 };
+	long *plus = NULL;
 	size_t nreplay = 0;
 	uint64_t start_seq;
 	int resumed = -1;
@@ -357,22 +547,39 @@ enum hub_open_result hub_open_stream(struct loop *l, int fd, uint16_t request_id
 	u->count++;
 	sub = xcalloc(1, sizeof(*sub));
 	sub->user = u;
+	LIST_INIT(&sub->topics);
 	uuid_generate_random(id);
 	uuid_unparse_lower(id, sub->client_id);
 	LIST_INSERT_HEAD(&u->subs, sub, user_link);
 	htab_insert(&hub.clients, &sub->by_client, htab_hash(&hub.clients, sub->client_id));
+	if (who->ntopics) {
+		plus = xcalloc(who->ntopics, sizeof(*plus));
+		for (size_t i = 0; i < who->ntopics; i++) {
+			if (member_find(sub, who->topics[i]))
+				continue;
+			member_add(sub, who->topics[i]);
+			plus[i] = 1;
+		}
+	}
 	p.client_id = sub->client_id;
 	p.user = u->name;
 	p.owner = sub;
 	s = sub->stream = stream_new(l, &p);
 	start_seq = hub.seq;
 	if (last_event_id)
-		resumed = collect_replay(u->name, last_event_id, &replay, &nreplay);
+		resumed = collect_replay(sub, last_event_id, &replay, &nreplay);
 	pthread_mutex_unlock(&hub.lock);
 
 	stats_count(u->name, 1);
-	stream_start(s, start_seq, resumed < 0 ? NULL : resumed ? ",\"resumed\":true" : ",\"resumed\":false", replay,
-		     nreplay);
+	if (plus) {
+		stats_topics(who->topics, plus, who->ntopics);
+		topics_fragment(&extra, who->topics, plus, who->ntopics);
+	}
+	free(plus);
+	if (resumed >= 0)
+		buf_puts(&extra, resumed ? ",\"resumed\":true" : ",\"resumed\":false");
+	stream_start(s, start_seq, extra.data, replay, nreplay);
+	free(extra.data);
 	return HUB_OPENED;
 }
 
@@ -401,6 +608,8 @@ static long resolve(enum msg_target target, const char *key, struct msg *m,
 {
 	struct hub_user *u;
 	struct sub *sub;
+	struct topic *t;
+	struct member *mb;
 	long n = 0;
 
 	switch (target) {
@@ -417,6 +626,14 @@ static long resolve(enum msg_target target, const char *key, struct msg *m,
 			msg_set_owner(m, sub->user->name);
 			*w |= post_to(sub->stream, m, post);
 			n++;
+		}
+		break;
+	case MSG_TOPIC:
+		if ((t = topic_find(key)) != NULL) {
+			LIST_FOREACH(mb, &t->members, topic_link) {
+				*w |= post_to(mb->sub->stream, m, post);
+				n++;
+			}
 		}
 		break;
 	default:
@@ -471,6 +688,114 @@ long hub_disconnect(struct msg *final)
 	pthread_mutex_unlock(&hub.lock);
 	wake(w);
 	return n;
+}
+
+/* ---- server-side subscriptions ------------------------------------------------ */
+
+/* Changes sub's membership of names[0..n) (add or remove); changed[i] says
+ * which changed. Returns how many did, or -1 (nothing changed) when adding
+ * would take sub past --max-topics-per-stream. */
+static long sub_change(struct sub *sub, char *const *names, size_t n, int add, unsigned char *changed)
+{
+	long count = 0;
+
+	for (size_t i = 0; i < n; i++)
+		changed[i] = (member_find(sub, names[i]) != NULL) != add;
+	for (size_t i = 0; i < n; i++)
+		count += changed[i];
+	if (add && sub->ntopics + count > hub.cfg->max_topics_per_stream)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (!changed[i])
+			continue;
+		if (add)
+			member_add(sub, names[i]);
+		else
+			member_remove(member_find(sub, names[i]));
+	}
+	return count;
+}
+
+/* The subscribed / unsubscribed event: {"topics":[names[i] where changed[i]]}. */
+static struct msg *change_event(int add, char *const *names, const unsigned char *changed, size_t n, uint64_t seq)
+{
+	struct buf data = { 0 }, b = { 0 };
+	struct msg *m;
+	int first = 1;
+
+	buf_puts(&data, "{\"topics\":[");
+	for (size_t i = 0; i < n; i++) {
+		if (!changed[i])
+			continue;
+		if (!first)
+			buf_puts(&data, ",");
+		buf_json_str(&data, names[i]);
+		first = 0;
+	}
+	buf_puts(&data, "]}");
+	sse_encode(&b, NULL, add ? "subscribed" : "unsubscribed", -1, data.data);
+	m = msg_new(MSG_PRIVATE, NULL, NULL, b.data, b.len);
+	m->seq = seq;
+	free(data.data);
+	free(b.data);
+	return m;
+}
+
+/* Changes one stream; counts it in *changed_streams or *skipped. */
+static void subscribe_one(struct sub *sub, char *const *names, size_t n, int add, uint64_t seq, long *delta,
+			  unsigned char *changed, long *changed_streams, long *skipped, wake_set *w)
+{
+	long c = sub_change(sub, names, n, add, changed);
+	struct msg *m;
+
+	if (c < 0) {
+		(*skipped)++;
+		return;
+	}
+	if (c == 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		delta[i] += changed[i] ? (add ? 1 : -1) : 0;
+	m = change_event(add, names, changed, n, seq);
+	if (stream_post_event(sub->stream, m))
+		*w |= 1ULL << loop_index(stream_loop(sub->stream));
+	(*changed_streams)++;
+}
+
+long hub_subscribe(enum msg_target target, const char *key, char *const *topics, size_t n, int add, long *skipped)
+{
+	long *delta = xcalloc(n ? n : 1, sizeof(*delta));
+	unsigned char *changed = xmalloc(n ? n : 1);
+	long count = 0;
+	wake_set w = 0;
+	struct hub_user *u;
+	struct sub *sub;
+	uint64_t seq;
+
+	*skipped = 0;
+	pthread_mutex_lock(&hub.lock);
+	if (hub.stopping) {
+		pthread_mutex_unlock(&hub.lock);
+		free(delta);
+		free(changed);
+		return -1;
+	}
+	/* one place in the order of publishes: the event comes after every
+	 * message published before, and before every later one */
+	seq = ++hub.seq;
+	if (target == MSG_CLIENT) {
+		if ((sub = client_find(key)) != NULL)
+			subscribe_one(sub, topics, n, add, seq, delta, changed, &count, skipped, &w);
+	} else if ((u = user_find(key)) != NULL) {
+		LIST_FOREACH(sub, &u->subs, user_link)
+			subscribe_one(sub, topics, n, add, seq, delta, changed, &count, skipped, &w);
+	}
+	pthread_mutex_unlock(&hub.lock);
+	wake(w);
+	stats_topics(topics, delta, n);
+	free(delta);
+	free(changed);
+	return count;
 }
 
 /* ---- history file ---------------------------------------------------------------- */

@@ -1,6 +1,7 @@
-/* hub: the registry (client id -> stream, user -> streams), the only module
- * that resolves a target (everyone, a user, a client) to streams, for
- * publishing and disconnecting alike; message order, ids and the history.
+/* hub: the registry (client id -> stream, user -> streams, topic ->
+ * streams), the only module that resolves a target (everyone, a user, a
+ * client, a topic) to streams, for publishing, disconnecting and
+ * subscribing alike; message order, ids and the history.
  *
  * One mutex, the hub lock, guards the registry, the sequence and the
  * history; every operation under it is O(1), O(streams of the target) or
@@ -24,13 +25,23 @@
 #include "msg.h"
 #include "util.h"
 
-/* Who opens a stream (what the token said). */
+/* The longest topic name, in bytes. */
+#define HUB_MAX_TOPIC 200
+
+/* Who opens a stream (what the token said) and on which topics. */
 struct hub_who {
 	const char *user;                /* 1..128 bytes, checked */
 	int admin;
 	int64_t token_exp;               /* first second the token is refused; 0: never */
 	uint64_t key_id;                 /* the key that verified the token */
+	char *const *topics;             /* ntopics names, checked (hub_topic_valid, allowed by
+					  * the token); duplicates are kept once. NULL when 0 */
+	size_t ntopics;
 };
+
+/* 1 when s[0..len) is a topic name: 1..HUB_MAX_TOPIC bytes of A-Z a-z 0-9
+ * and _ - . : / @ (no NUL, no space, nothing to escape in JSON or a log). */
+int hub_topic_valid(const char *s, size_t len);
 
 enum hub_open_result {
 	HUB_OPENED = 0,
@@ -54,18 +65,33 @@ enum hub_open_result hub_open_stream(struct loop *l, int fd, uint16_t request_id
 				     const char *last_event_id);
 
 /* Publishes m (target, key and id set; seq is assigned here) to the streams
- * it targets. The hub takes its own references; the caller keeps its one.
+ * it targets (a MSG_TOPIC: those on topic key, O(their number)). The hub takes its own references; the caller keeps its one.
  * Stores the number of streams it went to in *recipients. Returns 0, or -1
  * when the hub is stopping (nothing published). */
 int hub_publish(struct msg *m, long *recipients);
+
+/* Adds (add 1) or removes (add 0) the topics[0..n) (valid, distinct) on
+ * every open stream of a user (target MSG_USER, key the user id) or of one
+ * client (MSG_CLIENT, key the client id). Each stream that changes gets a
+ * "subscribed" / "unsubscribed" event {"topics":[...]} naming what changed
+ * for it, in order with the publishes around it. A stream that would pass
+ * --max-topics-per-stream is left as it is and counted in *skipped. Returns
+ * the number of streams changed (0 for an unknown user or client), or -1
+ * when the hub is stopping (nothing changed). Streams opened later are not
+ * concerned. */
+long hub_subscribe(enum msg_target target, const char *key, char *const *topics, size_t n, int add, long *skipped);
 
 /* Ends every stream of a user (final->target MSG_USER) or one client
  * (MSG_CLIENT), each after the final event final (its key names the
  * target). Returns the number of streams it ends, or -1 when stopping. */
 long hub_disconnect(struct msg *final);
 
-/* Appends the stats object {"total_clients":N,"user_clients":{...}}. */
-void hub_stats_json(struct buf *out);
+/* Appends the stats object {"total_clients":N,"user_clients":{...}}, with
+ * "topic_clients":{...} (streams per topic) when with_topics. Holds the
+ * stats lock, never the hub lock: it does not delay publishes. */
+void hub_stats_json(struct buf *out, int with_topics);
+/* Topics with at least one stream (O(1)). */
+long hub_topics_count(void);
 long hub_total_clients(void);
 long hub_history_len(void);
 

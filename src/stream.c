@@ -426,6 +426,16 @@ static void broadcast_job(struct loop *l, void *a, void *b)
 	msg_unref(m);
 }
 
+static void event_job(struct loop *l, void *a, void *b)
+{
+	struct msg *e = a;
+	struct stream *s = b;
+
+	if (deliverable(s, e))
+		enqueue(s, e, 0);
+	msg_unref(e);
+}
+
 static void finish_job(struct loop *l, void *a, void *b)
 {
 	struct msg *final = a;
@@ -446,6 +456,11 @@ int stream_post_deliver(struct stream *s, struct msg *m)
 int stream_post_broadcast(struct loop *l, struct msg *m)
 {
 	return loop_post(l, broadcast_job, m, NULL);
+}
+
+int stream_post_event(struct stream *s, struct msg *e)
+{
+	return loop_post(s->sl->loop, event_job, e, s);
 }
 
 int stream_post_finish(struct stream *s, struct msg *final)

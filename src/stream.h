@@ -60,6 +60,10 @@ struct loop *stream_loop(const struct stream *s);
 int stream_post_deliver(struct stream *s, struct msg *m);
 /* m for every stream of loop l (a broadcast). */
 int stream_post_broadcast(struct loop *l, struct msg *m);
+/* e, a private event with its seq set by the caller (a subscribed /
+ * unsubscribed notice), for stream s: ordered with the messages around it,
+ * bound by the queue limit, not counted as a message sent. */
+int stream_post_event(struct stream *s, struct msg *e);
 /* End s after the final event m (the disconnect API). */
 int stream_post_finish(struct stream *s, struct msg *final);
 
