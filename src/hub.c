@@ -608,8 +608,6 @@ static long resolve(enum msg_target target, const char *key, struct msg *m,
 {
 	struct hub_user *u;
 	struct sub *sub;
-	struct topic *t;
-	struct member *mb;
 	long n = 0;
 
 	switch (target) {
@@ -628,16 +626,45 @@ static long resolve(enum msg_target target, const char *key, struct msg *m,
 			n++;
 		}
 		break;
-	case MSG_TOPIC:
-		if ((t = topic_find(key)) != NULL) {
-			LIST_FOREACH(mb, &t->members, topic_link) {
-				*w |= post_to(mb->sub->stream, m, post);
-				n++;
-			}
-		}
-		break;
 	default:
 		break;
+	}
+	return n;
+}
+
+/* Posts m to the streams on topic key: one batch per loop, not one post per
+ * stream (a topic may hold every stream, as a broadcast). Returns how many
+ * streams, and the loops to wake in *w. */
+static long publish_topic(const char *key, struct msg *m, wake_set *w)
+{
+	struct stream_batch *batch[64] = { 0 };  /* --loops is at most 64, a wake_set bit each */
+	size_t count[64] = { 0 };
+	struct topic *t = topic_find(key);
+	struct member *mb;
+	long n = 0;
+	int nloops = loops_count();
+
+	if (!t)
+		return 0;
+	LIST_FOREACH(mb, &t->members, topic_link)
+		count[loop_index(stream_loop(mb->sub->stream))]++;
+	for (int i = 0; i < nloops; i++) {
+		if (count[i]) {
+			batch[i] = xmalloc(sizeof(*batch[i]) + count[i] * sizeof(batch[i]->s[0]));
+			batch[i]->n = 0;
+		}
+	}
+	LIST_FOREACH(mb, &t->members, topic_link) {
+		struct stream_batch *b = batch[loop_index(stream_loop(mb->sub->stream))];
+		b->s[b->n++] = mb->sub->stream;
+	}
+	for (int i = 0; i < nloops; i++) {
+		if (!batch[i])
+			continue;
+		n += (long)batch[i]->n;
+		msg_ref(m, 1);
+		if (stream_post_deliver_batch(loops_get(i), m, batch[i]))
+			*w |= 1ULL << i;
 	}
 	return n;
 }
@@ -660,6 +687,8 @@ int hub_publish(struct msg *m, long *recipients)
 				w |= 1ULL << i;
 		}
 		*recipients = (long)hub.clients.count;
+	} else if (m->target == MSG_TOPIC) {
+		*recipients = publish_topic(m->key, m, &w);
 	} else {
 		*recipients = resolve(m->target, m->key, m, stream_post_deliver, &w);
 	}

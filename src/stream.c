@@ -409,6 +409,23 @@ static void deliver_job(struct loop *l, void *a, void *b)
 	msg_unref(m);
 }
 
+static void batch_job(struct loop *l, void *a, void *b)
+{
+	struct msg *m = a;
+	struct stream_batch *batch = b;
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < batch->n; i++) {
+		if (deliverable(batch->s[i], m)) {
+			enqueue(batch->s[i], m, 0);
+			n++;
+		}
+	}
+	METRIC_ADD(delivered_total, n);
+	free(batch);
+	msg_unref(m);
+}
+
 static void broadcast_job(struct loop *l, void *a, void *b)
 {
 	struct sloop *sl = sloop_of(l);
@@ -451,6 +468,11 @@ static void finish_job(struct loop *l, void *a, void *b)
 int stream_post_deliver(struct stream *s, struct msg *m)
 {
 	return loop_post(s->sl->loop, deliver_job, m, s);
+}
+
+int stream_post_deliver_batch(struct loop *l, struct msg *m, struct stream_batch *b)
+{
+	return loop_post(l, batch_job, m, b);
 }
 
 int stream_post_broadcast(struct loop *l, struct msg *m)

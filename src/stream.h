@@ -58,6 +58,14 @@ struct loop *stream_loop(const struct stream *s);
 
 /* m for stream s (a message for a user, a client or a topic). */
 int stream_post_deliver(struct stream *s, struct msg *m);
+/* m for the streams of a batch, all of loop l (a topic's streams there):
+ * one post instead of one per stream. The batch is the caller's until the
+ * post, then the job's (it frees it). */
+struct stream_batch {
+	size_t n;
+	struct stream *s[];
+};
+int stream_post_deliver_batch(struct loop *l, struct msg *m, struct stream_batch *b);
 /* m for every stream of loop l (a broadcast). */
 int stream_post_broadcast(struct loop *l, struct msg *m);
 /* e, a private event with its seq set by the caller (a subscribed /
