@@ -578,7 +578,7 @@ static char *hub_token(const char *user, int admin)
 /* A token with extra claims (a JSON fragment such as ",\"topics\":[\"a\"]"). */
 static char *hub_token_with(const char *user, const char *extra)
 {
-	char claims[1024];
+	char claims[4096];
 	jwt_t *jwt;
 	char *tok;
 
@@ -872,6 +872,58 @@ static void test_topics(void)
 	tbad = hub_token_with("dave", ",\"topics\":[\"orders/*\",7]");
 	tstr = hub_token_with("erin", ",\"topics\":\"orders/*\"");
 	tempty = hub_token_with("fred", ",\"topics\":[\"\"]");
+	{
+		struct auth_identity id;
+		char big[2600], *tbig;
+		uint64_t hits = auth_cache_hits();
+		int first, second;
+
+		first = auth_verify(ta, strlen(ta), &id, NULL) == AUTH_OK && auth_topic_allowed(&id, "orders/42") &&
+			auth_topic_allowed(&id, "orders/") && auth_topic_allowed(&id, "rooms/ops") &&
+			!auth_topic_allowed(&id, "orders") && !auth_topic_allowed(&id, "rooms/ops2") &&
+			!auth_topic_allowed(&id, "rooms") && !id.topics_bad;
+		memset(&id, 0, sizeof(id));
+		second = auth_verify(ta, strlen(ta), &id, NULL) == AUTH_OK && auth_cache_hits() > hits &&
+			 auth_topic_allowed(&id, "orders/42") && auth_topic_allowed(&id, "rooms/ops") &&
+			 !auth_topic_allowed(&id, "orders");
+		ok(first && second, "topics: exact and prefix patterns; a cache hit carries the claim");
+		ok(auth_verify(tb, strlen(tb), &id, NULL) == AUTH_OK && auth_topic_allowed(&id, "x") &&
+			   auth_topic_allowed(&id, "a:b@c.d_e-f"),
+		   "topics: \"*\" alone allows any topic");
+		ok(auth_verify(tc, strlen(tc), &id, NULL) == AUTH_OK && !auth_topic_allowed(&id, "x") && !id.topics_bad,
+		   "topics: no claim allows none");
+		ok(auth_verify(tbad, strlen(tbad), &id, NULL) == AUTH_OK && !auth_topic_allowed(&id, "orders/1") &&
+			   id.topics_bad &&
+			   auth_verify(tstr, strlen(tstr), &id, NULL) == AUTH_OK && !auth_topic_allowed(&id, "orders/1") &&
+			   id.topics_bad,
+		   "topics: a claim holding a non-string, or not an array, allows none (the token itself is good)");
+		/* patterns of 195 bytes: 10 fit in the identity (2048 bytes), 11 do not */
+		for (int n = 10; n <= 11; n++) {
+			char pat[200], topic[200];
+			snprintf(big, sizeof(big), ",\"topics\":[");
+			for (int i = 0; i < n; i++) {
+				memset(pat, 'p', sizeof(pat));
+				snprintf(pat, 3, "%02d", i);
+				pat[2] = 'p';
+				pat[194] = '*';
+				pat[195] = '\0';
+				snprintf(big + strlen(big), sizeof(big) - strlen(big), "%s\"%s\"", i ? "," : "", pat);
+			}
+			strcat(big, "]");
+			/* a topic the last pattern allows: its prefix, then "x" */
+			snprintf(topic, sizeof(topic), "%.194sx", pat);
+			tbig = hub_token_with("gina", big);
+			if (n == 10)
+				ok(auth_verify(tbig, strlen(tbig), &id, NULL) == AUTH_OK && !id.topics_bad &&
+					   auth_topic_allowed(&id, topic),
+				   "topics: 10 patterns of 195 bytes are kept");
+			else
+				ok(auth_verify(tbig, strlen(tbig), &id, NULL) == AUTH_OK && id.topics_bad &&
+					   !auth_topic_allowed(&id, "00p"),
+				   "topics: a claim longer than the identity keeps allows none rather than part of it");
+			free(tbig);
+		}
+	}
 
 	a1 = peer_send(0, "GET", "/sse/stream?topic=orders/42&topic=rooms%2Fops&topic=orders%2F42", ta, NULL, NULL, NULL);
 	b1 = peer_send(1, "GET", "/sse/stream?topic=orders/42&x=1&topic=a:b@c.d_e-f", tb, NULL, NULL, NULL);
