@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 import ssehub_harness as h
+from conftest import require_program
 from delivery_support import get_metrics, metric, read_events, summary
 
 
@@ -374,3 +375,37 @@ def test_largest_legal_stream_request_passes_the_front(stack):
     assert d["recipients"] == 1
     expect(s, "big", 1, d["id"])
     stack.check_marker([s])
+
+
+# ---------------------------------------------------------------- across a restart
+
+
+def test_topic_history_survives_a_restart(procs, tokens, workdir):
+    """--history-file keeps topic messages with their topic: after a restart
+    a stream on the topic resumes from one of them and gets the rest, a
+    stream on another topic does not know the id."""
+    require_program("nginx")
+    history = workdir / "history.dat"
+    hub1 = procs.hub(name="hub1", extra_args=["--history-file", str(history)])
+    front = procs.front("nginx", hub=hub1)
+    st = h.Stack(front, tokens, hub1)
+    tok = tokens.user(1, topics=["room/*"])
+    s = st.open_stream(token=tok, path=topic_path("room/1"))
+    first = publish(st, "room/1", "m", 1)["id"]
+    publish(st, "room/2", "m", 2)
+    later = publish(st, "room/1", "m", 3)["id"]
+    got = read_events(s, 2, timeout=3)
+    assert summary(got) == [("m", 1, first), ("m", 3, later)]
+    assert hub1.stop(timeout=5) == 0
+    s.read_to_end(timeout=3)
+
+    hub2 = procs.hub(name="hub2", listen=hub1.listen, extra_args=["--history-file", str(history)])
+    st.hub = hub2
+    back = st.open_stream(token=tok, path=topic_path("room/1"), headers={"Last-Event-ID": first})
+    assert back.connected.json().get("resumed") is True, back.connected.json()
+    assert summary(read_events(back, 1, timeout=3)) == [("m", 3, later)]
+    other = st.open_stream(token=tok, path=topic_path("room/2"), headers={"Last-Event-ID": first})
+    assert other.connected.json().get("resumed") is False, other.connected.json()
+    st.check_marker([back, other])
+    st.close_streams()
+    assert hub2.stop(timeout=5) == 0
