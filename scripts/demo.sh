@@ -307,7 +307,7 @@ render_example() { # file listen (ADDR:PORT)
     active=$(grep -v '^[[:space:]]*#' "$out")
     if ! grep -qF "listen $listen$tls;" <<< "$active" ||
        ! grep -qF "root $WEB_ROOT;" <<< "$active" ||
-       ! grep -qF "fastcgi_pass unix:$SOCK;" <<< "$active" ||
+       { [ -z "$tls" ] && ! grep -qF "server unix:$SOCK;" <<< "$active"; } ||
        grep -qF '/run/ssehub/' <<< "$active" ||
        { [ -n "$tls" ] && ! grep -qF "ssl_certificate_key $TLS/key.pem;" <<< "$active"; }; then
         die "examples/nginx/$file no longer has the lines demo.sh rewrites (see its header)"

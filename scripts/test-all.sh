@@ -73,6 +73,7 @@ echo "   built src/ssehub"
 stage "C unit tests"
 make -j"$JOBS" check >"$art/make-check.log" 2>&1
 count_tap tests/unit/test_unit.log unit
+count_tap tests/unit/test_strict.log unit-strict
 
 run_pytest() { # label binary [pytest args...]
 	local label=$1 bin=$2
@@ -123,6 +124,7 @@ if (cd "$san" && autoreconf -fi && ./configure -q --enable-werror --enable-asan 
 	export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$art/ubsan"
 	(cd "$san" && make -j"$JOBS" check) >"$art/make-check-asan.log" 2>&1
 	count_tap "$san/tests/unit/test_unit.log" unit-asan
+	count_tap "$san/tests/unit/test_strict.log" unit-strict-asan
 	# (valgrind runs on the plain build above; it cannot run an ASan binary)
 	run_pytest integration-asan "$san/src/ssehub" --deselect tests/integration/test_valgrind.py
 	unset ASAN_OPTIONS UBSAN_OPTIONS

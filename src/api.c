@@ -38,7 +38,21 @@ struct request {
 	struct auth_identity who;
 };
 
-enum handler_result { HANDLED, HANDED_OFF };
+enum handler_result { HANDLED, HANDED_OFF, WAITING };
+
+enum route_kind {
+	R_STREAM, R_HEALTH, R_STATS, R_BROADCAST, R_TO_USER, R_TO_CLIENT, R_DISCONNECT, R_METRICS,
+	R_PUBLISH, R_SUBSCRIBE, R_UNSUBSCRIBE,
+};
+
+/* A request whose answer waits for the hub (the Redis backplane). The hub
+ * holds w until done runs; the connection may go first (api_cancel). */
+struct api_pending {
+	struct hub_wait w;
+	struct api_request *api;         /* NULL once the connection is gone */
+	enum route_kind kind;
+	enum msg_target target;
+};
 
 static const char *param(const struct request *r, const char *name)
 {
@@ -180,6 +194,12 @@ static int authenticate_admin(struct request *r)
 	return 0;
 }
 
+/* ---- handlers ---------------------------------------------------------------- */
+
+static struct api_pending *pending_new(struct request *r, enum route_kind kind, enum msg_target target);
+static enum handler_result settle(struct request *r, struct api_pending *p, enum hub_status st);
+
+/* The answer for a hub status that is not success. */
 /* ---- topics -------------------------------------------------------------------- */
 
 #define TOPIC_RULE "1 to 200 bytes of A-Z a-z 0-9 _ - . : / @"
@@ -311,14 +331,36 @@ done:
 	return rc;
 }
 
-/* ---- handlers ---------------------------------------------------------------- */
+static void respond_status(struct request *r, enum hub_status st)
+{
+	switch (st) {
+	case HUB_TOO_MANY_CLIENTS:
+		METRIC_ADD(rejected_limit_total, 1);
+		respond_error(r, 503, "too_many_clients", "the hub holds --max-clients streams", "Retry-After: 5\r\n");
+		break;
+	case HUB_TOO_MANY_USER_CLIENTS:
+		METRIC_ADD(rejected_limit_total, 1);
+		respond_error(r, 429, "too_many_user_clients", "this user has --max-clients-per-user streams open",
+			      "Retry-After: 5\r\n");
+		break;
+	case HUB_UNAVAILABLE:
+		respond_error(r, 503, "backplane_unavailable",
+			      "the Redis backplane cannot take this now; nothing was published, try again",
+			      "Retry-After: 1\r\n");
+		break;
+	default:
+		respond_error(r, 503, "shutting_down", "the hub is stopping; try again shortly", "Retry-After: 1\r\n");
+		break;
+	}
+}
 
 static enum handler_result handle_stream(struct request *r)
 {
 	char *leid = NULL;
 	const char *hdr;
 	struct hub_who who;
-	enum hub_open_result res;
+	struct api_pending *p;
+	enum hub_status st;
 	char **topics = NULL;
 	size_t ntopics = 0;
 
@@ -357,26 +399,11 @@ static enum handler_result handle_stream(struct request *r)
 	who.ntopics = ntopics;
 	/* the fd is the stream's from here: its watcher must go first */
 	loop_io_del(r->api->loop, r->api->io);
-	res = hub_open_stream(r->api->loop, r->api->fd, r->in->id, &who, leid);
+	p = pending_new(r, R_STREAM, MSG_BROADCAST);
+	st = hub_open_stream(r->api->loop, r->api->fd, r->in->id, &who, leid, &p->w);
 	free(leid);
 	api_topics_free(topics, ntopics);
-	switch (res) {
-	case HUB_OPENED:
-		return HANDED_OFF;
-	case HUB_TOO_MANY_CLIENTS:
-		METRIC_ADD(rejected_limit_total, 1);
-		respond_error(r, 503, "too_many_clients", "the hub holds --max-clients streams", "Retry-After: 5\r\n");
-		break;
-	case HUB_TOO_MANY_USER_CLIENTS:
-		METRIC_ADD(rejected_limit_total, 1);
-		respond_error(r, 429, "too_many_user_clients", "this user has --max-clients-per-user streams open",
-			      "Retry-After: 5\r\n");
-		break;
-	case HUB_STOPPING:
-		respond_error(r, 503, "shutting_down", "the hub is stopping; reconnect shortly", "Retry-After: 1\r\n");
-		break;
-	}
-	return HANDLED;
+	return settle(r, p, st);
 }
 
 /* Parses the JSON object body. Answers 400/413 itself and returns NULL. */
@@ -487,17 +514,19 @@ static int streams_field(struct request *r, struct json_object *obj, enum msg_ta
 
 static const char *const target_names[] = { "broadcast", "user", "client", "topic" };
 
-static void handle_publish(struct request *r, enum msg_target target)
+static enum handler_result handle_publish(struct request *r, enum msg_target target)
 {
 	struct json_object *obj, *v, *data;
 	const char *event, *given_id = NULL;
-	char *key = NULL, id[SSE_MAX_ID + 1];
-	long retry = -1, recipients = 0;
-	struct buf enc = { 0 }, out = { 0 };
-	struct msg *m;
+	char *key = NULL;
+	long retry = -1;
+	struct buf enc = { 0 };
+	struct hub_pub pub;
+	struct api_pending *p;
+	enum handler_result res = HANDLED;
 
 	if (authenticate_admin(r) < 0 || !(obj = parse_body(r)))
-		return;
+		return HANDLED;
 	if (target_field(r, obj, target, &key) < 0)
 		goto done;
 	if (!json_object_object_get_ex(obj, "event", &v) || !json_object_is_type(v, json_type_string) ||
@@ -526,48 +555,45 @@ static void handle_publish(struct request *r, enum msg_target target)
 		}
 		retry = (long)json_object_get_int64(v);
 	}
-	if (given_id)
-		snprintf(id, sizeof(id), "%s", given_id);
-	else
-		hub_new_id(id, sizeof(id));
-	sse_encode(&enc, id, event, retry,
+	/* the hub puts the id line in front: an id of its own is at most 40 bytes */
+	sse_encode(&enc, NULL, event, retry,
 		   json_object_to_json_string_ext(data, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-	if (enc.len > (size_t)cfg->max_message_bytes) {
+	if (enc.len + 5 + (given_id ? strlen(given_id) : 40) > (size_t)cfg->max_message_bytes) {
 		respond_error(r, 413, "payload_too_large", "the encoded event is larger than --max-message-bytes", NULL);
 		goto done;
 	}
-	m = msg_new(target, key, id, enc.data, enc.len);
-	if (hub_publish(m, &recipients) < 0) {
-		msg_unref(m);
-		respond_error(r, 503, "shutting_down", "the hub is stopping", "Retry-After: 1\r\n");
-		goto done;
-	}
-	msg_unref(m);
-	buf_puts(&out, "{\"id\":");
-	buf_json_str(&out, id);
-	buf_printf(&out, ",\"recipients\":%ld}", recipients);
-	respond_ok(r, out.data);
-	log_debug("event=publish target=%s id=\"%s\" bytes=%zu recipients=%ld", target_names[target], id, enc.len,
-		  recipients);
+	pub.target = target;
+	pub.key = key;
+	pub.id = given_id;
+	pub.body = enc.data;
+	pub.body_len = enc.len;
+	p = pending_new(r,
+			target == MSG_BROADCAST ? R_BROADCAST
+			: target == MSG_USER	? R_TO_USER
+			: target == MSG_CLIENT	? R_TO_CLIENT
+						: R_PUBLISH,
+			target);
+	res = settle(r, p, hub_publish(r->api->loop, &pub, &p->w));
 done:
 	free(enc.data);
-	free(out.data);
 	free(key);
 	json_object_put(obj);
+	return res;
 }
 
-static void handle_disconnect(struct request *r)
+static enum handler_result handle_disconnect(struct request *r)
 {
 	struct json_object *obj, *v;
 	enum msg_target target;
 	const char *reason = "disconnected";
 	char *key = NULL;
-	struct buf data = { 0 }, enc = { 0 }, out = { 0 };
-	struct msg *final;
-	long closed;
+	struct buf data = { 0 }, enc = { 0 };
+	struct hub_pub pub = { 0 };
+	struct api_pending *p;
+	enum handler_result res = HANDLED;
 
 	if (authenticate_admin(r) < 0 || !(obj = parse_body(r)))
-		return;
+		return HANDLED;
 	if (streams_field(r, obj, &target, &key) < 0)
 		goto done;
 	if (json_object_object_get_ex(obj, "reason", &v)) {
@@ -581,22 +607,18 @@ static void handle_disconnect(struct request *r)
 	buf_json_str(&data, reason);
 	buf_puts(&data, "}");
 	sse_encode(&enc, NULL, "disconnect", -1, data.data);
-	final = msg_new(target, key, NULL, enc.data, enc.len);
-	closed = hub_disconnect(final);
-	msg_unref(final);
-	if (closed < 0) {
-		respond_error(r, 503, "shutting_down", "the hub is stopping", "Retry-After: 1\r\n");
-		goto done;
-	}
-	buf_printf(&out, "{\"closed\":%ld}", closed);
-	respond_ok(r, out.data);
-	log_info("event=disconnect_request target=%s closed=%ld", target_names[target], closed);
+	pub.target = target;
+	pub.key = key;
+	pub.body = enc.data;
+	pub.body_len = enc.len;
+	p = pending_new(r, R_DISCONNECT, target);
+	res = settle(r, p, hub_disconnect(r->api->loop, &pub, &p->w));
 done:
 	free(data.data);
 	free(enc.data);
-	free(out.data);
 	free(key);
 	json_object_put(obj);
+	return res;
 }
 
 /* The "topics" array of a subscribe body into *out, distinct, *n of them.
@@ -673,24 +695,34 @@ done:
 	json_object_put(obj);
 }
 
-static void handle_stats(struct request *r)
+static enum handler_result handle_stats(struct request *r)
 {
-	struct buf b = { 0 };
+	struct api_pending *p;
 	char *topics;
 
 	if (authenticate_admin(r) < 0)
-		return;
+		return HANDLED;
+	p = pending_new(r, R_STATS, MSG_BROADCAST);
 	/* ?topics=1 adds the streams per topic; without it, the seed's answer */
 	topics = util_query_param(r->query ? r->query : "", "topics", 8, NULL);
-	hub_stats_json(&b, topics && (strcmp(topics, "1") == 0 || strcmp(topics, "true") == 0));
+	p->w.topics = topics && (strcmp(topics, "1") == 0 || strcmp(topics, "true") == 0);
 	free(topics);
-	respond_ok(r, b.data);
-	free(b.data);
+	return settle(r, p, hub_stats(r->api->loop, &p->w));
 }
 
+/* ok, or with Redis "degraded" while the backplane cannot deliver (still
+ * 200: the node serves its streams, and a balancer should keep it). */
 static void handle_health(struct request *r)
 {
-	respond_ok(r, "{\"status\":\"ok\"}");
+	int bp = hub_backplane();
+	struct buf b = { 0 };
+
+	buf_printf(&b, "{\"status\":\"%s\"", bp == 0 ? "degraded" : "ok");
+	if (bp >= 0)
+		buf_printf(&b, ",\"backplane\":\"%s\"", bp ? "ok" : "unavailable");
+	buf_puts(&b, "}");
+	respond_ok(r, b.data);
+	free(b.data);
 }
 
 static void handle_metrics(struct request *r)
@@ -706,9 +738,103 @@ static void handle_metrics(struct request *r)
 	g.active_streams = hub_total_clients();
 	g.history_messages = hub_history_len();
 	g.topics = hub_topics_count();
+	g.backplane = hub_backplane();
 	metrics_render(&b, &g);
 	respond(r, 200, "text/plain; version=0.0.4", NULL, b.data, b.len);
 	free(b.data);
+}
+
+/* ---- answers from the hub, now or later --------------------------------------- */
+
+static struct api_pending *pending_new(struct request *r, enum route_kind kind, enum msg_target target)
+{
+	struct api_pending *p = xcalloc(1, sizeof(*p));
+
+	p->kind = kind;
+	p->target = target;
+	return p;
+}
+
+/* Writes the answer for a settled hub operation. */
+static enum handler_result answer(struct request *r, struct api_pending *p)
+{
+	struct hub_wait *w = &p->w;
+	struct buf out = { 0 };
+	if (w->status != HUB_OK) {
+		respond_status(r, w->status);
+		return HANDLED;
+	}
+	switch (p->kind) {
+	case R_STREAM:
+		return HANDED_OFF;
+	case R_STATS:
+		respond_ok(r, w->json.data);
+		break;
+	case R_DISCONNECT:
+		buf_printf(&out, "{\"closed\":%ld}", w->count);
+		respond_ok(r, out.data);
+		log_info("event=disconnect_request target=%s closed=%ld", target_names[p->target], w->count);
+		break;
+	default:
+		buf_puts(&out, "{\"id\":");
+		buf_json_str(&out, w->id);
+		buf_printf(&out, ",\"recipients\":%ld%s}", w->count, w->duplicate ? ",\"duplicate\":true" : "");
+		respond_ok(r, out.data);
+		if (log_enabled(LOG_LVL_DEBUG)) {
+			char id[160];
+			log_debug("event=publish target=%s id=%s recipients=%ld", target_names[p->target],
+				  log_quote(id, sizeof(id), w->id), w->count);
+		}
+		break;
+	}
+	free(out.data);
+	return HANDLED;
+}
+
+static void pending_free(struct api_pending *p)
+{
+	free(p->w.json.data);
+	free(p);
+}
+
+/* The hub settled an operation that waited. */
+static void on_settled(struct hub_wait *w)
+{
+	struct api_pending *p = container_of(w, struct api_pending, w);
+	struct api_request *api = p->api;
+
+	if (api) {
+		struct request r = { .api = api, .in = api->req };
+		enum handler_result res = answer(&r, p);
+		api->pending = NULL;
+		api->resume(api, res == HANDED_OFF ? API_STREAM : API_ANSWERED);
+	}
+	pending_free(p);
+}
+
+/* After a hub operation: answer now, or wait for on_settled. */
+static enum handler_result settle(struct request *r, struct api_pending *p, enum hub_status st)
+{
+	enum handler_result res;
+
+	if (st == HUB_PENDING) {
+		p->api = r->api;
+		p->w.done = on_settled;
+		r->api->pending = p;
+		return WAITING;
+	}
+	res = answer(r, p);
+	pending_free(p);
+	return res;
+}
+
+void api_cancel(struct api_request *api)
+{
+	if (api->pending) {
+		api->pending->api = NULL;
+		api->pending->w.cancelled = 1;
+		api->pending = NULL;
+	}
 }
 
 /* ---- routing -------------------------------------------------------------- */
@@ -726,11 +852,6 @@ static int json_content_type(const char *ct)
 		ct++;
 	return *ct == '\0' || *ct == ';';
 }
-
-enum route_kind {
-	R_STREAM, R_HEALTH, R_STATS, R_BROADCAST, R_TO_USER, R_TO_CLIENT, R_DISCONNECT, R_METRICS,
-	R_PUBLISH, R_SUBSCRIBE, R_UNSUBSCRIBE,
-};
 
 static const struct route {
 	const char *path, *method;
@@ -792,16 +913,16 @@ enum api_result api_handle(struct api_request *api)
 		switch (route->kind) {
 		case R_STREAM: res = handle_stream(&r); break;
 		case R_HEALTH: handle_health(&r); break;
-		case R_STATS: handle_stats(&r); break;
-		case R_BROADCAST: handle_publish(&r, MSG_BROADCAST); break;
-		case R_TO_USER: handle_publish(&r, MSG_USER); break;
-		case R_TO_CLIENT: handle_publish(&r, MSG_CLIENT); break;
-		case R_DISCONNECT: handle_disconnect(&r); break;
+		case R_STATS: res = handle_stats(&r); break;
+		case R_BROADCAST: res = handle_publish(&r, MSG_BROADCAST); break;
+		case R_TO_USER: res = handle_publish(&r, MSG_USER); break;
+		case R_TO_CLIENT: res = handle_publish(&r, MSG_CLIENT); break;
+		case R_DISCONNECT: res = handle_disconnect(&r); break;
 		case R_METRICS: handle_metrics(&r); break;
-		case R_PUBLISH: handle_publish(&r, MSG_TOPIC); break;
+		case R_PUBLISH: res = handle_publish(&r, MSG_TOPIC); break;
 		case R_SUBSCRIBE: handle_subscribe(&r, 1); break;
 		case R_UNSUBSCRIBE: handle_subscribe(&r, 0); break;
 		}
 	}
-	return res == HANDED_OFF ? API_STREAM : API_ANSWERED;
+	return res == HANDED_OFF ? API_STREAM : res == WAITING ? API_PENDING : API_ANSWERED;
 }

@@ -8,6 +8,8 @@
 #include "fcgi.h"
 #include "loop.h"
 
+struct api_pending;
+
 struct api_request {
 	struct loop *loop;               /* the calling thread's loop */
 	int fd;                          /* the connection (a stream takes it) */
@@ -16,17 +18,27 @@ struct api_request {
 	const struct fcgi_req *req;      /* params and body, complete */
 	int fd_pressure;                 /* out of descriptors: refuse new streams */
 	struct buf *out;                 /* the answer's FastCGI records go here */
+	/* set by the caller: called when an API_PENDING request settles, with
+	 * API_ANSWERED (the answer is in out) or API_STREAM */
+	void (*resume)(struct api_request *r, int result);
+	struct api_pending *pending;     /* api's, while API_PENDING */
 };
 
 enum api_result {
 	API_ANSWERED = 0,                /* the whole answer, end records included, is in out */
 	API_STREAM,                      /* the fd became a stream: it is not the caller's any more */
+	API_PENDING,                     /* the answer waits (the Redis backplane): r->resume comes
+					  * later; r, its request and its fd must stay as they are */
 };
 
 /* Sets the options the handlers read; cfg must outlive the module. */
 void api_init(const struct config *cfg);
 
 enum api_result api_handle(struct api_request *r);
+
+/* The connection of a pending request is gone: its answer is dropped (a
+ * stream being opened is not started). r may be reused after this. */
+void api_cancel(struct api_request *r);
 
 enum api_topics_result {
 	API_TOPICS_OK = 0,

@@ -1,10 +1,10 @@
 /* auth: JWT checks around libjwt 1.10.2. libjwt verifies signatures only;
- * the algorithm pin, the size cap and every claim are checked here. */
+ * the algorithm pin, the size cap and every claim are checked here, on the
+ * signed bytes read by our strict JSON parser. Time arithmetic saturates. */
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jwt.h>
-#include <json-c/json.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/objects.h>
@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #include "auth.h"
+#include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -31,11 +32,13 @@
 struct key {
 	unsigned char *bytes;
 	size_t len;
+	uint64_t id;             /* kept across reloads while the bytes stay */
 };
 
 struct keyset {
 	struct key keys[MAX_KEYS];
 	int n;
+	uint64_t generation;     /* auth_keys_generation() when installed */
 };
 
 static const struct config *conf;
@@ -44,6 +47,28 @@ static int pinned_hmac;
 static struct keyset *active;
 static pthread_rwlock_t keys_lock = PTHREAD_RWLOCK_INITIALIZER;
 static uint64_t failures[AUTH__COUNT];
+/* Both only grow, under keys_lock held for writing: a generation or a key
+ * id is never given twice, so no comparison can be fooled by a reused
+ * address (two reloads during one verification). */
+static uint64_t keys_generation, last_key_id;
+
+static int64_t sat_add(int64_t a, int64_t b)
+{
+	int64_t r;
+
+	if (__builtin_add_overflow(a, b, &r))
+		return b > 0 ? INT64_MAX : INT64_MIN;
+	return r;
+}
+
+static int64_t sat_sub(int64_t a, int64_t b)
+{
+	int64_t r;
+
+	if (__builtin_sub_overflow(a, b, &r))
+		return b > 0 ? INT64_MIN : INT64_MAX;
+	return r;
+}
 
 /* Tokens that verified, so that the next request with the very same bytes
  * (a back end's admin token on every publish, a browser reconnecting) skips
@@ -57,7 +82,7 @@ struct cached {
 	size_t len;
 	uint64_t hash;
 	int64_t valid_from;      /* first second nbf and iat allow (INT64_MIN: any) */
-	struct auth_identity id; /* id.exp: first second refused, 0: never */
+	struct auth_identity id; /* id.exp: first second refused, 0: never; id.key_id too */
 };
 static struct cached cache[CACHE_SLOTS];
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -76,7 +101,7 @@ static void cache_clear_locked(void)
 {
 	for (int i = 0; i < CACHE_SLOTS; i++) {
 		if (cache[i].token) {
-			OPENSSL_cleanse(cache[i].token, cache[i].len);
+			util_wipe(cache[i].token, cache[i].len);
 			free(cache[i].token);
 		}
 		memset(&cache[i], 0, sizeof(cache[i]));
@@ -111,7 +136,7 @@ static int cache_get(const char *token, size_t len, uint64_t h, struct auth_iden
 }
 
 static void cache_put(const char *token, size_t len, uint64_t h, int64_t valid_from, const struct auth_identity *id,
-		      const struct keyset *checked_with)
+		      uint64_t checked_generation)
 {
 	struct cached *c = &cache[h % CACHE_SLOTS];
 	char *copy = xmalloc(len);
@@ -120,16 +145,16 @@ static void cache_put(const char *token, size_t len, uint64_t h, int64_t valid_f
 	pthread_mutex_lock(&cache_lock);
 	/* keys reloaded while this one was being verified: do not keep it */
 	pthread_rwlock_rdlock(&keys_lock);
-	if (active != checked_with) {
+	if (!active || active->generation != checked_generation) {
 		pthread_rwlock_unlock(&keys_lock);
 		pthread_mutex_unlock(&cache_lock);
-		OPENSSL_cleanse(copy, len);
+		util_wipe(copy, len);
 		free(copy);
 		return;
 	}
 	pthread_rwlock_unlock(&keys_lock);
 	if (c->token) {
-		OPENSSL_cleanse(c->token, c->len);
+		util_wipe(c->token, c->len);
 		free(c->token);
 	}
 	c->token = copy;
@@ -174,7 +199,7 @@ static void keyset_free(struct keyset *ks)
 		return;
 	for (int i = 0; i < ks->n; i++) {
 		/* wipe key material before it returns to the allocator */
-		memset(ks->keys[i].bytes, 0, ks->keys[i].len);
+		util_wipe(ks->keys[i].bytes, ks->keys[i].len);
 		free(ks->keys[i].bytes);
 	}
 	free(ks);
@@ -195,14 +220,15 @@ static int keyset_add(struct keyset *ks, const char *bytes, size_t len, char *er
 /* A secret file: its bytes, less one trailing newline. */
 static int load_secret(struct keyset *ks, const char *path, char *err, size_t errlen)
 {
-	size_t len;
-	char *data = util_read_file(path, MAX_KEY_FILE, &len);
+	size_t len, read_len;
+	char *data = util_read_file(path, MAX_KEY_FILE, &read_len);
 	int rc;
 
 	if (!data) {
 		snprintf(err, errlen, "cannot read secret file %s: %s", path, strerror(errno));
 		return -1;
 	}
+	len = read_len;
 	if (len > 0 && data[len - 1] == '\n')
 		len--;
 	if (len > 0 && data[len - 1] == '\r')
@@ -213,7 +239,7 @@ static int load_secret(struct keyset *ks, const char *path, char *err, size_t er
 	} else {
 		rc = keyset_add(ks, data, len, err, errlen);
 	}
-	memset(data, 0, len);
+	util_wipe(data, read_len);
 	free(data);
 	return rc;
 }
@@ -312,6 +338,7 @@ static int load_pem(struct keyset *ks, const char *path, char *err, size_t errle
 		snprintf(err, errlen, "key file %s holds no PEM key", path);
 		rc = -1;
 	}
+	util_wipe(data, len); /* public keys, but a mistaken private one too */
 	free(data);
 	return rc;
 }
@@ -342,6 +369,23 @@ fail:
 	return NULL;
 }
 
+/* Gives each key of fresh the id of the key with the same bytes in old
+ * (may be NULL), or a new id. Called with keys_lock held for writing. */
+static void keyset_install_ids(struct keyset *fresh, const struct keyset *old)
+{
+	for (int i = 0; i < fresh->n; i++) {
+		struct key *k = &fresh->keys[i];
+		k->id = 0;
+		for (int j = 0; old && j < old->n && !k->id; j++)
+			if (old->keys[j].len == k->len && CRYPTO_memcmp(old->keys[j].bytes, k->bytes, k->len) == 0)
+				k->id = old->keys[j].id;
+		if (!k->id)
+			k->id = ++last_key_id;
+	}
+	fresh->generation = keys_generation + 1;
+	__atomic_store_n(&keys_generation, fresh->generation, __ATOMIC_RELEASE);
+}
+
 int auth_init(const struct config *cfg)
 {
 	char err[512];
@@ -370,16 +414,20 @@ int auth_init(const struct config *cfg)
 		fprintf(stderr, "ssehub: %s\n", err);
 		return -1;
 	}
+	pthread_rwlock_wrlock(&keys_lock);
+	keyset_install_ids(active, NULL);
+	pthread_rwlock_unlock(&keys_lock);
 	return 0;
 }
 
 int auth_reload(void)
 {
-	char err[512];
+	char err[512], quoted[LOG_QUOTE_SIZE(sizeof(err))];
 	struct keyset *fresh = load_keys(err, sizeof(err)), *old;
 
 	if (!fresh) {
-		log_warn("event=keys_reload_failed reason=\"%s\" keeping=old_keys", err);
+		/* the reason names paths from the configuration: quoted all the same */
+		log_warn("event=keys_reload_failed reason=%s keeping=old_keys", log_quote(quoted, sizeof(quoted), err));
 		return -1;
 	}
 	/* cache_lock first, as in cache_put: no token verified with the old
@@ -387,20 +435,67 @@ int auth_reload(void)
 	pthread_mutex_lock(&cache_lock);
 	pthread_rwlock_wrlock(&keys_lock);
 	old = active;
+	keyset_install_ids(fresh, old);
 	active = fresh;
 	pthread_rwlock_unlock(&keys_lock);
 	cache_clear_locked();
 	pthread_mutex_unlock(&cache_lock);
 	keyset_free(old);
-	log_info("event=keys_reloaded keys=%d", fresh->n);
+	log_info("event=keys_reloaded keys=%d generation=%" PRIu64, fresh->n, fresh->generation);
 	return 0;
 }
 
 void auth_shutdown(void)
 {
 	cache_clear();
+	pthread_rwlock_wrlock(&keys_lock);
 	keyset_free(active);
 	active = NULL;
+	pthread_rwlock_unlock(&keys_lock);
+}
+
+uint64_t auth_keys_generation(void)
+{
+	return __atomic_load_n(&keys_generation, __ATOMIC_ACQUIRE);
+}
+
+int auth_key_active(uint64_t key_id)
+{
+	int found = 0;
+
+	if (!key_id)
+		return 0;
+	pthread_rwlock_rdlock(&keys_lock);
+	for (int i = 0; active && i < active->n && !found; i++)
+		found = active->keys[i].id == key_id;
+	pthread_rwlock_unlock(&keys_lock);
+	return found;
+}
+
+int auth_user_id(const char *json, size_t len, char out[AUTH_MAX_USER + 1])
+{
+	int64_t n;
+	size_t ulen;
+
+	out[0] = '\0';
+	switch (jsonx_type_of(json, len)) {
+	case JSONX_NUMBER:
+		/* only an integer in int64_t: 1.0, 1e3 and 2^64-1 are refused,
+		 * never rounded or clamped into another user's id */
+		if (jsonx_int64(json, len, &n) != JSONX_INT_OK)
+			return -1;
+		snprintf(out, AUTH_MAX_USER + 1, "%" PRId64, n);
+		return 0;
+	case JSONX_STRING:
+		if (jsonx_unescape(json, len, out, AUTH_MAX_USER + 1, &ulen) < 0 || ulen == 0 ||
+		    !util_text_valid(out, ulen)) {
+			out[0] = '\0';
+			return -1;
+		}
+		return 0;
+	default:
+		return -1;
+	}
 }
 
 /* The "alg" of the token's header, read before any verification so that a
@@ -409,131 +504,118 @@ static enum auth_result check_header(const char *token, size_t hlen, const char 
 {
 	char *json = NULL;
 	size_t jlen;
-	struct json_object *hdr, *alg;
+	struct jsonx_doc hdr;
+	const struct jsonx_member *alg;
 	enum auth_result r = AUTH_INVALID_TOKEN;
 
 	if (util_b64url_decode(token, hlen, &json, &jlen) < 0) {
 		*why = "the token header is not base64url";
 		return r;
 	}
-	hdr = util_json_parse(json, jlen, 8);
-	if (!hdr || !json_object_is_type(hdr, json_type_object)) {
+	if (jsonx_parse(&hdr, json, jlen, 8, NULL) < 0 || hdr.type != JSONX_OBJECT) {
 		*why = "the token header is not a JSON object";
-	} else if (!json_object_object_get_ex(hdr, "alg", &alg) || !json_object_is_type(alg, json_type_string)) {
+	} else if (!(alg = jsonx_get(&hdr, "alg")) || alg->type != JSONX_STRING) {
 		*why = "the token header has no alg";
-	} else if (strcmp(json_object_get_string(alg), conf->jwt_alg) != 0) {
+	} else if (!jsonx_string_eq(alg->value, alg->value_len, conf->jwt_alg, strlen(conf->jwt_alg))) {
 		*why = "the token is signed with another algorithm than the one configured";
 		r = AUTH_WRONG_ALGORITHM;
 	} else {
 		r = AUTH_OK;
 	}
-	json_object_put(hdr);
+	jsonx_free(&hdr);
 	free(json);
 	return r;
 }
 
-static int claim_number(struct json_object *claims, const char *name, int64_t *out, int *present)
+/* A time claim (exp, nbf, iat) as whole seconds. Beyond int64_t, integers
+ * and doubles saturate: 2^63-1 or 1e300 is a time that never comes, and
+ * no arithmetic on it may overflow. Returns -1 when it is not a number. */
+static int claim_time(const struct jsonx_doc *claims, const char *name, int64_t *out, int *present)
 {
-	struct json_object *v;
+	const struct jsonx_member *m = jsonx_get(claims, name);
+	double d;
 
-	*present = 0;
-	if (!json_object_object_get_ex(claims, name, &v))
+	*present = m != NULL;
+	if (!m)
 		return 0;
-	*present = 1;
-	if (json_object_is_type(v, json_type_int)) {
-		*out = json_object_get_int64(v);
+	if (m->type != JSONX_NUMBER)
+		return -1;
+	switch (jsonx_int64(m->value, m->value_len, out)) {
+	case JSONX_INT_OK:
 		return 0;
+	case JSONX_INT_OUT_OF_RANGE:
+		*out = m->value[0] == '-' ? INT64_MIN : INT64_MAX;
+		return 0;
+	case JSONX_INT_NOT_INTEGER:
+		break;
 	}
-	if (json_object_is_type(v, json_type_double)) {
-		double d = json_object_get_double(v);
-		if (d != d || d > 9e15 || d < -9e15)
-			return -1;
+	if (jsonx_double(m->value, m->value_len, &d) < 0 || d != d)
+		return -1;
+	if (d >= 9223372036854775807.0) /* 2^63 as a double */
+		*out = INT64_MAX;
+	else if (d <= -9223372036854775808.0)
+		*out = INT64_MIN;
+	else
 		*out = (int64_t)d;
-		return 0;
-	}
-	return -1;
-}
-
-/* 1 when v is the string want, or an array holding it. */
-static int claim_matches(struct json_object *v, const char *want)
-{
-	if (!v)
-		return 0;
-	if (json_object_is_type(v, json_type_string))
-		return strcmp(json_object_get_string(v), want) == 0;
-	if (json_object_is_type(v, json_type_array)) {
-		size_t n = json_object_array_length(v);
-		for (size_t i = 0; i < n; i++) {
-			struct json_object *e = json_object_array_get_idx(v, i);
-			if (json_object_is_type(e, json_type_string) && strcmp(json_object_get_string(e), want) == 0)
-				return 1;
-		}
-	}
 	return 0;
 }
 
-static int user_from_claim(struct json_object *v, char *out)
+/* 1 when member m is the string want, or an array holding it. */
+static int claim_matches(const struct jsonx_member *m, const char *want)
 {
-	if (json_object_is_type(v, json_type_int)) {
-		snprintf(out, AUTH_MAX_USER + 1, "%" PRId64, json_object_get_int64(v));
+	size_t wlen = strlen(want), pos = 0, elen;
+	const char *e;
+
+	if (!m)
 		return 0;
-	}
-	if (json_object_is_type(v, json_type_string)) {
-		const char *s = json_object_get_string(v);
-		size_t len = (size_t)json_object_get_string_len(v);
-		if (len == 0 || len > AUTH_MAX_USER || strlen(s) != len)
-			return -1;
-		for (size_t i = 0; i < len; i++)
-			if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-				return -1;
-		memcpy(out, s, len + 1);
+	if (m->type == JSONX_STRING)
+		return jsonx_string_eq(m->value, m->value_len, want, wlen);
+	if (m->type != JSONX_ARRAY)
 		return 0;
-	}
-	return -1;
+	while (jsonx_array_next(m->value, m->value_len, &pos, &e, &elen))
+		if (jsonx_type_of(e, elen) == JSONX_STRING && jsonx_string_eq(e, elen, want, wlen))
+			return 1;
+	return 0;
 }
 
 /* The topics claim into id->topics, compactly (see struct auth_identity):
  * an array of non-empty strings without NUL. Anything else (another type,
  * a non-string, more than fits) leaves no pattern and sets topics_bad. */
-static void topics_claim(struct json_object *claims, struct auth_identity *id)
+static void topics_claim(const struct jsonx_doc *claims, struct auth_identity *id)
 {
-	struct json_object *v, *e;
-	size_t n, used = 0;
+	const struct jsonx_member *v = jsonx_get(claims, conf->topics_claim);
+	size_t pos = 0, elen, len, used = 0;
+	const char *e;
 
 	id->topics[0] = '\0';
 	id->topics_bad = 0;
-	if (!json_object_object_get_ex(claims, conf->topics_claim, &v))
+	if (!v)
 		return;
-	if (!json_object_is_type(v, json_type_array)) {
-		id->topics_bad = 1;
-		return;
-	}
-	n = json_object_array_length(v);
-	for (size_t i = 0; i < n; i++) {
-		size_t len;
-		e = json_object_array_get_idx(v, i);
-		len = json_object_is_type(e, json_type_string) ? (size_t)json_object_get_string_len(e) : 0;
-		/* room for this one's NUL and the final empty pattern */
-		if (len == 0 || strlen(json_object_get_string(e)) != len || used + len + 2 > sizeof(id->topics)) {
-			id->topics[0] = '\0';
-			id->topics_bad = 1;
-			return;
-		}
-		memcpy(id->topics + used, json_object_get_string(e), len + 1);
+	if (v->type != JSONX_ARRAY)
+		goto bad;
+	while (jsonx_array_next(v->value, v->value_len, &pos, &e, &elen)) {
+		/* each pattern with its NUL, and room left for the final empty one */
+		if (jsonx_type_of(e, elen) != JSONX_STRING || used + 2 > sizeof(id->topics) ||
+		    jsonx_unescape(e, elen, id->topics + used, sizeof(id->topics) - used - 1, &len) < 0 || len == 0)
+			goto bad;
 		used += len + 1;
 	}
 	id->topics[used] = '\0';
+	return;
+bad:
+	id->topics[0] = '\0';
+	id->topics_bad = 1;
 }
 
-static enum auth_result check_claims(struct json_object *claims, struct auth_identity *id, int64_t *valid_from,
+static enum auth_result check_claims(const struct jsonx_doc *claims, struct auth_identity *id, int64_t *valid_from,
 				     const char **why)
 {
-	int64_t now = util_wall_s(), exp = 0, nbf = 0, iat = 0;
+	int64_t now = util_wall_s(), exp = 0, nbf = 0, iat = 0, leeway = conf->jwt_leeway;
 	int has_exp, has_nbf, has_iat;
-	struct json_object *v = NULL;
+	const struct jsonx_member *v;
 
-	if (claim_number(claims, "exp", &exp, &has_exp) < 0 || claim_number(claims, "nbf", &nbf, &has_nbf) < 0 ||
-	    claim_number(claims, "iat", &iat, &has_iat) < 0) {
+	if (claim_time(claims, "exp", &exp, &has_exp) < 0 || claim_time(claims, "nbf", &nbf, &has_nbf) < 0 ||
+	    claim_time(claims, "iat", &iat, &has_iat) < 0) {
 		*why = "exp, nbf and iat must be numbers";
 		return AUTH_INVALID_TOKEN;
 	}
@@ -541,67 +623,64 @@ static enum auth_result check_claims(struct json_object *claims, struct auth_ide
 		*why = "the token has no exp claim";
 		return AUTH_INVALID_TOKEN;
 	}
-	if (has_exp && now >= exp + conf->jwt_leeway) {
+	if (has_exp && now >= sat_add(exp, leeway)) {
 		*why = "the token has expired";
 		return AUTH_TOKEN_EXPIRED;
 	}
-	if (has_nbf && now + conf->jwt_leeway < nbf) {
+	if (has_nbf && now < sat_sub(nbf, leeway)) {
 		*why = "the token is not valid yet (nbf)";
 		return AUTH_NOT_YET_VALID;
 	}
-	if (has_iat && now + conf->jwt_leeway < iat) {
+	if (has_iat && now < sat_sub(iat, leeway)) {
 		*why = "the token was issued in the future (iat)";
 		return AUTH_NOT_YET_VALID;
 	}
 	if (conf->jwt_issuer) {
-		if (!json_object_object_get_ex(claims, "iss", &v) || !json_object_is_type(v, json_type_string) ||
-		    strcmp(json_object_get_string(v), conf->jwt_issuer) != 0) {
+		v = jsonx_get(claims, "iss");
+		if (!v || v->type != JSONX_STRING ||
+		    !jsonx_string_eq(v->value, v->value_len, conf->jwt_issuer, strlen(conf->jwt_issuer))) {
 			*why = "the token's iss is not the configured issuer";
 			return AUTH_WRONG_ISSUER;
 		}
 	}
-	if (conf->jwt_audience) {
-		v = NULL;
-		json_object_object_get_ex(claims, "aud", &v);
-		if (!claim_matches(v, conf->jwt_audience)) {
-			*why = "the token's aud does not name the configured audience";
-			return AUTH_WRONG_AUDIENCE;
-		}
+	if (conf->jwt_audience && !claim_matches(jsonx_get(claims, "aud"), conf->jwt_audience)) {
+		*why = "the token's aud does not name the configured audience";
+		return AUTH_WRONG_AUDIENCE;
 	}
-	if (!json_object_object_get_ex(claims, conf->user_claim, &v) && !json_object_object_get_ex(claims, "sub", &v)) {
+	if (!(v = jsonx_get(claims, conf->user_claim)) && !(v = jsonx_get(claims, "sub"))) {
 		*why = "the token names no user (user claim or sub)";
 		return AUTH_MISSING_USER;
 	}
-	if (user_from_claim(v, id->user) < 0) {
-		*why = "the user id must be a non-empty string of at most 128 printable bytes, or an integer";
+	if (auth_user_id(v->value, v->value_len, id->user) < 0) {
+		*why = "the user id must be a non-empty string of at most 128 bytes without control characters, "
+		       "or an integer";
 		return AUTH_MISSING_USER;
 	}
-	v = NULL;
-	json_object_object_get_ex(claims, conf->admin_claim, &v);
-	id->admin = claim_matches(v, conf->admin_value);
+	id->admin = claim_matches(jsonx_get(claims, conf->admin_claim), conf->admin_value);
 	topics_claim(claims, id);
-	/* the same instant the check above refuses the token from */
-	id->exp = has_exp ? exp + conf->jwt_leeway : 0;
+	/* the same instant the check above refuses the token from (INT64_MAX:
+	 * never, for an exp that far out) */
+	id->exp = has_exp ? sat_add(exp, leeway) : 0;
 	/* and the first instant the nbf and iat checks let it through */
 	*valid_from = INT64_MIN;
 	if (has_nbf)
-		*valid_from = nbf - conf->jwt_leeway;
-	if (has_iat && iat - conf->jwt_leeway > *valid_from)
-		*valid_from = iat - conf->jwt_leeway;
+		*valid_from = sat_sub(nbf, leeway);
+	if (has_iat && sat_sub(iat, leeway) > *valid_from)
+		*valid_from = sat_sub(iat, leeway);
 	return AUTH_OK;
 }
 
 static enum auth_result verify(const char *token, size_t len, struct auth_identity *id, const char **why)
 {
 	const char *dot1, *dot2;
-	const struct keyset *checked_with;
+	uint64_t checked_generation, h;
 	int64_t valid_from;
-	uint64_t h;
 	enum auth_result r;
 	jwt_t *jwt = NULL;
 	char *payload;
 	size_t plen;
-	struct json_object *claims;
+	struct jsonx_doc claims;
+	int parsed = -1;
 
 	*why = "the token is malformed";
 	if (len == 0)
@@ -628,10 +707,13 @@ static enum auth_result verify(const char *token, size_t len, struct auth_identi
 		return AUTH_OK;
 
 	pthread_rwlock_rdlock(&keys_lock);
-	checked_with = active;
-	for (int i = 0; i < active->n && !jwt; i++) {
+	/* no key set: auth_shutdown ran while this request was in flight */
+	checked_generation = active ? active->generation : 0;
+	for (int i = 0; active && i < active->n && !jwt; i++) {
 		if (jwt_decode(&jwt, token, active->keys[i].bytes, (int)active->keys[i].len) != 0)
 			jwt = NULL;
+		else
+			id->key_id = active->keys[i].id;
 	}
 	pthread_rwlock_unlock(&keys_lock);
 	if (!jwt) {
@@ -646,21 +728,22 @@ static enum auth_result verify(const char *token, size_t len, struct auth_identi
 	jwt_free(jwt);
 	/* The claims are read from the signed bytes themselves, strictly: libjwt
 	 * hands the payload to its JSON parser as a C string, so anything after
-	 * a NUL would be signed but unseen. One parser, one reading. */
-	claims = NULL;
+	 * a NUL would be signed but unseen, and a claim given twice would be
+	 * read differently by different parsers. One parser, one reading. */
 	if (util_b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), &payload, &plen) == 0) {
-		claims = util_json_parse(payload, plen, 16);
+		parsed = jsonx_parse(&claims, payload, plen, 16, NULL);
 		free(payload);
 	}
-	if (!claims || !json_object_is_type(claims, json_type_object)) {
-		json_object_put(claims);
-		*why = "the claims are not a JSON object";
+	if (parsed < 0 || claims.type != JSONX_OBJECT) {
+		if (parsed == 0)
+			jsonx_free(&claims);
+		*why = "the claims are not a JSON object (strict JSON, each claim once)";
 		return AUTH_INVALID_TOKEN;
 	}
-	r = check_claims(claims, id, &valid_from, why);
-	json_object_put(claims);
+	r = check_claims(&claims, id, &valid_from, why);
+	jsonx_free(&claims);
 	if (r == AUTH_OK)
-		cache_put(token, len, h, valid_from, id, checked_with);
+		cache_put(token, len, h, valid_from, id, checked_generation);
 	return r;
 }
 
@@ -671,6 +754,8 @@ enum auth_result auth_verify(const char *token, size_t len, struct auth_identity
 
 	memset(id, 0, sizeof(*id));
 	r = verify(token, len, id, &reason);
+	if (r != AUTH_OK)
+		memset(id, 0, sizeof(*id)); /* no half-filled identity, no key id for a refused token */
 	auth_count_failure(r);
 	if (why)
 		*why = r == AUTH_OK ? "" : reason;
@@ -763,10 +848,4 @@ int auth_topic_allowed(const struct auth_identity *id, const char *topic)
 			return 1;
 	}
 	return 0;
-}
-
-int auth_key_active(uint64_t key_id)
-{
-	(void)key_id;
-	return 1; /* TEMP: replaced by the hardening branch's key ids */
 }

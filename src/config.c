@@ -61,6 +61,12 @@ static const struct opt opts[] = {
 	{ "pid-file", OPT_STR, F(pid_file), 0, 0, 0, "PATH", "write the process id there (none)" },
 	{ "shutdown-spread", OPT_LONG, F(shutdown_spread_ms), 0, 0, 600000, "MS", "spread of reconnect delays sent on stop (5000)" },
 	{ "request-timeout", OPT_LONG, F(request_timeout), 0, 1, 3600, "SECONDS", "how long a FastCGI peer may take to send a request (10)" },
+	{ "redis", OPT_STR, F(redis), 0, 0, 0, "URL", "Redis backplane: redis://[user@]host:port[/db] or unix:/path[?db=N] (none)" },
+	{ "redis-password-file", OPT_STR, F(redis_password_file), 0, 0, 0, "FILE", "Redis password (never on the command line or in the URL)" },
+	{ "redis-sentinel", OPT_STR, F(redis_sentinel), 0, 0, 0, "HOST:PORT,...", "find the Redis master through these Sentinels (none)" },
+	{ "redis-master", OPT_STR, F(redis_master), 0, 0, 0, "NAME", "the master's name at the Sentinels" },
+	{ "redis-prefix", OPT_STR, F(redis_prefix), 0, 0, 0, "PREFIX", "names every Redis key and channel, so hubs can share a Redis (ssehub)" },
+	{ "node-id", OPT_STR, F(node_id), 0, 0, 0, "ID", "this node's name in logs and cluster stats (random)" },
 	{ "keepalive-timeout", OPT_LONG, F(keepalive_timeout), 0, 1, 86400, "SECONDS", "how long a kept FastCGI connection may wait for its next request (120)" },
 };
 #undef F
@@ -95,6 +101,7 @@ void config_defaults(struct config *cfg)
 	cfg->shutdown_spread_ms = 5000;
 	cfg->request_timeout = 10;
 	cfg->keepalive_timeout = 120;
+	cfg->redis_prefix = xstrdup("ssehub");
 }
 
 /* The field of cfg at offset off (void *: the table's offsets come from

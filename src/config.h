@@ -47,6 +47,13 @@ struct config {
 	long shutdown_spread_ms;
 	long request_timeout;    /* seconds a FastCGI peer may take to send a request */
 	long keepalive_timeout;  /* seconds a kept FastCGI connection may sit idle */
+	/* the Redis backplane (all NULL: one process alone) */
+	char *redis;             /* redis://[user@]host:port[/db] or unix:/path[?db=N] */
+	char *redis_password_file;
+	char *redis_sentinel;    /* host:port[,host:port...] */
+	char *redis_master;      /* the Sentinel master name */
+	char *redis_prefix;      /* names every key and channel */
+	char *node_id;           /* NULL: random */
 };
 
 /* Fills cfg with the defaults. */

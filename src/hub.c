@@ -1,7 +1,10 @@
 /* hub: registry, target resolution, ids, history. Streams live in the
  * loops; the hub holds a subscription (struct sub) per stream and posts to
  * the stream's loop. A topic is a list of (stream, topic) members, each also
- * in its stream's list: a stream without topics costs one list head. */
+ * in its stream's list: a stream without topics costs one list head. With
+ * the Redis backplane (bus.c), publishes and disconnects go through Redis
+ * and come back, numbered, to every node's hub_deliver; this node's stream
+ * counts are kept in loop 0 (bus hooks). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -15,6 +18,7 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "bus.h"
 #include "htab.h"
 #include "hub.h"
 #include "log.h"
@@ -69,7 +73,8 @@ struct stat_user {
 static struct {
 	pthread_mutex_t lock;            /* the hub lock */
 	const struct config *cfg;
-	uint64_t seq;
+	uint64_t seq;                    /* this node's delivery order */
+	uint64_t last_cseq;              /* with Redis: the last cluster sequence delivered */
 	int stopping;
 	struct htab clients, users, topics;
 	struct msg **hist;               /* ring */
@@ -102,10 +107,17 @@ static const char *stat_key(const struct htab_entry *e)
 	return container_of(e, struct stat_user, by_name)->name;
 }
 
+static void bus_deliver(const struct busmsg *m);
+static void bus_reset(const char *epoch);
+static void bus_skip(uint64_t seq);
+static void bus_each_user(void (*emit)(void *, const char *, long), void *arg);
+static void bus_each_client(void (*emit)(void *, const char *, const char *), void *arg);
+static void stats_count(const char *user, long delta);
+
 int hub_init(const struct config *cfg)
 {
 	hub.cfg = cfg;
-	hub.seq = 0;
+	hub.seq = hub.last_cseq = 0;
 	hub.stopping = 0;
 	htab_init(&hub.clients, sub_key);
 	htab_init(&hub.users, user_key);
@@ -123,19 +135,33 @@ int hub_init(const struct config *cfg)
 	return 0;
 }
 
+void hub_start(void)
+{
+	static const struct bus_hooks hooks = { bus_deliver, bus_reset, bus_skip, bus_each_user, bus_each_client,
+						stats_count };
+
+	bus_start(&hooks);
+}
+
+void hub_stop_loop(struct loop *l)
+{
+	bus_stop_loop(l);
+}
+
 void hub_free(void)
 {
 	size_t i;
 	struct htab_entry *e, *next;
 
+	bus_free();
 	for (i = 0; i < hub.hist_len; i++)
 		msg_unref(hub.hist[(hub.hist_head + i) % hub.hist_cap]);
 	free(hub.hist);
 	hub.hist = NULL;
 	hub.hist_len = hub.hist_cap = 0;
 	/* streams are closed, so the tables are empty; stats entries too, but
-	 * for counts that met at zero in another order (never with streams
-	 * closed in their loops) */
+	 * for topic counts that met at zero in another order (never with
+	 * streams closed in their loops) */
 	for (int k = 0; k < 2; k++) {
 		struct htab *t = k ? &hub.stat_topics : &hub.stat_users;
 		for (e = htab_first(t, &i); e; e = next) {
@@ -157,7 +183,14 @@ void hub_set_stopping(void)
 	pthread_mutex_unlock(&hub.lock);
 }
 
-void hub_new_id(char *out, size_t outlen)
+int hub_backplane(void)
+{
+	return bus_enabled() ? bus_healthy() : -1;
+}
+
+/* A fresh id for a message published without Redis, unique across
+ * restarts: the start time, then a counter. */
+static void new_local_id(char *out, size_t outlen)
 {
 	uint64_t n = __atomic_add_fetch(&hub.next_id, 1, __ATOMIC_RELAXED);
 	snprintf(out, outlen, "%s-%" PRIu64, hub.boot, n);
@@ -247,79 +280,90 @@ static void member_remove(struct member *mb)
 
 /* ---- stats counts (stats_lock, never under the hub lock) ---------------------- */
 
-/* Adds delta to name's count in t (stats_lock held). Topic counts are
- * applied after the hub lock is released, by whichever thread changed the
- * membership, so a -1 may arrive before its +1: an entry goes only at
- * exactly zero, and only positive counts are shown. */
-static void stat_add(struct htab *t, const char *name, long delta)
+static void stats_count(const char *user, long delta)
 {
-	uint32_t h = htab_hash(t, name);
-	struct htab_entry *e = htab_find(t, name, h);
+	uint32_t h;
+	struct htab_entry *e;
 	struct stat_user *u;
 
+	pthread_mutex_lock(&hub.stats_lock);
+	h = htab_hash(&hub.stat_users, user);
+	e = htab_find(&hub.stat_users, user, h);
 	if (e) {
 		u = container_of(e, struct stat_user, by_name);
 	} else {
-		size_t len = strlen(name);
+		size_t len = strlen(user);
 		u = xcalloc(1, sizeof(*u) + len + 1);
-		memcpy(u->name, name, len + 1);
-		htab_insert(t, &u->by_name, h);
+		memcpy(u->name, user, len + 1);
+		htab_insert(&hub.stat_users, &u->by_name, h);
 	}
 	u->count += delta;
-	if (u->count == 0) {
-		htab_remove(t, &u->by_name);
+	hub.total += delta;
+	if (u->count <= 0) {
+		htab_remove(&hub.stat_users, &u->by_name);
 		free(u);
 	}
-}
-
-static void stats_count(const char *user, long delta)
-{
-	pthread_mutex_lock(&hub.stats_lock);
-	stat_add(&hub.stat_users, user, delta);
-	hub.total += delta;
 	pthread_mutex_unlock(&hub.stats_lock);
 }
 
-/* Applies delta[i] to topic names[i] for i < n (a zero delta is skipped). */
+/* Applies delta[i] to topic names[i] for i < n (a zero delta is skipped).
+ * Topic counts are applied after the hub lock is released, by whichever
+ * thread changed the membership, so a -1 may arrive before its +1: an
+ * entry goes only at exactly zero, and only positive counts are shown. */
 static void stats_topics(char *const *names, const long *delta, size_t n)
 {
 	pthread_mutex_lock(&hub.stats_lock);
-	for (size_t i = 0; i < n; i++)
-		if (delta[i])
-			stat_add(&hub.stat_topics, names[i], delta[i]);
+	for (size_t i = 0; i < n; i++) {
+		uint32_t h;
+		struct htab_entry *e;
+		struct stat_user *t;
+
+		if (!delta[i])
+			continue;
+		h = htab_hash(&hub.stat_topics, names[i]);
+		e = htab_find(&hub.stat_topics, names[i], h);
+		if (e) {
+			t = container_of(e, struct stat_user, by_name);
+		} else {
+			size_t len = strlen(names[i]);
+			t = xcalloc(1, sizeof(*t) + len + 1);
+			memcpy(t->name, names[i], len + 1);
+			htab_insert(&hub.stat_topics, &t->by_name, h);
+		}
+		t->count += delta[i];
+		if (t->count == 0) {
+			htab_remove(&hub.stat_topics, &t->by_name);
+			free(t);
+		}
+	}
 	pthread_mutex_unlock(&hub.stats_lock);
 }
 
-static void stats_object(struct buf *out, const struct htab *t)
+/* ,"topic_clients":{...} from this node's counts (stats_lock held). */
+static void topic_stats(struct buf *out)
 {
 	struct htab_entry *e;
 	size_t i;
 	int first = 1;
 
-	buf_puts(out, "{");
-	for (e = htab_first(t, &i); e; e = htab_next(t, e, &i)) {
-		struct stat_user *u = container_of(e, struct stat_user, by_name);
-		if (u->count <= 0)
+	buf_puts(out, ",\"topic_clients\":{");
+	for (e = htab_first(&hub.stat_topics, &i); e; e = htab_next(&hub.stat_topics, e, &i)) {
+		struct stat_user *t = container_of(e, struct stat_user, by_name);
+		if (t->count <= 0)
 			continue;
 		if (!first)
 			buf_puts(out, ",");
 		first = 0;
-		buf_json_str(out, u->name);
-		buf_printf(out, ":%ld", u->count);
+		buf_json_str(out, t->name);
+		buf_printf(out, ":%ld", t->count);
 	}
 	buf_puts(out, "}");
 }
 
-void hub_stats_json(struct buf *out, int with_topics)
+static void local_topic_stats(struct buf *out)
 {
 	pthread_mutex_lock(&hub.stats_lock);
-	buf_printf(out, "{\"total_clients\":%ld,\"user_clients\":", hub.total);
-	stats_object(out, &hub.stat_users);
-	if (with_topics) {
-		buf_puts(out, ",\"topic_clients\":");
-		stats_object(out, &hub.stat_topics);
-	}
-	buf_puts(out, "}");
+	topic_stats(out);
 	pthread_mutex_unlock(&hub.stats_lock);
 }
 
@@ -333,6 +377,58 @@ long hub_topics_count(void)
 	return n;
 }
 
+/* The seed's stats object members for this node. */
+static long local_stats(struct buf *out)
+{
+	struct htab_entry *e;
+	size_t i;
+	int first = 1;
+	long total;
+
+	pthread_mutex_lock(&hub.stats_lock);
+	total = hub.total;
+	buf_printf(out, "\"total_clients\":%ld,\"user_clients\":{", hub.total);
+	for (e = htab_first(&hub.stat_users, &i); e; e = htab_next(&hub.stat_users, e, &i)) {
+		struct stat_user *u = container_of(e, struct stat_user, by_name);
+		if (!first)
+			buf_puts(out, ",");
+		first = 0;
+		buf_json_str(out, u->name);
+		buf_printf(out, ":%ld", u->count);
+	}
+	buf_puts(out, "}");
+	pthread_mutex_unlock(&hub.stats_lock);
+	return total;
+}
+
+static void bus_each_user(void (*emit)(void *, const char *, long), void *arg)
+{
+	struct htab_entry *e;
+	size_t i;
+
+	pthread_mutex_lock(&hub.stats_lock);
+	for (e = htab_first(&hub.stat_users, &i); e; e = htab_next(&hub.stat_users, e, &i)) {
+		struct stat_user *u = container_of(e, struct stat_user, by_name);
+		emit(arg, u->name, u->count);
+	}
+	pthread_mutex_unlock(&hub.stats_lock);
+}
+
+/* After Redis came back: every stream of this node (O(streams) under the
+ * hub lock, once per reconnect). */
+static void bus_each_client(void (*emit)(void *, const char *, const char *), void *arg)
+{
+	struct htab_entry *e;
+	size_t i;
+
+	pthread_mutex_lock(&hub.lock);
+	for (e = htab_first(&hub.clients, &i); e; e = htab_next(&hub.clients, e, &i)) {
+		struct sub *sub = container_of(e, struct sub, by_client);
+		emit(arg, sub->client_id, sub->user->name);
+	}
+	pthread_mutex_unlock(&hub.lock);
+}
+
 long hub_total_clients(void)
 {
 	long n;
@@ -341,6 +437,60 @@ long hub_total_clients(void)
 	n = hub.total;
 	pthread_mutex_unlock(&hub.stats_lock);
 	return n;
+}
+
+struct stats_wait {
+	struct hub_wait *w;
+};
+
+static void node_block(struct buf *out, long clients, int topics)
+{
+	buf_puts(out, ",\"node\":{\"id\":");
+	buf_json_str(out, bus_node_id());
+	buf_printf(out, ",\"clients\":%ld", clients);
+	if (topics)
+		local_topic_stats(out);
+	buf_puts(out, "}");
+}
+
+static void cluster_stats(void *arg, const struct buf *json)
+{
+	struct hub_wait *w = arg;
+	struct buf mine = { 0 };
+	long clients = local_stats(&mine);
+
+	free(mine.data);
+	buf_puts(&w->json, "{");
+	if (json) {
+		buf_append(&w->json, json->data, json->len);
+	} else {
+		/* Redis could not answer after all: this node's figures */
+		local_stats(&w->json);
+		buf_puts(&w->json, ",\"partial\":true");
+	}
+	node_block(&w->json, clients, w->topics);
+	buf_puts(&w->json, "}");
+	w->status = HUB_OK;
+	w->done(w);
+}
+
+enum hub_status hub_stats(struct loop *l, struct hub_wait *w)
+{
+	long clients;
+
+	w->status = HUB_OK;
+	if (bus_enabled() && bus_stats(l, cluster_stats, w) == 0)
+		return HUB_PENDING;
+	buf_puts(&w->json, "{");
+	clients = local_stats(&w->json);
+	if (bus_enabled()) {
+		buf_puts(&w->json, ",\"partial\":true");
+		node_block(&w->json, clients, w->topics);
+	} else if (w->topics) {
+		local_topic_stats(&w->json);
+	}
+	buf_puts(&w->json, "}");
+	return HUB_OK;
 }
 
 /* ---- history (hub lock held) ------------------------------------------------ */
@@ -367,6 +517,7 @@ static void hist_append(struct msg *m)
 {
 	if (!hub.hist_cap)
 		return;
+	hist_expire(m->created);
 	if (hub.hist_len == hub.hist_cap)
 		hist_drop_oldest();
 	msg_ref(m, 1);
@@ -384,68 +535,107 @@ long hub_history_len(void)
 	return n;
 }
 
-/* What the new stream sub may be sent again from the history: broadcasts,
- * its user's messages and those of the topics it subscribed to at connect
- * (a client message was for one stream, now gone). */
-static int replay_visible(const struct msg *m, const struct sub *sub)
+/* A stream being opened, as the history sees it: its user and the topics
+ * it asks for at connect. */
+struct viewer {
+	const char *user;
+	char *const *topics;
+	size_t ntopics;
+};
+
+/* What the new stream v may be sent again from the history: broadcasts,
+ * its user's messages and those of the topics it asks for (a client message
+ * was for one stream, now gone). */
+static int replay_visible(const struct msg *m, const struct viewer *v)
 {
 	switch (m->target) {
-	case MSG_BROADCAST: return 1;
-	case MSG_USER: return strcmp(m->key, sub->user->name) == 0;
-	case MSG_TOPIC: return member_find(sub, m->key) != NULL;
-	default: return 0;
+	case MSG_BROADCAST:
+		return 1;
+	case MSG_USER:
+		return strcmp(m->key, v->user) == 0;
+	case MSG_TOPIC:
+		for (size_t i = 0; i < v->ntopics; i++)
+			if (strcmp(m->key, v->topics[i]) == 0)
+				return 1;
+		return 0;
+	default:
+		return 0;
 	}
 }
 
-/* What a stream of sub's user could have received before it reconnected:
+/* What a stream of v's user could have received before it reconnected:
  * also the client messages sent to one of its user's streams. A message of
- * a topic the new stream does not subscribe to is not among them: its id
- * would tell the stream which ids exist on that topic. */
-static int could_have_received(const struct msg *m, const struct sub *sub)
+ * a topic the new stream does not ask for is not among them: its id would
+ * tell the stream which ids exist on that topic. */
+static int could_have_received(const struct msg *m, const struct viewer *v)
 {
-	return replay_visible(m, sub) || (m->target == MSG_CLIENT && strcmp(m->owner, sub->user->name) == 0);
+	return replay_visible(m, v) || (m->target == MSG_CLIENT && strcmp(m->owner, v->user) == 0);
 }
 
-/* Finds last_event_id among the messages sub could have received (newest
- * first) and collects every later one it may see, within
- * --max-replay-bytes. Returns 1 (resumed) with the messages in *out, or 0
- * (unknown id, or too much to replay). */
-static int collect_replay(const struct sub *sub, const char *last_event_id, struct msg ***out, size_t *nout)
-{
-	size_t i, found, n = 0, bytes = 0;
+/* A replay being collected: the messages the new stream v may see, within
+ * --max-replay-bytes. */
+struct replay {
+	const struct viewer *v;
+	struct msg **m;
+	size_t n, cap, bytes;
+	int over;
+};
 
-	*out = NULL;
-	*nout = 0;
+static void replay_add(struct replay *r, struct msg *m)
+{
+	if (!replay_visible(m, r->v) || r->over)
+		return;
+	r->bytes += m->len;
+	if (r->bytes > (size_t)hub.cfg->max_replay_bytes) {
+		r->over = 1;
+		return;
+	}
+	if (r->n == r->cap) {
+		r->cap = r->cap ? r->cap * 2 : 16;
+		r->m = xrealloc(r->m, r->cap * sizeof(*r->m));
+	}
+	msg_ref(m, 1);
+	r->m[r->n++] = m;
+}
+
+static void replay_drop(struct replay *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		msg_unref(r->m[i]);
+	free(r->m);
+	r->m = NULL;
+	r->n = r->cap = 0;
+}
+
+/* Finds last_event_id among the messages v could have received (newest
+ * first) in the local history. Returns its position + 1, or 0. */
+static size_t hist_find(const struct viewer *v, const char *last_event_id)
+{
+	size_t i;
+
 	if (!hub.hist_cap)
 		return 0;
 	hist_expire(util_wall_s());
 	/* An id of a message this user could not have received is unknown:
 	 * resuming from it would tell one user which ids exist for another. */
 	for (i = hub.hist_len; i > 0; i--)
-		if (could_have_received(hist_at(i - 1), sub) && strcmp(hist_at(i - 1)->id, last_event_id) == 0)
-			break;
-	if (i == 0)
-		return 0;
-	found = i;
-	for (i = found; i < hub.hist_len; i++) {
-		if (replay_visible(hist_at(i), sub)) {
-			n++;
-			bytes += hist_at(i)->len;
-		}
-	}
-	if (bytes > (size_t)hub.cfg->max_replay_bytes) {
+		if (could_have_received(hist_at(i - 1), v) && strcmp(hist_at(i - 1)->id, last_event_id) == 0)
+			return i;
+	return 0;
+}
+
+/* Collects the local history from position from, or (from_cseq) the
+ * messages after cluster sequence after. Returns 1, or 0 when the replay
+ * is over --max-replay-bytes (r is then emptied). */
+static int collect_local(struct replay *r, size_t from, int from_cseq, uint64_t after)
+{
+	for (size_t i = from; i < hub.hist_len; i++)
+		if (!from_cseq || hist_at(i)->cseq > after)
+			replay_add(r, hist_at(i));
+	if (r->over) {
 		METRIC_ADD(replay_refused_total, 1);
+		replay_drop(r);
 		return 0;
-	}
-	if (!n)
-		return 1;
-	*out = xmalloc(n * sizeof(**out));
-	for (i = found; i < hub.hist_len; i++) {
-		struct msg *m = hist_at(i);
-		if (replay_visible(m, sub)) {
-			msg_ref(m, 1);
-			(*out)[(*nout)++] = m;
-		}
 	}
 	return 1;
 }
@@ -461,7 +651,10 @@ static void detach(struct stream *s, void *owner)
 	size_t n = 0;
 	struct member *mb;
 
-	stats_count(u->name, -1);
+	if (bus_enabled())
+		bus_close(u->name, sub->client_id); /* counted in loop 0, in order */
+	else
+		stats_count(u->name, -1);
 	pthread_mutex_lock(&hub.lock);
 	htab_remove(&hub.clients, &sub->by_client);
 	LIST_REMOVE(sub, user_link);
@@ -507,80 +700,284 @@ static void topics_fragment(struct buf *b, char *const *names, const long *on, s
 		buf_puts(b, "]");
 }
 
-enum hub_open_result hub_open_stream(struct loop *l, int fd, uint16_t request_id, const struct hub_who *who,
-				     const char *last_event_id)
+/* A stream being opened; with Redis it waits for the admission and maybe
+ * for the log. */
+struct opening {
+	struct loop *loop;
+	int fd;
+	uint16_t request_id;
+	struct hub_who who;
+	char user[MSG_MAX_OWNER + 1];    /* user ids are at most 128 bytes, like owners */
+	char client_id[37];
+	char *last_event_id;
+	char **topics;                   /* who.topics, copied: the opening may outlive the call */
+	struct viewer viewer;            /* user and topics, for the history */
+	struct hub_wait *w;
+	struct replay redis;             /* messages read from the Redis log */
+	uint64_t redis_upto;             /* the last cluster sequence in them */
+	int from_redis;                  /* -1: not asked, 0: unknown there, 1: resumed there */
+};
+
+static void opening_free(struct opening *o)
 {
-	struct stream_params p = { .fd = fd, .request_id = request_id, .token_exp = who->token_exp,
-				   .key_id = who->key_id, .on_close = detach };
+	replay_drop(&o->redis);
+	free(o->last_event_id);
+	for (size_t i = 0; i < o->who.ntopics; i++)
+		free(o->topics[i]);
+	free(o->topics);
+	free(o);
+}
+
+/* Registers and starts the stream (the final step, in o->loop's thread).
+ * Returns the status for the caller. */
+static enum hub_status open_now(struct opening *o)
+{
+	struct stream_params p = { .fd = o->fd, .request_id = o->request_id, .token_exp = o->who.token_exp,
+				   .key_id = o->who.key_id, .on_close = detach };
+	struct replay r = { .v = &o->viewer };
 	struct hub_user *u;
 	struct sub *sub;
 	struct stream *s;
-	struct msg **replay = NULL;
 	struct buf extra = { 0 };
 	long *plus = NULL;
-	size_t nreplay = 0;
 	uint64_t start_seq;
 	int resumed = -1;
-	uuid_t id;
 
 	pthread_mutex_lock(&hub.lock);
 	if (hub.stopping) {
 		pthread_mutex_unlock(&hub.lock);
 		return HUB_STOPPING;
 	}
+	u = user_find(o->user);
+	/* checked again under the lock: another loop may have opened one since
+	 * (with Redis, the cluster's count has admitted this stream already) */
+	if (!bus_enabled() && hub.cfg->max_clients_per_user && u && u->count >= hub.cfg->max_clients_per_user) {
+		pthread_mutex_unlock(&hub.lock);
+		return HUB_TOO_MANY_USER_CLIENTS;
+	}
 	if (hub.cfg->max_clients && (long)hub.clients.count >= hub.cfg->max_clients) {
 		pthread_mutex_unlock(&hub.lock);
 		return HUB_TOO_MANY_CLIENTS;
 	}
-	u = user_find(who->user);
-	if (hub.cfg->max_clients_per_user && u && u->count >= hub.cfg->max_clients_per_user) {
-		pthread_mutex_unlock(&hub.lock);
-		return HUB_TOO_MANY_USER_CLIENTS;
-	}
 	if (!u) {
-		size_t len = strlen(who->user);
+		size_t len = strlen(o->user);
 		u = xcalloc(1, sizeof(*u) + len + 1);
-		memcpy(u->name, who->user, len + 1);
+		memcpy(u->name, o->user, len + 1);
 		LIST_INIT(&u->subs);
 		htab_insert(&hub.users, &u->by_name, htab_hash(&hub.users, u->name));
 	}
 	u->count++;
 	sub = xcalloc(1, sizeof(*sub));
 	sub->user = u;
+	memcpy(sub->client_id, o->client_id, sizeof(sub->client_id));
 	LIST_INIT(&sub->topics);
-	uuid_generate_random(id);
-	uuid_unparse_lower(id, sub->client_id);
 	LIST_INSERT_HEAD(&u->subs, sub, user_link);
 	htab_insert(&hub.clients, &sub->by_client, htab_hash(&hub.clients, sub->client_id));
-	if (who->ntopics) {
-		plus = xcalloc(who->ntopics, sizeof(*plus));
-		for (size_t i = 0; i < who->ntopics; i++) {
-			if (member_find(sub, who->topics[i]))
+	if (o->who.ntopics) {
+		plus = xcalloc(o->who.ntopics, sizeof(*plus));
+		for (size_t i = 0; i < o->who.ntopics; i++) {
+			if (member_find(sub, o->topics[i]))
 				continue;
-			member_add(sub, who->topics[i]);
+			member_add(sub, o->topics[i]);
 			plus[i] = 1;
 		}
 	}
 	p.client_id = sub->client_id;
 	p.user = u->name;
 	p.owner = sub;
-	s = sub->stream = stream_new(l, &p);
+	s = sub->stream = stream_new(o->loop, &p);
 	start_seq = hub.seq;
-	if (last_event_id)
-		resumed = collect_replay(sub, last_event_id, &replay, &nreplay);
+	if (o->last_event_id) {
+		size_t at;
+		resumed = 0;
+		if (o->from_redis == 1) {
+			/* the log's messages up to what this node has delivered,
+			 * then the local ones after them */
+			for (size_t i = 0; i < o->redis.n && !r.over; i++)
+				if (o->redis.m[i]->cseq <= hub.last_cseq)
+					replay_add(&r, o->redis.m[i]);
+			resumed = r.over ? (METRIC_ADD(replay_refused_total, 1), replay_drop(&r), 0)
+					 : collect_local(&r, 0, 1, o->redis_upto);
+		} else if ((at = hist_find(&o->viewer, o->last_event_id)) != 0) {
+			resumed = collect_local(&r, at, 0, 0);
+		}
+	}
 	pthread_mutex_unlock(&hub.lock);
 
-	stats_count(u->name, 1);
+	if (!bus_enabled())
+		stats_count(u->name, 1);
 	if (plus) {
-		stats_topics(who->topics, plus, who->ntopics);
-		topics_fragment(&extra, who->topics, plus, who->ntopics);
+		stats_topics(o->topics, plus, o->who.ntopics);
+		topics_fragment(&extra, o->topics, plus, o->who.ntopics);
 	}
 	free(plus);
 	if (resumed >= 0)
 		buf_puts(&extra, resumed ? ",\"resumed\":true" : ",\"resumed\":false");
-	stream_start(s, start_seq, extra.data, replay, nreplay);
+	stream_start(s, start_seq, extra.data, r.m, r.n);
 	free(extra.data);
-	return HUB_OPENED;
+	return HUB_OK;
+}
+
+/* The id's cluster sequence when it is one of ours ("<epoch>-<seq>" in the
+ * current epoch); 0 otherwise. */
+static uint64_t cluster_seq_of(const char *id)
+{
+	char epoch[BUSMSG_MAX_EPOCH + 1];
+	size_t n;
+	uint64_t v = 0;
+	const char *p;
+
+	bus_epoch(epoch, sizeof(epoch));
+	n = strlen(epoch);
+	if (!n || strncmp(id, epoch, n) != 0 || id[n] != '-')
+		return 0;
+	for (p = id + n + 1; *p >= '0' && *p <= '9' && v < UINT64_MAX / 10; p++)
+		v = v * 10 + (uint64_t)(*p - '0');
+	return *p || p == id + n + 1 ? 0 : v;
+}
+
+static struct msg *msg_from_bus(const struct busmsg *m);
+
+/* The Redis log's answer to a Last-Event-ID this node's history lacks:
+ * the messages after cluster sequence after. */
+static void since_done(void *arg, int status, uint64_t after, const char *const *entries, const size_t *lens,
+		       size_t n)
+{
+	struct opening *o = arg;
+	struct hub_wait *w = o->w;
+
+	o->from_redis = status == 1;
+	o->redis_upto = after;
+	o->redis.v = &o->viewer;
+	for (size_t i = 0; i < n && o->from_redis; i++) {
+		struct busmsg bm;
+		const char *why;
+		struct msg *m;
+		if (busmsg_decode(entries[i], lens[i], (size_t)hub.cfg->max_message_bytes + 256, &bm, &why) < 0)
+			continue;
+		m = msg_from_bus(&bm);
+		if (m->cseq == after) {
+			/* the resume point: an id this stream could not have
+			 * received is unknown, as in the local history */
+			o->from_redis = could_have_received(m, &o->viewer);
+		} else {
+			o->redis_upto = m->cseq;
+			if (m->created >= util_wall_s() - hub.cfg->history_ttl)
+				replay_add(&o->redis, m);
+		}
+		msg_unref(m);
+	}
+	if (o->from_redis && (!n || !entries))
+		o->from_redis = 0; /* not even the resume point: trimmed */
+	if (o->redis.over) {
+		METRIC_ADD(replay_refused_total, 1);
+		replay_drop(&o->redis);
+		o->from_redis = 0;
+	}
+	if (w->cancelled) {
+		bus_close(o->user, o->client_id);
+		opening_free(o);
+		w->done(w);
+		return;
+	}
+	w->status = open_now(o);
+	if (w->status != HUB_OK)
+		bus_close(o->user, o->client_id);
+	opening_free(o);
+	w->done(w);
+}
+
+/* Does this reconnect need the Redis log? (Not when the local history has
+ * the id, or when the id cannot be in the log at all.) */
+static int needs_log(struct opening *o, uint64_t *seq, const char **custom)
+{
+	int found;
+
+	*seq = cluster_seq_of(o->last_event_id);
+	*custom = *seq ? NULL : o->last_event_id;
+	pthread_mutex_lock(&hub.lock);
+	found = hist_find(&o->viewer, o->last_event_id) != 0;
+	pthread_mutex_unlock(&hub.lock);
+	return !found && bus_healthy();
+}
+
+/* The cluster admitted (or refused) the stream. */
+static void admitted(void *arg, int ok)
+{
+	struct opening *o = arg;
+	struct hub_wait *w = o->w;
+	uint64_t seq;
+	const char *custom;
+
+	if (w->cancelled || !ok) {
+		if (ok)
+			bus_close(o->user, o->client_id);
+		w->status = ok ? HUB_STOPPING : HUB_TOO_MANY_USER_CLIENTS;
+		opening_free(o);
+		w->done(w);
+		return;
+	}
+	if (o->last_event_id && needs_log(o, &seq, &custom) &&
+	    bus_since(o->loop, seq, custom, since_done, o) == 0)
+		return;
+	w->status = open_now(o);
+	if (w->status != HUB_OK)
+		bus_close(o->user, o->client_id);
+	opening_free(o);
+	w->done(w);
+}
+
+enum hub_status hub_open_stream(struct loop *l, int fd, uint16_t request_id, const struct hub_who *who,
+				const char *last_event_id, struct hub_wait *w)
+{
+	struct opening *o;
+	struct hub_user *u;
+	long on_node, limit = hub.cfg->max_clients_per_user;
+	uuid_t id;
+	enum hub_status st;
+
+	pthread_mutex_lock(&hub.lock);
+	if (hub.stopping) {
+		pthread_mutex_unlock(&hub.lock);
+		return w->status = HUB_STOPPING;
+	}
+	if (hub.cfg->max_clients && (long)hub.clients.count >= hub.cfg->max_clients) {
+		pthread_mutex_unlock(&hub.lock);
+		return w->status = HUB_TOO_MANY_CLIENTS;
+	}
+	u = user_find(who->user);
+	on_node = u ? u->count : 0;
+	pthread_mutex_unlock(&hub.lock);
+	if (limit && on_node >= limit)
+		return w->status = HUB_TOO_MANY_USER_CLIENTS;
+
+	o = xcalloc(1, sizeof(*o));
+	o->loop = l;
+	o->fd = fd;
+	o->request_id = request_id;
+	o->who = *who;
+	snprintf(o->user, sizeof(o->user), "%s", who->user);
+	o->who.user = o->user;
+	if (who->ntopics) {
+		o->topics = xmalloc(who->ntopics * sizeof(*o->topics));
+		for (size_t i = 0; i < who->ntopics; i++)
+			o->topics[i] = xstrdup(who->topics[i]);
+	}
+	o->who.topics = o->topics;
+	o->viewer = (struct viewer){ .user = o->user, .topics = o->topics, .ntopics = who->ntopics };
+	uuid_generate_random(id);
+	uuid_unparse_lower(id, o->client_id);
+	o->last_event_id = last_event_id ? xstrdup(last_event_id) : NULL;
+	o->from_redis = -1;
+	o->w = w;
+	if (bus_enabled()) {
+		/* the cluster-wide limit and this node's count, in loop 0 */
+		bus_open(l, o->user, o->client_id, limit, admitted, o);
+		return w->status = HUB_PENDING;
+	}
+	st = open_now(o);
+	opening_free(o);
+	return w->status = st;
 }
 
 /* ---- publish and disconnect (hub lock held while resolving) ---------------------- */
@@ -599,37 +996,6 @@ static wake_set post_to(struct stream *s, struct msg *m, int (*post)(struct stre
 {
 	msg_ref(m, 1);
 	return post(s, m) ? 1ULL << loop_index(stream_loop(s)) : 0;
-}
-
-/* Posts m to every stream target names, with post; returns how many, and
- * the loops to wake in *w. */
-static long resolve(enum msg_target target, const char *key, struct msg *m,
-		    int (*post)(struct stream *, struct msg *), wake_set *w)
-{
-	struct hub_user *u;
-	struct sub *sub;
-	long n = 0;
-
-	switch (target) {
-	case MSG_USER:
-		if ((u = user_find(key)) != NULL) {
-			LIST_FOREACH(sub, &u->subs, user_link) {
-				*w |= post_to(sub->stream, m, post);
-				n++;
-			}
-		}
-		break;
-	case MSG_CLIENT:
-		if ((sub = client_find(key)) != NULL) {
-			msg_set_owner(m, sub->user->name);
-			*w |= post_to(sub->stream, m, post);
-			n++;
-		}
-		break;
-	default:
-		break;
-	}
-	return n;
 }
 
 /* Posts m to the streams on topic key: one batch per loop, not one post per
@@ -669,40 +1035,55 @@ static long publish_topic(const char *key, struct msg *m, wake_set *w)
 	return n;
 }
 
-int hub_publish(struct msg *m, long *recipients)
+/* Posts m to every stream target names, with post; returns how many, and
+ * the loops to wake in *w. */
+static long resolve(enum msg_target target, const char *key, struct msg *m,
+		    int (*post)(struct stream *, struct msg *), wake_set *w)
 {
-	wake_set w = 0;
+	struct hub_user *u;
+	struct sub *sub;
+	long n = 0;
 
-	pthread_mutex_lock(&hub.lock);
-	if (hub.stopping) {
-		pthread_mutex_unlock(&hub.lock);
-		return -1;
-	}
-	m->seq = ++hub.seq;
-	if (m->target == MSG_BROADCAST) {
+	switch (target) {
+	case MSG_BROADCAST:
 		/* one post per loop; each walks its own streams */
 		for (int i = 0; i < loops_count(); i++) {
 			msg_ref(m, 1);
 			if (stream_post_broadcast(loops_get(i), m))
-				w |= 1ULL << i;
+				*w |= 1ULL << i;
 		}
-		*recipients = (long)hub.clients.count;
-	} else if (m->target == MSG_TOPIC) {
-		*recipients = publish_topic(m->key, m, &w);
-	} else {
-		*recipients = resolve(m->target, m->key, m, stream_post_deliver, &w);
+		n = (long)hub.clients.count;
+		break;
+	case MSG_USER:
+		if ((u = user_find(key)) != NULL) {
+			LIST_FOREACH(sub, &u->subs, user_link) {
+				*w |= post_to(sub->stream, m, post);
+				n++;
+			}
+		}
+		break;
+	case MSG_CLIENT:
+		if ((sub = client_find(key)) != NULL) {
+			if (m->owner && !m->owner[0])
+				msg_set_owner(m, sub->user->name);
+			*w |= post_to(sub->stream, m, post);
+			n++;
+		}
+		break;
+	case MSG_TOPIC:
+		/* published, never disconnected: the API has no such target */
+		if (post == stream_post_deliver)
+			n = publish_topic(key, m, w);
+		break;
+	default:
+		break;
 	}
-	if (hub.hist_cap) {
-		hist_expire(m->created);
-		hist_append(m);
-	}
-	pthread_mutex_unlock(&hub.lock);
-	wake(w);
-	METRIC_ADD(published[m->target], 1);
-	return 0;
+	return n;
 }
 
-long hub_disconnect(struct msg *final)
+/* Delivers m (seq, and with Redis cseq, set) to this node's streams and
+ * its history. Returns the recipients here, or -1 when stopping. */
+static long deliver(struct msg *m, int finish)
 {
 	wake_set w = 0;
 	long n;
@@ -712,11 +1093,113 @@ long hub_disconnect(struct msg *final)
 		pthread_mutex_unlock(&hub.lock);
 		return -1;
 	}
-	final->seq = ++hub.seq;
-	n = resolve(final->target, final->key, final, stream_post_finish, &w);
+	m->seq = ++hub.seq;
+	if (m->cseq)
+		hub.last_cseq = m->cseq;
+	n = resolve(m->target, m->key, m, finish ? stream_post_finish : stream_post_deliver, &w);
+	if (!finish)
+		hist_append(m);
 	pthread_mutex_unlock(&hub.lock);
 	wake(w);
 	return n;
+}
+
+/* The SSE bytes of a message: its id line, then the body. */
+static struct msg *build_msg(enum msg_target target, const char *key, const char *id, const char *body, size_t len,
+			     int with_id)
+{
+	struct buf b = { 0 };
+	struct msg *m;
+
+	if (with_id) {
+		buf_puts(&b, "id: ");
+		buf_puts(&b, id);
+		buf_puts(&b, "\n");
+	}
+	buf_append(&b, body, len);
+	m = msg_new(target, key, with_id ? id : NULL, b.data, b.len);
+	free(b.data);
+	return m;
+}
+
+static enum busmsg_kind bus_kind(enum msg_target t, int disconnect)
+{
+	switch (t) {
+	case MSG_USER: return disconnect ? BUS_DISCONNECT_USER : BUS_USER;
+	case MSG_CLIENT: return disconnect ? BUS_DISCONNECT_CLIENT : BUS_CLIENT;
+	case MSG_TOPIC: return BUS_TOPIC;
+	default: return BUS_BROADCAST;
+	}
+}
+
+/* A cluster publish or disconnect was numbered (or failed). */
+static void bus_done(void *arg, const struct bus_result *r)
+{
+	struct hub_wait *w = arg;
+
+	if (!r->ok) {
+		w->status = HUB_UNAVAILABLE;
+	} else {
+		w->status = HUB_OK;
+		w->count = r->count;
+		w->duplicate = r->duplicate;
+		if (!w->id[0])
+			snprintf(w->id, sizeof(w->id), "%s-%" PRIu64, r->epoch, r->seq);
+	}
+	w->done(w);
+}
+
+static enum hub_status send_to_cluster(struct loop *l, const struct hub_pub *p, int disconnect, struct hub_wait *w)
+{
+	if (__atomic_load_n(&hub.stopping, __ATOMIC_RELAXED))
+		return w->status = HUB_STOPPING;
+	w->id[0] = '\0';
+	if (p->id)
+		snprintf(w->id, sizeof(w->id), "%s", p->id);
+	if (bus_publish(l, bus_kind(p->target, disconnect), p->key, p->id, p->body, p->body_len, bus_done, w) < 0)
+		return w->status = HUB_UNAVAILABLE;
+	return w->status = HUB_PENDING;
+}
+
+enum hub_status hub_publish(struct loop *l, const struct hub_pub *p, struct hub_wait *w)
+{
+	struct msg *m;
+	long n;
+
+	if (bus_enabled()) {
+		enum hub_status st = send_to_cluster(l, p, 0, w);
+		if (st != HUB_UNAVAILABLE && st != HUB_STOPPING)
+			METRIC_ADD(published[p->target], 1);
+		return st;
+	}
+	if (p->id)
+		snprintf(w->id, sizeof(w->id), "%s", p->id);
+	else
+		new_local_id(w->id, sizeof(w->id));
+	m = build_msg(p->target, p->key, w->id, p->body, p->body_len, 1);
+	n = deliver(m, 0);
+	msg_unref(m);
+	if (n < 0)
+		return w->status = HUB_STOPPING;
+	w->count = n;
+	METRIC_ADD(published[p->target], 1);
+	return w->status = HUB_OK;
+}
+
+enum hub_status hub_disconnect(struct loop *l, const struct hub_pub *p, struct hub_wait *w)
+{
+	struct msg *m;
+	long n;
+
+	if (bus_enabled())
+		return send_to_cluster(l, p, 1, w);
+	m = build_msg(p->target, p->key, NULL, p->body, p->body_len, 0);
+	n = deliver(m, 1);
+	msg_unref(m);
+	if (n < 0)
+		return w->status = HUB_STOPPING;
+	w->count = n;
+	return w->status = HUB_OK;
 }
 
 /* ---- server-side subscriptions ------------------------------------------------ */
@@ -825,6 +1308,60 @@ long hub_subscribe(enum msg_target target, const char *key, char *const *topics,
 	free(delta);
 	free(changed);
 	return count;
+}
+
+/* ---- from the backplane (loop 0's thread) ------------------------------------------ */
+
+/* The message a bus message stands for (its bytes with the id line), or
+ * NULL for a kind this node does not deliver. */
+static struct msg *msg_from_bus(const struct busmsg *bm)
+{
+	static const enum msg_target targets[128] = { ['b'] = MSG_BROADCAST, ['u'] = MSG_USER, ['c'] = MSG_CLIENT,
+						      ['t'] = MSG_TOPIC, ['U'] = MSG_USER, ['C'] = MSG_CLIENT };
+	int finish = bm->kind == BUS_DISCONNECT_USER || bm->kind == BUS_DISCONNECT_CLIENT;
+	char id[SSE_MAX_ID + 1], key[BUSMSG_MAX_KEY + 1];
+	struct msg *m;
+
+	if (bm->id_len)
+		snprintf(id, sizeof(id), "%.*s", (int)bm->id_len, bm->id);
+	else
+		snprintf(id, sizeof(id), "%.*s-%" PRIu64, (int)bm->epoch_len, bm->epoch, bm->seq);
+	snprintf(key, sizeof(key), "%.*s", (int)bm->key_len, bm->key);
+	m = build_msg(targets[bm->kind & 127], bm->key_len ? key : NULL, id, bm->body, bm->body_len, !finish);
+	m->cseq = bm->seq;
+	m->created = bm->created;
+	if (m->owner && bm->owner_len <= MSG_MAX_OWNER)
+		snprintf(m->owner, MSG_MAX_OWNER + 1, "%.*s", (int)bm->owner_len, bm->owner);
+	return m;
+}
+
+static void bus_deliver(const struct busmsg *bm)
+{
+	int finish = bm->kind == BUS_DISCONNECT_USER || bm->kind == BUS_DISCONNECT_CLIENT;
+	struct msg *m = msg_from_bus(bm);
+
+	if (m) {
+		deliver(m, finish);
+		msg_unref(m);
+	}
+}
+
+static void bus_skip(uint64_t seq)
+{
+	pthread_mutex_lock(&hub.lock);
+	if (seq > hub.last_cseq)
+		hub.last_cseq = seq;
+	pthread_mutex_unlock(&hub.lock);
+}
+
+/* The epoch changed: this node's history is of another numbering. */
+static void bus_reset(const char *epoch)
+{
+	pthread_mutex_lock(&hub.lock);
+	while (hub.hist_len)
+		hist_drop_oldest();
+	hub.last_cseq = 0;
+	pthread_mutex_unlock(&hub.lock);
 }
 
 /* ---- history file ---------------------------------------------------------------- */

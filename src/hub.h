@@ -23,6 +23,7 @@
 #include "config.h"
 #include "loop.h"
 #include "msg.h"
+#include "sse.h"
 #include "util.h"
 
 /* The longest topic name, in bytes. */
@@ -35,7 +36,8 @@ struct hub_who {
 	int64_t token_exp;               /* first second the token is refused; 0: never */
 	uint64_t key_id;                 /* the key that verified the token */
 	char *const *topics;             /* ntopics names, checked (hub_topic_valid, allowed by
-					  * the token); duplicates are kept once. NULL when 0 */
+					  * the token); duplicates are kept once. NULL when 0.
+					  * Copied: the caller's until hub_open_stream returns */
 	size_t ntopics;
 };
 
@@ -43,64 +45,101 @@ struct hub_who {
  * and _ - . : / @ (no NUL, no space, nothing to escape in JSON or a log). */
 int hub_topic_valid(const char *s, size_t len);
 
-enum hub_open_result {
-	HUB_OPENED = 0,
+enum hub_status {
+	HUB_OK = 0,
+	HUB_PENDING,                     /* the answer comes later, through w->done */
+	HUB_STOPPING,                    /* the hub is stopping: nothing was done */
+	HUB_UNAVAILABLE,                 /* the Redis backplane cannot take it now */
 	HUB_TOO_MANY_CLIENTS,            /* --max-clients */
-	HUB_TOO_MANY_USER_CLIENTS,       /* --max-clients-per-user */
-	HUB_STOPPING,
+	HUB_TOO_MANY_USER_CLIENTS,       /* --max-clients-per-user (cluster-wide with Redis) */
+};
+
+/* An operation that may wait for the Redis backplane. The caller sets done
+ * and keeps w alive until done(w) runs (once, in the caller's loop thread)
+ * when the operation returned HUB_PENDING; otherwise the results are in w
+ * at return and done is not called. */
+struct hub_wait {
+	void (*done)(struct hub_wait *w);
+	int cancelled;                   /* set by the caller when its connection is gone:
+					  * a pending stream open is then undone */
+	enum hub_status status;
+	char id[SSE_MAX_ID + 1];         /* publish: the message id */
+	long count;                      /* publish: recipients; disconnect: streams closed */
+	int duplicate;                   /* publish with Redis: this id was published before */
+	struct buf json;                 /* stats: the data object (the caller frees it) */
+	int topics;                      /* stats, set by the caller: add "topic_clients" */
+};
+
+/* What to publish, or (for hub_disconnect) the final event to send. */
+struct hub_pub {
+	enum msg_target target;          /* broadcast, user, client, topic */
+	const char *key;                 /* user id, client id or topic; NULL for broadcast */
+	const char *id;                  /* the publisher's own id, or NULL: the hub makes one */
+	const char *body;                /* the encoded event without its id line */
+	size_t body_len;
 };
 
 /* Sets up the hub for cfg (which must outlive it). Returns 0 or -1. */
 int hub_init(const struct config *cfg);
+/* Starts the backplane's connections when --redis is given (after the
+ * loops exist, before they run). */
+void hub_start(void);
+/* In l's thread at the stop: the backplane's connections of l close (their
+ * pending operations end with HUB_UNAVAILABLE). */
+void hub_stop_loop(struct loop *l);
 /* Drops the history and the tables. Every stream must be closed. */
 void hub_free(void);
 
 /* Opens a stream for who on fd (FastCGI request request_id) in l, the
- * calling thread's loop: registers it, queues the replay of the history
- * after last_event_id (NULL: none; an id this stream could not have
- * received, or a replay over --max-replay-bytes, is "unknown":
- * resumed:false) and starts it. On HUB_OPENED the fd belongs to the stream;
- * otherwise the caller still owns it and nothing changed. */
-enum hub_open_result hub_open_stream(struct loop *l, int fd, uint16_t request_id, const struct hub_who *who,
-				     const char *last_event_id);
+ * calling thread's loop: admits it (the per-user limit, cluster-wide with
+ * Redis), registers it, queues the replay of the history after
+ * last_event_id (NULL: none; an id this stream could not have received, or
+ * a replay over --max-replay-bytes, is "unknown": resumed:false) and starts
+ * it. HUB_OK: the fd belongs to the stream. Any other final status: the
+ * caller still owns the fd and nothing changed. With HUB_PENDING the caller
+ * must not touch the fd until w->done runs (or cancel w, which the hub then
+ * honours by closing nothing and undoing the admission). */
+enum hub_status hub_open_stream(struct loop *l, int fd, uint16_t request_id, const struct hub_who *who,
+				const char *last_event_id, struct hub_wait *w);
 
-/* Publishes m (target, key and id set; seq is assigned here) to the streams
- * it targets (a MSG_TOPIC: those on topic key, O(their number)). The hub takes its own references; the caller keeps its one.
- * Stores the number of streams it went to in *recipients. Returns 0, or -1
- * when the hub is stopping (nothing published). */
-int hub_publish(struct msg *m, long *recipients);
+/* Publishes p to the streams it targets (on every node with Redis; a
+ * MSG_TOPIC: the streams on topic p->key, O(their number)); w->id and
+ * w->count (recipients) are set. */
+enum hub_status hub_publish(struct loop *l, const struct hub_pub *p, struct hub_wait *w);
+
+/* Ends every stream of a user (p->target MSG_USER) or one client
+ * (MSG_CLIENT), each after the final event p->body; w->count says how many. */
+enum hub_status hub_disconnect(struct loop *l, const struct hub_pub *p, struct hub_wait *w);
 
 /* Adds (add 1) or removes (add 0) the topics[0..n) (valid, distinct) on
  * every open stream of a user (target MSG_USER, key the user id) or of one
- * client (MSG_CLIENT, key the client id). Each stream that changes gets a
- * "subscribed" / "unsubscribed" event {"topics":[...]} naming what changed
- * for it, in order with the publishes around it. A stream that would pass
- * --max-topics-per-stream is left as it is and counted in *skipped. Returns
- * the number of streams changed (0 for an unknown user or client), or -1
- * when the hub is stopping (nothing changed). Streams opened later are not
- * concerned. */
+ * client (MSG_CLIENT, key the client id) on this node. Each stream that
+ * changes gets a "subscribed" / "unsubscribed" event {"topics":[...]}
+ * naming what changed for it, in order with the publishes around it. A
+ * stream that would pass --max-topics-per-stream is left as it is and
+ * counted in *skipped. Returns the number of streams changed (0 for an
+ * unknown user or client), or -1 when the hub is stopping (nothing
+ * changed). Streams opened later are not concerned. */
 long hub_subscribe(enum msg_target target, const char *key, char *const *topics, size_t n, int add, long *skipped);
 
-/* Ends every stream of a user (final->target MSG_USER) or one client
- * (MSG_CLIENT), each after the final event final (its key names the
- * target). Returns the number of streams it ends, or -1 when stopping. */
-long hub_disconnect(struct msg *final);
-
-/* Appends the stats object {"total_clients":N,"user_clients":{...}}, with
- * "topic_clients":{...} (streams per topic) when with_topics. Holds the
- * stats lock, never the hub lock: it does not delay publishes. */
-void hub_stats_json(struct buf *out, int with_topics);
-/* Topics with at least one stream (O(1)). */
+/* The stats data object into w->json: the seed's {"total_clients",
+ * "user_clients"} for this node, or with Redis for the cluster, plus
+ * "nodes" and this "node" (and "partial":true when Redis cannot answer).
+ * w->topics adds "topic_clients" (streams per topic: this node's, in the
+ * "node" object with Redis). The counts are read under a lock of their
+ * own, never the hub lock: stats do not delay publishes. */
+enum hub_status hub_stats(struct loop *l, struct hub_wait *w);
+/* Topics with at least one stream on this node (O(1)). */
 long hub_topics_count(void);
+
 long hub_total_clients(void);
 long hub_history_len(void);
-
-/* Makes a fresh message id, unique across restarts. */
-void hub_new_id(char *out, size_t outlen);
+/* -1 without a backplane, 1 while it is healthy, 0 while degraded. */
+int hub_backplane(void);
 
 /* From now on streams are refused and nothing is published or
- * disconnected (each answers HUB_STOPPING / -1): nothing is posted to a
- * loop any more, so the loops may be stopped and freed. */
+ * disconnected (each answers HUB_STOPPING): nothing is posted to a loop any
+ * more, so the loops may be stopped and freed. */
 void hub_set_stopping(void);
 
 /* Writes the history to path / reads it back (--history-file). Return 0 or

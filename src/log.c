@@ -58,36 +58,62 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	}
 }
 
-const char *log_quote(char *dst, size_t dstlen, const char *s)
+/* How many bytes the escaped form of byte c takes. */
+static size_t quoted_len(unsigned char c)
+{
+	if (c == '"' || c == '\\')
+		return 2;
+	return c < 0x20 || c >= 0x7f ? 4 : 1;
+}
+
+char *log_quote_n(char *dst, size_t dstlen, const char *s, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
+	size_t o = 0, need = 2;
+	int cut;
 
+	if (dstlen == 0)
+		return dst;
+	if (!s) {
+		snprintf(dst, dstlen, "-");
+		return dst;
+	}
+	for (size_t i = 0; i < len && need < dstlen; i++)
+		need += quoted_len((unsigned char)s[i]);
+	cut = need >= dstlen; /* the quotes and the NUL included */
+	if (cut && dstlen < 6) {
+		dst[0] = '\0';
+		return dst;
+	}
 	dst[o++] = '"';
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		char e[4];
-		size_t n = 0;
-		if (c == '"' || c == '\\') {
-			e[n++] = '\\';
-			e[n++] = (char)c;
-		} else if (c < 0x20 || c >= 0x7f) {
-			e[n++] = '\\';
-			e[n++] = 'x';
-			e[n++] = hex[c >> 4];
-			e[n++] = hex[c & 15];
-		} else {
-			e[n++] = (char)c;
-		}
-		if (o + n + 5 > dstlen) {
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		size_t n = quoted_len(c);
+		/* when cutting, keep room for "...", the closing quote and the NUL */
+		if (cut && o + n + 5 > dstlen) {
 			memcpy(dst + o, "...", 3);
 			o += 3;
 			break;
 		}
-		memcpy(dst + o, e, n);
+		if (n == 1) {
+			dst[o] = (char)c;
+		} else if (n == 2) {
+			dst[o] = '\\';
+			dst[o + 1] = (char)c;
+		} else {
+			dst[o] = '\\';
+			dst[o + 1] = 'x';
+			dst[o + 2] = hex[c >> 4];
+			dst[o + 3] = hex[c & 15];
+		}
 		o += n;
 	}
 	dst[o++] = '"';
 	dst[o] = '\0';
 	return dst;
+}
+
+char *log_quote(char *dst, size_t dstlen, const char *s)
+{
+	return log_quote_n(dst, dstlen, s, s ? strlen(s) : 0);
 }

@@ -465,18 +465,28 @@ void loops_join(void)
 
 void loops_free(void)
 {
+	int busy = 1;
+
+	/* jobs posted after the threads returned, and what waits on them; a
+	 * job may post to another loop, so all of them drain until none has
+	 * work left, before any is freed */
+	while (busy) {
+		busy = 0;
+		for (int i = 0; i < nloops; i++) {
+			struct loop *l = &loops[i];
+			current = l;
+			if (l->inbox_len || l->later_new) {
+				busy = 1;
+				drain(l);
+				release(l->later_ready);
+				l->later_ready = NULL;
+			}
+			current = NULL;
+		}
+	}
 	for (int i = 0; i < nloops; i++) {
 		struct loop *l = &loops[i];
 
-		/* jobs posted after the thread returned, and what waits on them */
-		current = l;
-		l->later_ready = NULL;
-		while (l->inbox_len || l->later_new) {
-			drain(l);
-			release(l->later_ready);
-			l->later_ready = NULL;
-		}
-		current = NULL;
 		free(l->inbox);
 		free(l->work);
 		free(l->heap);

@@ -11,6 +11,7 @@
 
 #include "api.h"
 #include "auth.h"
+#include "bus.h"
 #include "config.h"
 #include "hub.h"
 #include "log.h"
@@ -51,7 +52,12 @@ int main(int argc, char **argv)
 		return rc > 0 ? 0 : 2;
 	}
 	log_setup((enum log_level)cfg.log_level, cfg.log_syslog);
+	if (bus_configure(&cfg) < 0) {
+		config_free(&cfg);
+		return 2;
+	}
 	if (auth_init(&cfg) < 0 || server_listen(&cfg) < 0) {
+		bus_free();
 		config_free(&cfg);
 		return 1;
 	}
@@ -81,8 +87,8 @@ int main(int argc, char **argv)
 		server_close();
 		return 1;
 	}
-	log_info("event=start version=%s pid=%ld listen=%s loops=%ld alg=%s", PACKAGE_VERSION, (long)getpid(),
-		 cfg.listen ? cfg.listen : "fd:0", cfg.loops, cfg.jwt_alg);
+	log_info("event=start version=%s pid=%ld listen=%s loops=%ld alg=%s redis=%s", PACKAGE_VERSION, (long)getpid(),
+		 cfg.listen ? cfg.listen : "fd:0", cfg.loops, cfg.jwt_alg, bus_enabled() ? "yes" : "no");
 
 	for (;;) {
 		if (sigwait(&sigs, &sig) != 0)

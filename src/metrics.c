@@ -58,5 +58,23 @@ void metrics_render(struct buf *out, const struct metrics_gauges *g)
 		METRIC_GET(auth_cache_hits_total));
 	gauge(out, "sse_history_messages", "Messages held for replay.", g->history_messages);
 	gauge(out, "sse_topics", "Topics with at least one stream.", g->topics);
+	if (g->backplane >= 0) {
+		gauge(out, "sse_backplane_healthy", "1 while the Redis backplane delivers (its probe comes back).",
+		      g->backplane);
+		counter(out, "sse_backplane_published_total", "Publishes numbered by the cluster script from this node.",
+			METRIC_GET(bus_published_total));
+		counter(out, "sse_backplane_received_total", "Cluster messages delivered into this node, in sequence.",
+			METRIC_GET(bus_received_total));
+		counter(out, "sse_backplane_gap_repairs_total", "Gaps in the sequence filled from the Redis log.",
+			METRIC_GET(bus_gap_repairs_total));
+		counter(out, "sse_backplane_lost_total", "Sequence numbers that could not be recovered (trimmed from the log).",
+			METRIC_GET(bus_lost_total));
+		counter(out, "sse_backplane_resets_total", "Epoch changes (Redis lost its data, or a failover lost writes).",
+			METRIC_GET(bus_resets_total));
+		counter(out, "sse_backplane_bad_messages_total", "Malformed messages from Redis, logged and skipped.",
+			METRIC_GET(bus_bad_messages_total));
+		counter(out, "sse_redis_reconnects_total", "Redis connections lost and made again.",
+			METRIC_GET(redis_reconnects_total));
+	}
 	gauge(out, "sse_uptime_seconds", "Seconds since the process started.", (util_mono_ms() - started_at) / 1000);
 }

@@ -25,6 +25,14 @@ struct metrics {
 	int64_t fcgi_idle_connections;   /* gauge: kept connections between requests */
 	uint64_t auth_failures[METRICS_MAX_REASONS]; /* by auth_result */
 	uint64_t auth_cache_hits_total;
+	/* the Redis backplane */
+	uint64_t bus_published_total;    /* publishes numbered by the cluster script */
+	uint64_t bus_received_total;     /* bus messages delivered into this node, in order */
+	uint64_t bus_gap_repairs_total;  /* reads of the log to fill a gap */
+	uint64_t bus_lost_total;         /* sequences that could not be recovered */
+	uint64_t bus_resets_total;       /* epoch changes */
+	uint64_t bus_bad_messages_total; /* malformed bus messages skipped */
+	uint64_t redis_reconnects_total;
 };
 
 extern struct metrics metrics;
@@ -39,6 +47,7 @@ struct metrics_gauges {
 	int64_t topics;                  /* topics with at least one stream */
 	const char *const *auth_reasons; /* names of auth_failures[1 .. nauth_reasons) */
 	int nauth_reasons;
+	int backplane;                   /* -1: none, 0: degraded, 1: healthy */
 };
 
 /* Marks the process start for sse_uptime_seconds. */

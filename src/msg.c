@@ -17,6 +17,7 @@ struct msg *msg_new(enum msg_target target, const char *key, const char *id,
 
 	m->refs = 1;
 	m->seq = 0;
+	m->cseq = 0;
 	m->created = util_wall_s();
 	m->target = target;
 	m->raw = 0;

@@ -17,7 +17,8 @@ enum msg_target {
 
 struct msg {
 	long refs;               /* atomic */
-	uint64_t seq;            /* hub order; 0 for private messages */
+	uint64_t seq;            /* this node's delivery order; 0 for private messages */
+	uint64_t cseq;           /* with Redis: the cluster's sequence number; else 0 */
 	int64_t created;         /* wall seconds, for the history TTL */
 	enum msg_target target;
 	unsigned raw : 1;        /* bytes are complete FastCGI records, not SSE text */

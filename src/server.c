@@ -21,6 +21,7 @@
 
 #include "api.h"
 #include "fcgi.h"
+#include "hub.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -230,10 +231,11 @@ struct conn {
 	struct sserv *sv;
 	LIST_ENTRY(conn) link;
 	struct fcgi_req req;
+	struct api_request api;          /* the request being answered */
 	struct buf out;                  /* answer bytes not yet written */
 	size_t out_off;
 	enum conn_state state;
-	unsigned pressure : 1, dead : 1;
+	unsigned pressure : 1, dead : 1, waiting : 1;
 	struct loop_later later;
 };
 
@@ -280,6 +282,8 @@ static void conn_close(struct conn *c, int keep_fd)
 	if (c->dead)
 		return;
 	c->dead = 1;
+	if (c->waiting)
+		api_cancel(&c->api);
 	set_idle(c, 0);
 	loop_io_del(sv->loop, &c->io);
 	loop_timer_stop(sv->loop, &c->timer);
@@ -363,19 +367,39 @@ static void conn_write(struct conn *c)
 		watch(c);
 }
 
+/* A request that waited (the Redis backplane) is settled. */
+static void resume(struct api_request *r, int result)
+{
+	struct conn *c = container_of(r, struct conn, api);
+
+	c->waiting = 0;
+	if (result == API_STREAM)
+		conn_close(c, 1);
+	else
+		conn_write(c);
+}
+
 static void dispatch(struct conn *c)
 {
-	struct api_request r = { .loop = c->sv->loop, .fd = c->io.fd, .io = &c->io, .req = &c->req,
-				 .fd_pressure = c->pressure, .out = &c->out };
-
 	c->state = C_ANSWERING;
 	loop_timer_stop(c->sv->loop, &c->timer);
+	c->api = (struct api_request){ .loop = c->sv->loop, .fd = c->io.fd, .io = &c->io, .req = &c->req,
+				       .fd_pressure = c->pressure, .out = &c->out, .resume = resume };
 	if (c->req.params_over) {
 		api_error_answer(&c->out, c->req.id, 431, "headers_too_large",
 				 "the request headers are larger than 64 KiB");
-	} else if (api_handle(&r) == API_STREAM) {
-		conn_close(c, 1);
-		return;
+	} else {
+		switch (api_handle(&c->api)) {
+		case API_STREAM:
+			conn_close(c, 1);
+			return;
+		case API_PENDING:
+			/* no timer: the hub's own deadlines settle it */
+			c->waiting = 1;
+			return;
+		default:
+			break;
+		}
 	}
 	conn_write(c);
 }
@@ -602,6 +626,7 @@ static void stop_now(struct loop *l, struct loop_timer *t)
 	while (!LIST_EMPTY(&sv->conns))
 		conn_close(LIST_FIRST(&sv->conns), 0);
 	streams_close_all(l);
+	hub_stop_loop(l);
 	loop_quit(l);
 }
 
@@ -609,8 +634,10 @@ static void stop_now(struct loop *l, struct loop_timer *t)
  * or when stop_timer fires. */
 static void stop_done(struct sserv *sv)
 {
-	if (sv->nconns == 0 && streams_count(sv->loop) == 0)
-		loop_quit(sv->loop);
+	if (sv->nconns == 0 && streams_count(sv->loop) == 0) {
+		loop_timer_stop(sv->loop, &sv->stop_timer);
+		stop_now(sv->loop, &sv->stop_timer);
+	}
 }
 
 /* While stopping, streams close in flush: check after every pass. */
@@ -636,6 +663,7 @@ int server_setup(const struct config *cfg)
 	if (loops_create((int)cfg->loops) < 0)
 		return -1;
 	streams_init(cfg);
+	hub_start();
 	nservs = loops_count();
 	servs = xcalloc((size_t)nservs, sizeof(*servs));
 	for (int i = 0; i < nservs; i++) {

@@ -3,14 +3,12 @@
 
 #include "sse.h"
 
+/* Event names and ids reach every client: besides CR, LF and NUL (which
+ * would break the framing), no character that any parser on the way may
+ * treat as a line break or that a terminal would act on. */
 static int valid_field(const char *s, size_t len, size_t max)
 {
-	if (len == 0 || len > max)
-		return 0;
-	for (size_t i = 0; i < len; i++)
-		if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
-			return 0;
-	return 1;
+	return len > 0 && len <= max && util_text_valid(s, len);
 }
 
 int sse_valid_event(const char *s, size_t len)

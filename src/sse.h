@@ -10,9 +10,10 @@
 #define SSE_MAX_EVENT 64
 #define SSE_MAX_ID 128
 
-/* 1 when s[0..len) is a usable event name: 1..64 bytes, no CR, LF or NUL. */
+/* 1 when s[0..len) is a usable event name: 1..64 bytes of util_text_valid
+ * text (valid UTF-8, no C0/C1 control, DEL, U+2028 or U+2029). */
 int sse_valid_event(const char *s, size_t len);
-/* 1 when s[0..len) is a usable message id: 1..128 bytes, no CR, LF or NUL. */
+/* 1 when s[0..len) is a usable message id: 1..128 bytes, same text rule. */
 int sse_valid_id(const char *s, size_t len);
 
 /* Appends one event to out: "id:" (when id is not NULL), "event:",

@@ -61,6 +61,8 @@ char *xstrndup(const char *s, size_t n)
 
 void util_wipe(void *p, size_t n)
 {
+	if (!n)
+		return;
 #ifdef HAVE_EXPLICIT_BZERO
 	explicit_bzero(p, n);
 #else
@@ -259,6 +261,7 @@ char *util_read_file(const char *path, size_t max, size_t *len)
 			if (errno == EINTR)
 				continue;
 			saved = errno;
+			util_wipe(data, n); /* key files are read with this */
 			free(data);
 			errno = saved;
 			goto fail;
@@ -267,6 +270,7 @@ char *util_read_file(const char *path, size_t max, size_t *len)
 			break;
 		n += (size_t)r;
 		if (n > max) {
+			util_wipe(data, n);
 			free(data);
 			errno = EFBIG;
 			goto fail;
@@ -317,41 +321,71 @@ struct json_object *util_json_parse(const char *s, size_t len, int depth)
 	return obj;
 }
 
+size_t util_utf8_next(const unsigned char *s, size_t len, uint32_t *cp)
+{
+	unsigned c = s[0];
+	size_t n;
+	uint32_t v;
+
+	if (c < 0x80) {
+		*cp = c;
+		return 1;
+	} else if ((c & 0xe0) == 0xc0) {
+		n = 1;
+		v = c & 0x1f;
+	} else if ((c & 0xf0) == 0xe0) {
+		n = 2;
+		v = c & 0x0f;
+	} else if ((c & 0xf8) == 0xf0) {
+		n = 3;
+		v = c & 0x07;
+	} else {
+		return 0;
+	}
+	if (n >= len)
+		return 0;
+	for (size_t k = 1; k <= n; k++) {
+		if ((s[k] & 0xc0) != 0x80)
+			return 0;
+		v = (v << 6) | (s[k] & 0x3f);
+	}
+	if ((n == 1 && v < 0x80) || (n == 2 && v < 0x800) || (n == 3 && v < 0x10000) || v > 0x10ffff ||
+	    (v >= 0xd800 && v <= 0xdfff))
+		return 0;
+	*cp = v;
+	return n + 1;
+}
+
 int util_utf8_valid(const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str;
-	size_t i = 0;
+	size_t i = 0, n;
+	uint32_t cp;
 
 	while (i < len) {
-		unsigned c = s[i];
-		size_t n;
-		uint32_t cp;
-		if (c < 0x80) {
+		if (s[i] < 0x80) {
 			i++;
 			continue;
-		} else if ((c & 0xe0) == 0xc0) {
-			n = 1;
-			cp = c & 0x1f;
-		} else if ((c & 0xf0) == 0xe0) {
-			n = 2;
-			cp = c & 0x0f;
-		} else if ((c & 0xf8) == 0xf0) {
-			n = 3;
-			cp = c & 0x07;
-		} else {
-			return 0;
 		}
-		if (i + n >= len)
+		if (!(n = util_utf8_next(s + i, len - i, &cp)))
 			return 0;
-		for (size_t k = 1; k <= n; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return 0;
-			cp = (cp << 6) | (s[i + k] & 0x3f);
-		}
-		if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-		    (cp >= 0xd800 && cp <= 0xdfff))
+		i += n;
+	}
+	return 1;
+}
+
+int util_text_valid(const char *str, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t i = 0, n;
+	uint32_t cp;
+
+	while (i < len) {
+		if (!(n = util_utf8_next(s + i, len - i, &cp)))
 			return 0;
-		i += n + 1;
+		if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029)
+			return 0;
+		i += n;
 	}
 	return 1;
 }

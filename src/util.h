@@ -18,7 +18,10 @@ void *xrealloc(void *p, size_t n) __attribute__((returns_nonnull));
 char *xstrdup(const char *s) __attribute__((malloc, returns_nonnull, nonnull));
 char *xstrndup(const char *s, size_t n) __attribute__((malloc, returns_nonnull, nonnull));
 
-/* Zeroes n bytes at p in a way the compiler may not drop (secrets). */
+/* Overwrites p[0..n) with zeros in a way the compiler may not remove (a
+ * memset before free may be optimised away): explicit_bzero when the C
+ * library has it (HAVE_EXPLICIT_BZERO, from configure), OPENSSL_cleanse
+ * otherwise. p may be NULL when n is 0. For tokens, secrets and keys. */
 void util_wipe(void *p, size_t n);
 
 /* A pipe with both ends close-on-exec and non-blocking. Returns 0 or -1. */
@@ -52,7 +55,8 @@ long util_url_decode(char *dst, const char *src, size_t len);
 char *util_query_param(const char *query, const char *name, size_t max, int *bad);
 
 /* Reads a whole file of at most max bytes into a new NUL-terminated buffer.
- * Returns it (length in *len), or NULL with errno set (EFBIG when too big). */
+ * Returns it (length in *len), or NULL with errno set (EFBIG when too big);
+ * what was read before a failure is wiped (key files go through here). */
 char *util_read_file(const char *path, size_t max, size_t *len);
 
 struct json_object;
@@ -61,8 +65,21 @@ struct json_object;
  * bytes are errors. Returns a new object (json_object_put it) or NULL. */
 struct json_object *util_json_parse(const char *s, size_t len, int depth);
 
+/* Decodes the UTF-8 sequence at s[0..len) (len > 0). Returns its length
+ * (1..4) and stores the code point in *cp, or 0 when the bytes are not a
+ * valid sequence (truncated, overlong, surrogate, above U+10FFFF). */
+size_t util_utf8_next(const unsigned char *s, size_t len, uint32_t *cp) __attribute__((nonnull));
+
 /* 1 when s[0..len) is valid UTF-8 (no overlongs, no surrogates). */
 int util_utf8_valid(const char *s, size_t len);
+
+/* 1 when s[0..len) is text that is safe as a name, an id or a user id on
+ * every wire and in every log: valid UTF-8 without a C0 control (U+0000 to
+ * U+001F, so no NUL, TAB, CR or LF), DEL (U+007F), a C1 control (U+0080 to
+ * U+009F, among them NEL) or a Unicode line or paragraph separator (U+2028,
+ * U+2029), which some parsers split lines at. Empty text is valid here;
+ * callers bound the length. */
+int util_text_valid(const char *s, size_t len);
 
 /* A growable byte buffer. Zero-initialise before use; free b->data. */
 struct buf {

@@ -80,6 +80,7 @@ max_len() {
 	fuzz_token) echo 8300 ;;
 	fuzz_sse_encode) echo 8192 ;;
 	fuzz_fastcgi_input) echo 100000 ;;
+	fuzz_json) echo 16384 ;;             # deep nesting and long strings fit
 	*) echo 4096 ;;
 	esac
 }

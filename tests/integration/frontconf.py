@@ -16,7 +16,9 @@ nginx, examples/nginx/ssehub.conf (nginx_site):
   listen 80;                     -> listen LISTEN;  (address:port, options allowed)
   listen [::]:80;                -> left out (one private address)
   root /var/www/ssehub;          -> root ROOT;
-  unix:/run/ssehub/ssehub.sock   -> UPSTREAM on its 3 lines (unix:/path or host:port)
+  server unix:/run/ssehub/ssehub.sock;
+                                 -> one "server UPSTREAM;" line per node, in
+                                    both upstream blocks (unix:/path or host:port)
   $cookie_token, "token=         -> another --token-cookie name (the map)
   location /sse/ { ... }         -> only with stream_extra (a bench knob, off by
                                     default): a directive replaces the lines
@@ -104,7 +106,8 @@ def _index(lines, text, start, source, active):
 def nginx_site(upstream, listen, root, token_cookie="token", stream_extra=(), example=NGINX_EXAMPLE):
     """examples/nginx/ssehub.conf (the maps, the upstream and the server
     block, for inside http {}) with its substitution points replaced.
-    upstream: fastcgi_pass syntax (unix:/path, host:port); listen: what
+    upstream: fastcgi_pass syntax (unix:/path, host:port), or a list of
+    them for several nodes (a cluster with --redis); listen: what
     follows "listen"; stream_extra: directives (without ';') for location
     /sse/ (see _stream_extra)."""
     source = str(example)
@@ -112,13 +115,30 @@ def nginx_site(upstream, listen, root, token_cookie="token", stream_extra=(), ex
     lines = _substitute(lines, "listen 80;", "listen %s;" % _plain(listen, "listen"), 1, source, True)
     lines = _substitute(lines, "listen [::]:80;", None, 1, source, True)
     lines = _substitute(lines, "root /var/www/ssehub;", "root %s;" % _plain(root, "root"), 1, source, True)
-    lines = _substitute(lines, "unix:/run/ssehub/ssehub.sock", _plain(upstream, "upstream"), 3, source)
+    nodes = [upstream] if isinstance(upstream, str) else list(upstream)
+    lines = _servers(lines, [_plain(u, "upstream") for u in nodes], source)
     cookie = _plain(token_cookie, "token cookie")
     if not re.fullmatch(r"[A-Za-z0-9_]+", cookie):
         raise ValueError("token cookie %r is not an nginx variable name" % cookie)
     lines = _substitute(lines, "map $cookie_token ", "map $cookie_%s " % cookie, 1, source)
     lines = _substitute(lines, '"token=$cookie_token"', '"%s=$cookie_%s"' % (cookie, cookie), 1, source)
     return "\n".join(_stream_extra(lines, stream_extra, source))
+
+
+def _servers(lines, nodes, source):
+    """Each of the 2 "server unix:/run/ssehub/ssehub.sock;" lines (the two
+    upstream blocks) becomes one server line per node."""
+    out, hits = [], 0
+    for line in lines:
+        if _active(line) and line.strip() == "server unix:/run/ssehub/ssehub.sock;":
+            pad = line[:len(line) - len(line.lstrip())]
+            out += ["%sserver %s;" % (pad, n) for n in nodes]
+            hits += 1
+        else:
+            out.append(line)
+    if hits != 2:
+        raise ExampleDrift("%s: expected 2 lines 'server unix:/run/ssehub/ssehub.sock;', found %d" % (source, hits))
+    return out
 
 
 def _stream_extra(lines, directives, source):
@@ -181,10 +201,12 @@ def write_nginx(prefix, site, workers=1, worker_connections=1024, rlimit_nofile=
 def lighttpd_site(socket_path, bin_path=None, example=LIGHTTPD_EXAMPLE):
     """examples/lighttpd/ssehub.conf for one of its variants: bin_path given,
     variant A (lighttpd binds socket_path and starts bin_path on it);
-    otherwise variant B (lighttpd connects to ssehub's socket_path)."""
+    otherwise variant B (lighttpd connects to ssehub's socket_path, or to
+    each of a list of them: one host block per node of a cluster)."""
     source = str(example)
     lines = Path(example).read_text().split("\n")
-    socket_path = _plain(socket_path, "socket path")
+    sockets = [_plain(x, "socket path") for x in (socket_path if isinstance(socket_path, list) else [socket_path])]
+    socket_path = sockets[0]
     if bin_path is not None:
         lines = _substitute(lines, '"/run/lighttpd/ssehub.sock"', '"%s"' % socket_path, 1, source)
         command = _plain(bin_path, "bin-path")
@@ -196,8 +218,15 @@ def lighttpd_site(socket_path, bin_path=None, example=LIGHTTPD_EXAMPLE):
     b_start = _index(lines, "# fastcgi.server = (", a_end, source, False)
     b_end = _index(lines, "# )", b_start, source, False)
     variant_b = [re.sub(r"^(\s*)# ?", r"\1", x, count=1) for x in lines[b_start:b_end + 1]]
+    # one host block per node (a cluster), each with its own socket
+    h_start = _index(variant_b, "(", 0, source, True)
+    h_end = _index(variant_b, "),", h_start, source, True)
+    block = variant_b[h_start:h_end + 1]
+    hosts = []
+    for path in sockets:
+        hosts += _substitute(block, '"/run/ssehub/ssehub.sock"', '"%s"' % path, 1, source)
+    variant_b = variant_b[:h_start] + hosts + variant_b[h_end + 1:]
     lines = lines[:a_start] + lines[a_end + 1:b_start] + variant_b + lines[b_end + 1:]
-    lines = _substitute(lines, '"/run/ssehub/ssehub.sock"', '"%s"' % socket_path, 1, source)
     return "\n".join(lines)
 
 

@@ -389,14 +389,18 @@ class Procs:
 
     # front servers
     def front(self, kind, hub=None, upstream=None, wait=True):
-        """kind: nginx | lighttpd. upstream: nginx fastcgi_pass syntax, from hub by default."""
+        """kind: nginx | lighttpd. upstream: nginx fastcgi_pass syntax, from hub
+        by default, or a list of them (the nodes of a cluster)."""
         upstream = upstream or hub.upstream
         if kind == "nginx":
             f = NginxFront(self.workdir, upstream, name="nginx%d" % len(self.fronts))
         elif kind == "lighttpd":
-            if not upstream.startswith("unix:"):
+            nodes = upstream if isinstance(upstream, list) else [upstream]
+            if not all(u.startswith("unix:") for u in nodes):
                 raise ValueError("lighttpd front only wired for unix sockets here")
-            f = LighttpdFront(self.workdir, socket_path=upstream[5:], name="lighttpd%d" % len(self.fronts))
+            paths = [u[5:] for u in nodes]
+            f = LighttpdFront(self.workdir, socket_path=paths if isinstance(upstream, list) else paths[0],
+                              name="lighttpd%d" % len(self.fronts))
         else:
             raise ValueError(kind)
         if hub is not None:

@@ -197,15 +197,18 @@ def test_nginx_example_renders_as_documented(tmp_path):
     example = _active_lines(frontconf.NGINX_EXAMPLE.read_text())
     assert "listen 127.0.0.1:8080 reuseport;" in lines and "root %s;" % tmp_path in lines
     assert not [x for x in lines if "/run/ssehub" in x or x.startswith("listen [::]")]
-    assert lines.count("fastcgi_pass unix:/tmp/t.sock;") == 2 and "server unix:/tmp/t.sock;" in lines
+    assert lines.count("server unix:/tmp/t.sock;") == 2 and lines.count("fastcgi_pass ssehub_streams;") == 2
     assert 'default "sse_jwt=$cookie_sse_jwt";' in lines
     assert "fastcgi_buffer_size 1k;" in lines and "fastcgi_buffer_size 512;" not in lines
     # every other line as users copy it, the read timeout included
     assert len(lines) == len(example) and "fastcgi_read_timeout 90s;" in lines  # [::]:80 out, tcp_nodelay in
     changed = set(example) - set(lines)
     assert changed == {"listen 80;", "listen [::]:80;", "root /var/www/ssehub;", "server unix:/run/ssehub/ssehub.sock;",
-                       "fastcgi_pass unix:/run/ssehub/ssehub.sock;", "map $cookie_token $ssehub_token_cookie {",
+                       "map $cookie_token $ssehub_token_cookie {",
                        'default "token=$cookie_token";', "fastcgi_buffer_size 512;"}, changed
+    cluster = _active_lines(frontconf.nginx_site(["unix:/tmp/a.sock", "unix:/tmp/b.sock", "127.0.0.1:9001"],
+                                                 "127.0.0.1:8080", tmp_path))
+    assert [cluster.count("server %s;" % n) for n in ("unix:/tmp/a.sock", "unix:/tmp/b.sock", "127.0.0.1:9001")] == [2] * 3
     if not find_program("nginx"):
         pytest.skip("nginx is not installed")
     conf = frontconf.write_nginx(tmp_path / "ngx", site, error_log_level="warn")
