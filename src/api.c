@@ -2,7 +2,6 @@
  * validated here before it reaches the hub; errors are JSON with a code a
  * developer can act on. Answers are built whole into the caller's buffer. */
 #include <inttypes.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "api.h"
 #include "auth.h"
 #include "hub.h"
+#include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "msg.h"
@@ -44,6 +44,11 @@ enum route_kind {
 	R_STREAM, R_HEALTH, R_STATS, R_BROADCAST, R_TO_USER, R_TO_CLIENT, R_DISCONNECT, R_METRICS,
 	R_PUBLISH, R_SUBSCRIBE, R_UNSUBSCRIBE,
 };
+
+/* A target's key: a user id, a client id or a topic name, with its NUL. */
+#define KEY_SIZE (HUB_MAX_TOPIC > AUTH_MAX_USER ? HUB_MAX_TOPIC + 1 : AUTH_MAX_USER + 1)
+
+static const char *const target_names[] = { "broadcast", "user", "client", "topic" };
 
 /* A request whose answer waits for the hub (the Redis backplane). The hub
  * holds w until done runs; the connection may go first (api_cancel). */
@@ -343,6 +348,10 @@ static void respond_status(struct request *r, enum hub_status st)
 		respond_error(r, 429, "too_many_user_clients", "this user has --max-clients-per-user streams open",
 			      "Retry-After: 5\r\n");
 		break;
+	case HUB_KEY_REVOKED:
+		respond_error(r, 401, "token_revoked", "the key that signed this token is no longer configured",
+			      "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
+		break;
 	case HUB_UNAVAILABLE:
 		respond_error(r, 503, "backplane_unavailable",
 			      "the Redis backplane cannot take this now; nothing was published, try again",
@@ -389,6 +398,7 @@ static enum handler_result handle_stream(struct request *r)
 	/* An id we could never have sent is simply unknown: resumed=false. */
 	if (leid && !sse_valid_id(leid, strlen(leid))) {
 		free(leid);
+	api_topics_free(topics, ntopics);
 		leid = xstrdup("\n");
 	}
 	who.user = r->who.user;
@@ -402,56 +412,49 @@ static enum handler_result handle_stream(struct request *r)
 	p = pending_new(r, R_STREAM, MSG_BROADCAST);
 	st = hub_open_stream(r->api->loop, r->api->fd, r->in->id, &who, leid, &p->w);
 	free(leid);
-	api_topics_free(topics, ntopics);
 	return settle(r, p, st);
 }
 
-/* Parses the JSON object body. Answers 400/413 itself and returns NULL. */
-static struct json_object *parse_body(struct request *r)
+/* Parses the body as one strict JSON object (RFC 8259: what json-c would
+ * let through, such as single quotes, NaN or comments, is refused). Answers
+ * 400/413 itself and returns -1. */
+static int parse_body(struct request *r, struct jsonx_doc *doc)
 {
-	struct json_object *obj;
+	struct jsonx_error e;
+	char why[160];
 
 	if (read_body(r, (size_t)cfg->max_message_bytes) < 0) {
 		respond_error(r, 413, "payload_too_large", "the body is larger than --max-message-bytes", NULL);
-		return NULL;
+		return -1;
 	}
 	if (!r->body_len) {
 		respond_error(r, 400, "invalid_json", "the body is empty; send a JSON object", NULL);
-		return NULL;
+		return -1;
 	}
-	if (!util_utf8_valid(r->body, r->body_len)) {
-		respond_error(r, 400, "invalid_json", "the body is not valid UTF-8", NULL);
-		return NULL;
+	if (jsonx_parse(doc, r->body, r->body_len, JSON_DEPTH, &e) < 0) {
+		snprintf(why, sizeof(why), "the body is not strict JSON: %s at byte %zu", e.reason, e.offset);
+		respond_error(r, 400, "invalid_json", why, NULL);
+		return -1;
 	}
-	obj = util_json_parse(r->body, r->body_len, JSON_DEPTH);
-	if (!obj || !json_object_is_type(obj, json_type_object)) {
-		json_object_put(obj);
-		respond_error(r, 400, "invalid_json", "the body must be one complete JSON object", NULL);
-		return NULL;
+	if (doc->type != JSONX_OBJECT) {
+		jsonx_free(doc);
+		respond_error(r, 400, "invalid_json", "the body must be one JSON object", NULL);
+		return -1;
 	}
-	return obj;
+	return 0;
 }
 
-/* A user id field: a non-empty printable string of at most 128 bytes, or an
- * integer (turned into its decimal text). Returns a new string or NULL. */
-static char *user_id_field(struct json_object *v)
+/* A string member into dst (cap bytes). Returns 1 when present and a
+ * string that fits, 0 when absent, -1 when present but not usable. */
+static int string_field(const struct jsonx_doc *doc, const char *name, char *dst, size_t cap, size_t *len)
 {
-	if (json_object_is_type(v, json_type_int)) {
-		char num[32];
-		snprintf(num, sizeof(num), "%" PRId64, json_object_get_int64(v));
-		return xstrdup(num);
-	}
-	if (json_object_is_type(v, json_type_string)) {
-		const char *s = json_object_get_string(v);
-		size_t len = (size_t)json_object_get_string_len(v);
-		if (len == 0 || len > AUTH_MAX_USER || strlen(s) != len)
-			return NULL;
-		for (size_t i = 0; i < len; i++)
-			if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-				return NULL;
-		return xstrdup(s);
-	}
-	return NULL;
+	const struct jsonx_member *m = jsonx_get(doc, name);
+
+	if (!m)
+		return 0;
+	if (m->type != JSONX_STRING || jsonx_unescape(m->value, m->value_len, dst, cap, len) < 0)
+		return -1;
+	return 1;
 }
 
 static int client_id_valid(const char *s, size_t len)
@@ -466,105 +469,104 @@ static int client_id_valid(const char *s, size_t len)
 	return 1;
 }
 
-/* Reads the target field of a publish or disconnect body into *key.
- * Returns 0, or -1 after answering 400. */
-static int target_field(struct request *r, struct json_object *obj, enum msg_target target, char **key)
+/* Reads the target field of a publish or disconnect body into key (at
+ * least KEY_SIZE bytes). Returns 0, or -1 after answering 400. */
+static int target_field(struct request *r, const struct jsonx_doc *doc, enum msg_target target, char *key)
 {
-	struct json_object *v;
+	const struct jsonx_member *m;
+	size_t len;
 
-	*key = NULL;
+	key[0] = '\0';
 	if (target == MSG_USER) {
-		if (!json_object_object_get_ex(obj, "user_id", &v) || !(*key = user_id_field(v))) {
+		/* one rule with the token's user claim (auth_user_id) */
+		if (!(m = jsonx_get(doc, "user_id")) || auth_user_id(m->value, m->value_len, key) < 0) {
 			respond_error(r, 400, "invalid_field",
-				      "user_id must be a non-empty string of at most 128 printable bytes, or an integer", NULL);
+				      "user_id must be a non-empty string of at most 128 bytes of text, or an integer "
+				      "in the 64-bit range", NULL);
 			return -1;
 		}
 	} else if (target == MSG_CLIENT) {
-		if (!json_object_object_get_ex(obj, "client_id", &v) || !json_object_is_type(v, json_type_string) ||
-		    !client_id_valid(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
+		if (string_field(doc, "client_id", key, AUTH_MAX_USER + 1, &len) != 1 || !client_id_valid(key, len)) {
 			respond_error(r, 400, "invalid_field", "client_id must be a client id from a connected event", NULL);
 			return -1;
 		}
-		*key = xstrdup(json_object_get_string(v));
 	} else if (target == MSG_TOPIC) {
-		if (!json_object_object_get_ex(obj, "topic", &v) || !json_object_is_type(v, json_type_string) ||
-		    !hub_topic_valid(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
+		if (string_field(doc, "topic", key, HUB_MAX_TOPIC + 1, &len) != 1 || !hub_topic_valid(key, len)) {
 			respond_error(r, 400, "invalid_topic", "topic must be a topic name: " TOPIC_RULE, NULL);
 			return -1;
 		}
-		*key = xstrdup(json_object_get_string(v));
 	}
 	return 0;
 }
 
-/* The user_id or client_id (not both) of a disconnect or subscribe body.
- * Returns 0, or -1 after answering 400. */
-static int streams_field(struct request *r, struct json_object *obj, enum msg_target *target, char **key)
+/* The user_id or client_id (not both) of a disconnect or subscribe body
+ * into key (KEY_SIZE bytes). Returns 0, or -1 after answering 400. */
+static int streams_field(struct request *r, const struct jsonx_doc *doc, enum msg_target *target, char *key)
 {
-	int has_client = json_object_object_get_ex(obj, "client_id", NULL);
+	int has_client = jsonx_get(doc, "client_id") != NULL;
 
-	*key = NULL;
-	if (has_client && json_object_object_get_ex(obj, "user_id", NULL)) {
+	key[0] = '\0';
+	if (has_client && jsonx_get(doc, "user_id")) {
 		respond_error(r, 400, "invalid_field", "give user_id or client_id, not both", NULL);
 		return -1;
 	}
 	*target = has_client ? MSG_CLIENT : MSG_USER;
-	return target_field(r, obj, *target, key);
+	return target_field(r, doc, *target, key);
 }
-
-static const char *const target_names[] = { "broadcast", "user", "client", "topic" };
 
 static enum handler_result handle_publish(struct request *r, enum msg_target target)
 {
-	struct json_object *obj, *v, *data;
-	const char *event, *given_id = NULL;
-	char *key = NULL;
+	struct jsonx_doc doc = { 0 };
+	const struct jsonx_member *m;
+	char key[KEY_SIZE], event[SSE_MAX_EVENT + 1], given_id[SSE_MAX_ID + 1], *data = NULL;
+	int has_id;
+	size_t len;
 	long retry = -1;
 	struct buf enc = { 0 };
 	struct hub_pub pub;
 	struct api_pending *p;
 	enum handler_result res = HANDLED;
 
-	if (authenticate_admin(r) < 0 || !(obj = parse_body(r)))
+	if (authenticate_admin(r) < 0 || parse_body(r, &doc) < 0)
 		return HANDLED;
-	if (target_field(r, obj, target, &key) < 0)
+	if (target_field(r, &doc, target, key) < 0)
 		goto done;
-	if (!json_object_object_get_ex(obj, "event", &v) || !json_object_is_type(v, json_type_string) ||
-	    !sse_valid_event(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
-		respond_error(r, 400, "invalid_field", "event must be a string of 1 to 64 bytes without CR, LF or NUL", NULL);
+	if (string_field(&doc, "event", event, sizeof(event), &len) != 1 || !sse_valid_event(event, len)) {
+		respond_error(r, 400, "invalid_field",
+			      "event must be a string of 1 to 64 bytes of text (no control characters, U+2028 or U+2029)",
+			      NULL);
 		goto done;
 	}
-	event = json_object_get_string(v);
-	if (!json_object_object_get_ex(obj, "data", &data)) {
+	if (!(m = jsonx_get(&doc, "data"))) {
 		respond_error(r, 400, "invalid_field", "data is required (any JSON value)", NULL);
 		goto done;
 	}
-	if (json_object_object_get_ex(obj, "id", &v)) {
-		if (!json_object_is_type(v, json_type_string) ||
-		    !sse_valid_id(json_object_get_string(v), (size_t)json_object_get_string_len(v))) {
-			respond_error(r, 400, "invalid_field", "id must be a string of 1 to 128 bytes without CR, LF or NUL", NULL);
-			goto done;
-		}
-		given_id = json_object_get_string(v);
+	/* sent as the publisher wrote it, less insignificant whitespace */
+	data = xstrndup(m->value, m->value_len);
+	has_id = string_field(&doc, "id", given_id, sizeof(given_id), &len);
+	if (has_id < 0 || (has_id && !sse_valid_id(given_id, len))) {
+		respond_error(r, 400, "invalid_field",
+			      "id must be a string of 1 to 128 bytes of text (no control characters, U+2028 or U+2029)",
+			      NULL);
+		goto done;
 	}
-	if (json_object_object_get_ex(obj, "retry", &v)) {
-		if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0 ||
-		    json_object_get_int64(v) > 86400000) {
+	if ((m = jsonx_get(&doc, "retry")) != NULL) {
+		int64_t v;
+		if (jsonx_int64(m->value, m->value_len, &v) != JSONX_INT_OK || v < 0 || v > 86400000) {
 			respond_error(r, 400, "invalid_field", "retry must be an integer number of milliseconds", NULL);
 			goto done;
 		}
-		retry = (long)json_object_get_int64(v);
+		retry = (long)v;
 	}
 	/* the hub puts the id line in front: an id of its own is at most 40 bytes */
-	sse_encode(&enc, NULL, event, retry,
-		   json_object_to_json_string_ext(data, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-	if (enc.len + 5 + (given_id ? strlen(given_id) : 40) > (size_t)cfg->max_message_bytes) {
+	sse_encode(&enc, NULL, event, retry, data);
+	if (enc.len + 5 + (has_id ? strlen(given_id) : 40) > (size_t)cfg->max_message_bytes) {
 		respond_error(r, 413, "payload_too_large", "the encoded event is larger than --max-message-bytes", NULL);
 		goto done;
 	}
 	pub.target = target;
-	pub.key = key;
-	pub.id = given_id;
+	pub.key = target == MSG_BROADCAST ? NULL : key;
+	pub.id = has_id ? given_id : NULL;
 	pub.body = enc.data;
 	pub.body_len = enc.len;
 	p = pending_new(r,
@@ -576,35 +578,34 @@ static enum handler_result handle_publish(struct request *r, enum msg_target tar
 	res = settle(r, p, hub_publish(r->api->loop, &pub, &p->w));
 done:
 	free(enc.data);
-	free(key);
-	json_object_put(obj);
+	free(data);
+	jsonx_free(&doc);
 	return res;
 }
 
 static enum handler_result handle_disconnect(struct request *r)
 {
-	struct json_object *obj, *v;
+	struct jsonx_doc doc = { 0 };
 	enum msg_target target;
-	const char *reason = "disconnected";
-	char *key = NULL;
+	char key[KEY_SIZE], reason[MAX_REASON + 1];
+	size_t len;
+	int has_reason;
 	struct buf data = { 0 }, enc = { 0 };
 	struct hub_pub pub = { 0 };
 	struct api_pending *p;
 	enum handler_result res = HANDLED;
 
-	if (authenticate_admin(r) < 0 || !(obj = parse_body(r)))
+	if (authenticate_admin(r) < 0 || parse_body(r, &doc) < 0)
 		return HANDLED;
-	if (streams_field(r, obj, &target, &key) < 0)
+	if (streams_field(r, &doc, &target, key) < 0)
 		goto done;
-	if (json_object_object_get_ex(obj, "reason", &v)) {
-		if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) > MAX_REASON) {
-			respond_error(r, 400, "invalid_field", "reason must be a string of at most 256 bytes", NULL);
-			goto done;
-		}
-		reason = json_object_get_string(v);
+	has_reason = string_field(&doc, "reason", reason, sizeof(reason), &len);
+	if (has_reason < 0) {
+		respond_error(r, 400, "invalid_field", "reason must be a string of at most 256 bytes", NULL);
+		goto done;
 	}
 	buf_puts(&data, "{\"reason\":");
-	buf_json_str(&data, reason);
+	buf_json_str(&data, has_reason ? reason : "disconnected");
 	buf_puts(&data, "}");
 	sse_encode(&enc, NULL, "disconnect", -1, data.data);
 	pub.target = target;
@@ -616,62 +617,64 @@ static enum handler_result handle_disconnect(struct request *r)
 done:
 	free(data.data);
 	free(enc.data);
-	free(key);
-	json_object_put(obj);
+	jsonx_free(&doc);
 	return res;
 }
 
 /* The "topics" array of a subscribe body into *out, distinct, *n of them.
  * Returns 0, or -1 after answering 400. */
-static int topics_field(struct request *r, struct json_object *obj, char ***out, size_t *n)
+static int topics_field(struct request *r, const struct jsonx_doc *doc, char ***out, size_t *n)
 {
-	struct json_object *v;
-	struct buf m = { 0 };
-	size_t len;
+	const struct jsonx_member *m = jsonx_get(doc, "topics");
+	struct buf msg = { 0 };
+	size_t pos = 0, len, elen, count = 0, i = 0;
+	const char *e;
 
 	*out = NULL;
 	*n = 0;
-	if (!json_object_object_get_ex(obj, "topics", &v) || !json_object_is_type(v, json_type_array) ||
-	    (len = json_object_array_length(v)) == 0) {
+	if (m && m->type == JSONX_ARRAY)
+		while (jsonx_array_next(m->value, m->value_len, &pos, &e, &elen))
+			count++;
+	if (!count) {
 		respond_error(r, 400, "invalid_field", "topics must be a non-empty array of topic names", NULL);
 		return -1;
 	}
-	if (len > (size_t)cfg->max_topics_per_stream) {
-		buf_printf(&m, "at most %ld topics at a time (--max-topics-per-stream)", cfg->max_topics_per_stream);
-		respond_error(r, 400, "too_many_topics", m.data, NULL);
-		free(m.data);
+	if (count > (size_t)cfg->max_topics_per_stream) {
+		buf_printf(&msg, "at most %ld topics at a time (--max-topics-per-stream)", cfg->max_topics_per_stream);
+		respond_error(r, 400, "too_many_topics", msg.data, NULL);
+		free(msg.data);
 		return -1;
 	}
-	*out = xmalloc(len * sizeof(**out));
-	for (size_t i = 0; i < len; i++) {
-		struct json_object *e = json_object_array_get_idx(v, i);
-		if (!json_object_is_type(e, json_type_string) ||
-		    !hub_topic_valid(json_object_get_string(e), (size_t)json_object_get_string_len(e))) {
-			buf_printf(&m, "topics[%zu] is not a topic name: " TOPIC_RULE, i);
-			respond_error(r, 400, "invalid_topic", m.data, NULL);
-			free(m.data);
+	*out = xmalloc(count * sizeof(**out));
+	for (pos = 0; jsonx_array_next(m->value, m->value_len, &pos, &e, &elen); i++) {
+		char name[HUB_MAX_TOPIC + 1];
+		if (jsonx_type_of(e, elen) != JSONX_STRING || jsonx_unescape(e, elen, name, sizeof(name), &len) < 0 ||
+		    !hub_topic_valid(name, len)) {
+			buf_printf(&msg, "topics[%zu] is not a topic name: " TOPIC_RULE, i);
+			respond_error(r, 400, "invalid_topic", msg.data, NULL);
+			free(msg.data);
 			api_topics_free(*out, *n);
 			*out = NULL;
 			*n = 0;
 			return -1;
 		}
-		topics_add_unique(*out, n, xstrdup(json_object_get_string(e)));
+		topics_add_unique(*out, n, xstrdup(name));
 	}
 	return 0;
 }
 
 static void handle_subscribe(struct request *r, int add)
 {
-	struct json_object *obj;
+	struct jsonx_doc doc = { 0 };
 	enum msg_target target;
-	char *key = NULL, **topics = NULL;
+	char key[KEY_SIZE], **topics = NULL;
 	size_t ntopics = 0;
 	long changed, skipped = 0;
 	struct buf out = { 0 };
 
-	if (authenticate_admin(r) < 0 || !(obj = parse_body(r)))
+	if (authenticate_admin(r) < 0 || parse_body(r, &doc) < 0)
 		return;
-	if (streams_field(r, obj, &target, &key) < 0 || topics_field(r, obj, &topics, &ntopics) < 0)
+	if (streams_field(r, &doc, &target, key) < 0 || topics_field(r, &doc, &topics, &ntopics) < 0)
 		goto done;
 	changed = hub_subscribe(target, key, topics, ntopics, add, &skipped);
 	if (changed < 0) {
@@ -690,9 +693,8 @@ static void handle_subscribe(struct request *r, int add)
 		log_warn("event=subscribe_skipped streams=%ld reason=\"over --max-topics-per-stream\"", skipped);
 done:
 	free(out.data);
-	free(key);
 	api_topics_free(topics, ntopics);
-	json_object_put(obj);
+	jsonx_free(&doc);
 }
 
 static enum handler_result handle_stats(struct request *r)

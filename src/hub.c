@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "auth.h"
 #include "bus.h"
 #include "htab.h"
 #include "hub.h"
@@ -743,6 +744,11 @@ static enum hub_status open_now(struct opening *o)
 	uint64_t start_seq;
 	int resumed = -1;
 
+	/* A key removed by a reload since the token was verified: the reload's
+	 * sweep of this loop's streams runs in this thread, before or after
+	 * this, so the stream is either refused here or ended by the sweep. */
+	if (o->who.key_id && !auth_key_active(o->who.key_id))
+		return HUB_KEY_REVOKED;
 	pthread_mutex_lock(&hub.lock);
 	if (hub.stopping) {
 		pthread_mutex_unlock(&hub.lock);
@@ -811,6 +817,12 @@ static enum hub_status open_now(struct opening *o)
 		topics_fragment(&extra, o->topics, plus, o->who.ntopics);
 	}
 	free(plus);
+	if (log_enabled(LOG_LVL_INFO)) {
+		char user[LOG_QUOTE_SIZE(MSG_MAX_OWNER)];
+		log_info("event=connect client=%s user=%s admin=%d loop=%d resumed=%d replayed=%zu topics=%zu", o->client_id,
+			 log_quote(user, sizeof(user), o->user), o->who.admin, loop_index(o->loop), resumed, r.n,
+			 o->who.ntopics);
+	}
 	if (resumed >= 0)
 		buf_puts(&extra, resumed ? ",\"resumed\":true" : ",\"resumed\":false");
 	stream_start(s, start_seq, extra.data, r.m, r.n);

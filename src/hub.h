@@ -52,6 +52,7 @@ enum hub_status {
 	HUB_UNAVAILABLE,                 /* the Redis backplane cannot take it now */
 	HUB_TOO_MANY_CLIENTS,            /* --max-clients */
 	HUB_TOO_MANY_USER_CLIENTS,       /* --max-clients-per-user (cluster-wide with Redis) */
+	HUB_KEY_REVOKED,                 /* the key that verified the token is gone (SIGHUP) */
 };
 
 /* An operation that may wait for the Redis backplane. The caller sets done

@@ -4,10 +4,12 @@ may replay and learn, and the history file's writes."""
 
 import json
 import os
+import signal
 
 import pytest
 
 import fcgi_client as fcgi
+import ssehub_harness as h
 from delivery_support import connected_data, expect_event, wait_gone
 
 
@@ -112,3 +114,133 @@ def test_history_file_that_is_a_symlink_is_refused(procs, tokens, workdir):
     assert hub.stop(timeout=5) == 0
     assert victim.read_text() == "do not touch\n"
     assert "event=history_file_refused" in hub.log()
+
+
+# --------------------------------------------------------------------------
+# publishers get JSON, subscribers get JSON
+
+
+@pytest.mark.parametrize("body", [
+    "{'event':'e','data':1}",                        # single quotes
+    '{"event":"e","data":1,}',                       # trailing comma
+    '{"event":"e","data":1 /* c */}',                # comment
+    '{"event":"e","data":1} // c',
+    '{"event":"e","data":"a\nb"}',                   # raw LF in a string
+    '{"event":"e","data":NaN}',
+    '{"event":"e","data":Infinity}',
+    '{"event":"e","data":-Infinity}',
+    '{"event":"e","data":TRUE}',
+    '{"event":"e","data":1.}',
+    '{"event":"e","data":01}',
+    '{"event":"e","data":.5}',
+    '{"event":"e","data":+1}',
+    '{"event":"e","event":"f","data":1}',            # a name twice: parsers disagree on which wins
+    '{"event":"e","data":"\\ud800"}',                # a lone surrogate
+])
+def test_bodies_that_are_not_json_are_refused(stack, body):
+    s = stack.open_stream(user_id="json-reader")
+    r = stack.request("POST", "/api/sse/broadcast", body=body)
+    assert r.status == 400 and r.error_code == "invalid_json", (body, r)
+    stack.check_marker([s])
+
+
+def test_data_goes_out_as_written(stack):
+    """Numbers keep their text (no clamping of 99999999999999999999, no
+    rewriting of -0 or 1.5e300), escapes stay, only whitespace goes."""
+    s = stack.open_stream(user_id="numbers")
+    raw = '{ "event" : "n", "data" : { "big" : 99999999999999999999, "neg0" : -0, "e" : 1.5e300, ' \
+          '"s" : "a\\/b \\u00e9", "arr" : [ 1 , 2.50 , true , null ] } }'
+    r = stack.request("POST", "/api/sse/broadcast", body=raw)
+    assert r.status == 200, r
+    ev = s.next_event(5)
+    assert ev.type == "n", ev
+    assert ev.data == '{"big":99999999999999999999,"neg0":-0,"e":1.5e300,"s":"a\\/b \\u00e9","arr":[1,2.50,true,null]}', \
+        ev.data
+
+
+@pytest.mark.parametrize("user_id", ["18446744073709551615", "9223372036854775808", "-9223372036854775809",
+                                     "1.0", "1e3", '"a\\u0085b"', '"a\\u2028b"', '""', "true", "[1]"])
+def test_user_ids_out_of_range_or_not_text_are_refused(stack, user_id):
+    """Never clamped to another user: 18446744073709551615 reached user
+    9223372036854775807 in round 1."""
+    victim = stack.open_stream(user_id="9223372036854775807")
+    body = '{"user_id":%s,"event":"e","data":1}' % user_id
+    r = stack.request("POST", "/api/sse/send-to-user", body=body)
+    assert r.status == 400 and r.error_code == "invalid_field", (body, r)
+    r = stack.request("POST", "/api/sse/disconnect", body='{"user_id":%s}' % user_id)
+    assert r.status == 400, (user_id, r)
+    stack.check_marker([victim])
+
+
+@pytest.mark.parametrize("name", ["note\u000bevent: logout", "a\u0085b", "a\u2028b", "a\u2029b", "a\tb", "a\u007fb"])
+def test_event_names_and_ids_are_text(stack, name):
+    s = stack.open_stream(user_id="text")
+    for field in ("event", "id"):
+        body = {"event": "ok", "data": 1}
+        body[field] = name
+        r = stack.request("POST", "/api/sse/broadcast", body=body)
+        assert r.status == 400 and r.error_code == "invalid_field", (field, name, r)
+    stack.check_marker([s])
+
+
+@pytest.mark.ssehub_args("--ping-interval", "1")  # lighttpd notices the close at the next write
+def test_log_lines_cannot_be_forged(stack):
+    """A user id with quotes and spaces stays one quoted value: the
+    connect and disconnect lines hold it escaped, and no line gains a field."""
+    user = 'mallory" admin=1 reason=forged x="'
+    s = stack.open_stream(user_id=user)
+    s.close()
+    h.wait_until(lambda: any("event=disconnect" in l and "mallory" in l for l in stack.hub.log().splitlines()), 5,
+                 message="the disconnect line")
+    lines = [l for l in stack.hub.log().splitlines() if "mallory" in l and "event=" in l]
+    assert len(lines) >= 2, lines
+    for l in lines:
+        assert 'user="mallory\\" admin=1 reason=forged x=\\""' in l, l
+
+
+# --------------------------------------------------------------------------
+# a leaked key stops working on open streams
+
+
+def test_streams_of_a_rotated_out_key_end_with_token_revoked(procs, tokens, workdir):
+    """Key A is rotated out and SIGHUP reloads: A's open streams (tokens
+    valid for ten more years) end with a token_revoked event, B's stay;
+    a new stream with A's token is refused."""
+    fa, fb = workdir / "a.secret", workdir / "b.secret"
+    ka, kb = h.write_secret(fa), h.write_secret(fb)
+    hub = procs.hub(name="rot", secret_file=fa, extra_args=["--jwt-secret-file", fb])
+    stack = h.Stack(procs.front("nginx", hub=hub), h.Tokens(ka))
+    year = 365 * 24 * 3600
+    ta, tb = h.Tokens(ka).make("leaked", exp_in=10 * year), h.Tokens(kb).make("kept", exp_in=10 * year)
+    on_a = [stack.open_stream(token=ta) for _ in range(2)]  # the second is a token cache hit
+    on_b = stack.open_stream(token=tb)
+    h.write_secret(fa)
+    hub.process.proc.send_signal(signal.SIGHUP)
+    for s in on_a:
+        ev = s.next_event(5)
+        assert ev is not None and ev.type == "token_revoked", ev
+        s.read_to_end(timeout=5)
+        assert s.clean_end, "the revoked stream did not end cleanly"
+    r = stack.open_stream(token=ta, wait_connected=False)
+    assert r.status == 401, (r.status, r.body[:200])
+    r.close()
+    stack.tokens = h.Tokens(kb)
+    stack.admin_token = stack.tokens.admin()
+    stack.check_marker([on_b])
+
+
+# --------------------------------------------------------------------------
+# time arithmetic never overflows (the UBSan run of this suite checks it)
+
+
+@pytest.mark.parametrize("claims", [
+    {"exp": 2 ** 63 - 1},                       # "never expires": UBSan died on exp + leeway in round 1
+    {"exp": 2 ** 63 - 1, "nbf": -(2 ** 63)},
+    {"exp": 2 ** 63 - 1, "iat": -(2 ** 63), "nbf": 0},
+    {"exp": 1e300},
+])
+def test_extreme_token_times_are_handled(stack, claims):
+    tok = stack.tokens.make("times", exp_in=0, **claims)  # claims["exp"] replaces it
+    s = stack.open_stream(token=tok)
+    stack.check_marker([s])
+    assert stack.hub.process.alive()
