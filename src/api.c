@@ -398,7 +398,6 @@ static enum handler_result handle_stream(struct request *r)
 	/* An id we could never have sent is simply unknown: resumed=false. */
 	if (leid && !sse_valid_id(leid, strlen(leid))) {
 		free(leid);
-	api_topics_free(topics, ntopics);
 		leid = xstrdup("\n");
 	}
 	who.user = r->who.user;
@@ -412,6 +411,7 @@ static enum handler_result handle_stream(struct request *r)
 	p = pending_new(r, R_STREAM, MSG_BROADCAST);
 	st = hub_open_stream(r->api->loop, r->api->fd, r->in->id, &who, leid, &p->w);
 	free(leid);
+	api_topics_free(topics, ntopics);
 	return settle(r, p, st);
 }
 

@@ -1143,6 +1143,14 @@ static void test_topics(void)
 	ok(late->r.out.data && strstr(late->r.out.data, "\"resumed\":false"),
 	   "topics: ... also for a stream without topics");
 	peer_free(late);
+	/* an id no message could have (a control character): unknown, and the
+	 * topics still go with the stream */
+	late = peer_send(0, "GET", "/sse/stream?topic=orders/42&topic=rooms/ops", ta, NULL, NULL, "bad\001id");
+	run_loops(30);
+	peer_pump(late);
+	ok(late->r.out.data && strstr(late->r.out.data, "\"topics\":[\"orders/42\",\"rooms/ops\"],\"resumed\":false"),
+	   "topics: a stream with topics and an impossible Last-Event-ID: resumed false, its topics listed");
+	peer_free(late);
 	run_loops(30);
 
 	/* a closed stream leaves its topics */
