@@ -1,13 +1,14 @@
 #!/usr/bin/python3
-"""compare.py: side-by-side benchmark of ssehub, Nchan and the seed's Go design.
+"""compare.py: side-by-side benchmark of ssehub, Nchan and the seed's Go design,
+and of ssehub behind each front server (nginx, lighttpd, Apache httpd).
 
 Run through bench/compare.sh. Starts each system in turn on loopback behind
-nginx (2 workers, reuseport), drives it with sseload (streams) and ssepost
-(publishers), stops it, and repeats the scenarios interleaved (A B C A B C)
-so that drift of a shared machine falls on every system alike; reports
-medians. See bench/README.md ("Comparison with Nchan and Go"). The topics
-scenario runs ssehub's topics against Nchan's channels (the Go design has
-no topics).
+its front server (nginx: 2 workers, reuseport), drives it with sseload
+(streams) and ssepost (publishers), stops it, and repeats the scenarios
+interleaved (A B C A B C) so that drift of a shared machine falls on every
+system alike; reports medians. See bench/README.md ("Comparison with Nchan
+and Go"). The topics scenario runs ssehub's topics against Nchan's
+channels (the Go design has none).
 """
 import argparse
 import datetime
@@ -33,10 +34,26 @@ PY = "/usr/bin/python3"
 NCHAN_SO = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
-SYSTEMS = ("ssehub", "nchan", "gohub")
+SYSTEMS = ("ssehub", "nchan", "gohub", "ssehub-lighttpd", "ssehub-apache")
 LABEL = {"ssehub": "ssehub + nginx", "nchan": "Nchan (nginx module)",
-         "gohub": "Go hub + nginx"}
-SHORT = {"ssehub": "ssehub", "nchan": "Nchan", "gohub": "Go"}
+         "gohub": "Go hub + nginx", "ssehub-lighttpd": "ssehub + lighttpd",
+         "ssehub-apache": "ssehub + Apache"}
+SHORT = {"ssehub": "ssehub", "nchan": "Nchan", "gohub": "Go", "ssehub-lighttpd": "lighttpd",
+         "ssehub-apache": "Apache"}
+# The front server of each system, and the systems whose back end is ssehub.
+FRONT = {"ssehub": "nginx", "nchan": "nginx", "gohub": "nginx", "ssehub-lighttpd": "lighttpd",
+         "ssehub-apache": "apache"}
+HUB_SYSTEMS = ("ssehub", "ssehub-lighttpd", "ssehub-apache")
+# The other front servers run the hold and fan-out scenarios only, at the
+# stream counts they can hold (front_max_streams).
+FRONT_SCENARIOS = ("fanout",)
+# Debian's mpm_event.conf: MaxRequestWorkers 150, ThreadsPerChild 25. Every
+# stream holds one worker thread (mod_proxy_fcgi), and API requests need
+# their own while they last.
+APACHE_DEFAULT_WORKERS = 150
+APACHE_THREADS_PER_CHILD = 25
+APACHE_API_WORKERS = 10
+APACHE_DEFAULT_N = APACHE_DEFAULT_WORKERS - APACHE_API_WORKERS
 
 T_START = time.monotonic()
 
@@ -229,8 +246,32 @@ LOC_NCHAN = """        location = /sse/stream {{
         }}"""
 
 
+def apache_mpm(streams):
+    """MPM directives for Apache to hold `streams` streams: none (Debian's
+    mpm_event.conf as shipped) when they fit in its 150 workers with
+    APACHE_API_WORKERS to spare, else Debian's 25 threads per child and as
+    many children as needed."""
+    need = streams + APACHE_API_WORKERS
+    if need <= APACHE_DEFAULT_WORKERS:
+        return None
+    children_n = -(-need // APACHE_THREADS_PER_CHILD)
+    return {"ServerLimit": children_n, "MaxRequestWorkers": children_n * APACHE_THREADS_PER_CHILD}
+
+
+def front_max_streams(name, nofile):
+    """The most streams the system's front server can hold here (None: no
+    limit of its own below the load client's). lighttpd is one process
+    with 2 fds per stream that stops accepting ("sockets disabled,
+    out-of-fds") at 90 % of server.max-fds; Apache is sized per run
+    (apache_mpm)."""
+    if FRONT[name] == "lighttpd":
+        return (nofile * 9 // 10 - 300) // 2     # room for the API calls
+    return None
+
+
 class System:
-    """One system under test: a backend (ssehub, gohub or none) and nginx."""
+    """One system under test: a back end (ssehub, gohub or none) and its
+    front server (nginx, lighttpd or Apache httpd)."""
 
     def __init__(self, name, env):
         self.name = name
@@ -238,16 +279,18 @@ class System:
         self.d = None
         self.port = None
         self.hub = None          # Popen of ssehub / gohub
-        self.nginx = None        # Popen of the nginx master
+        self.front = None        # Popen of the front server's main process
         self.valgrind = None     # callgrind output file, when run under valgrind
+        self.mpm = None          # Apache: the MPM directives of this run
 
-    def start(self, valgrind_out=None):
+    def start(self, valgrind_out=None, streams=0):
+        """streams: how many streams the run opens (sizes Apache's MPM)."""
         e = self.env
         self.d = tempfile.mkdtemp(prefix="run-%s-" % self.name, dir=e.tmp)
         os.chmod(self.d, 0o755)
         self.port = free_port()
         d = self.d
-        if self.name == "ssehub":
+        if self.name in HUB_SYSTEMS:
             cmd = [e.ssehub_bin, "--listen", "unix:%s/ssehub.sock" % d,
                    "--socket-mode", "0666", "--jwt-secret-file", e.secret,
                    "--shutdown-spread", "0", "--log-level", "warn"] + e.ssehub_args
@@ -272,7 +315,50 @@ class System:
                     raise RuntimeError("%s did not start: %s" % (
                         self.name, open(d + "/hub.log").read()[-500:]))
                 time.sleep(0.05)
-        ngx = os.path.join(d, "nginx")
+        kind = FRONT[self.name]
+        try:
+            elog, least = self._start_front(kind, os.path.join(d, kind), sock, streams)
+        except (OSError, ValueError):      # a drifted example (frontconf.ExampleDrift), no binary
+            self.stop()
+            raise
+        end = time.monotonic() + (60 if valgrind_out else 10)
+        while True:
+            st, _ = http_get("http://127.0.0.1:%d/api/sse/health" % self.port, timeout=2)
+            if st == 200 and len(self.front_pids()) >= least:
+                break
+            if self.front.poll() is not None or time.monotonic() > end:
+                err = open(elog).read()[-800:] if os.path.exists(elog) else ""
+                self.stop()
+                raise RuntimeError("%s: %s/health failed (status %s): %s" % (self.name, kind, st, err))
+            time.sleep(0.05)
+
+    def _start_front(self, kind, fdir, sock, streams):
+        """Starts the front server in fdir (self.front); returns its error
+        log and the number of processes it has once up."""
+        e, d = self.env, self.d
+        if kind == "nginx":
+            self.front = self._start_nginx(fdir, sock)
+            return os.path.join(fdir, "error.log"), 3      # master + 2 workers
+        if kind == "lighttpd":
+            site = frontconf.lighttpd_site(sock)
+            conf = frontconf.write_lighttpd(fdir, "127.0.0.1", self.port, site, [
+                "server.max-fds = %d" % e.nofile,
+                "server.max-connections = %d" % front_max_streams(self.name, e.nofile),
+                "server.listen-backlog = 4096"])
+            self.front = subprocess.Popen(["lighttpd", "-D", "-f", str(conf)], stdout=subprocess.DEVNULL,
+                                          stderr=open(d + "/front.out", "w"))
+            return os.path.join(fdir, "error.log"), 1
+        self.mpm = apache_mpm(streams)
+        listen = "127.0.0.1:%d" % self.port
+        site = frontconf.apache_site(sock, listen, os.path.join(fdir, "htdocs"))
+        conf = frontconf.write_apache(fdir, site, listen, mpm=self.mpm,
+                                      user="www-data" if os.geteuid() == 0 else None)
+        self.front = subprocess.Popen(["apache2", "-f", str(conf), "-k", "start", "-DFOREGROUND"],
+                                      stdout=subprocess.DEVNULL, stderr=open(d + "/front.out", "w"))
+        return os.path.join(fdir, "error.log"), 2          # parent + 1 child
+
+    def _start_nginx(self, ngx, sock):
+        e, d = self.env, self.d
         listen = LISTEN % self.port
         if self.name == "ssehub":
             site = frontconf.nginx_site("unix:" + sock, listen, os.path.join(d, "htdocs"),
@@ -284,25 +370,16 @@ class System:
         conf = frontconf.write_nginx(ngx, site, workers=2, worker_connections=e.nofile, rlimit_nofile=e.nofile,
                                      error_log_level="warn", access_log=False,
                                      main_extra=["load_module %s" % NCHAN_SO] if self.name == "nchan" else [])
-        self.nginx = subprocess.Popen(
+        return subprocess.Popen(
             ["nginx", "-p", ngx + "/", "-c", str(conf), "-e", os.path.join(ngx, "error.log")],
             stdout=subprocess.DEVNULL, stderr=open(d + "/nginx.out", "w"))
-        end = time.monotonic() + (60 if valgrind_out else 10)
-        while True:
-            st, _ = http_get("http://127.0.0.1:%d/api/sse/health" % self.port, timeout=2)
-            if st == 200 and len(self.nginx_pids()) >= 3:
-                break
-            if self.nginx.poll() is not None or time.monotonic() > end:
-                elog = os.path.join(ngx, "error.log")
-                err = open(elog).read()[-800:] if os.path.exists(elog) else ""
-                self.stop()
-                raise RuntimeError("%s: nginx/health failed (status %s): %s" % (self.name, st, err))
-            time.sleep(0.05)
 
-    def nginx_pids(self):
-        if not self.nginx or self.nginx.poll() is not None:
+    def front_pids(self):
+        """The front server's processes: nginx's master and workers, lighttpd,
+        Apache's parent and children."""
+        if not self.front or self.front.poll() is not None:
             return []
-        return [self.nginx.pid] + children(self.nginx.pid)
+        return [self.front.pid] + children(self.front.pid)
 
     def hub_pids(self):
         if self.hub and self.hub.poll() is None:
@@ -310,11 +387,13 @@ class System:
         return []
 
     def pids(self):
-        return self.hub_pids() + self.nginx_pids()
+        return self.hub_pids() + self.front_pids()
 
     def sample(self):
-        """Memory, fds and threads of the hub and of nginx (master + workers)."""
-        h, n = self.hub_pids(), self.nginx_pids()
+        """Memory, fds and threads of the hub and of the front server (all its
+        processes; the keys say nginx_ whatever the front, as results/*.json
+        always had them)."""
+        h, n = self.hub_pids(), self.front_pids()
         return {
             "hub_rss_kb": sum(rss_kb(p) for p in h),
             "nginx_rss_kb": sum(rss_kb(p) for p in n),
@@ -328,7 +407,7 @@ class System:
 
     def cpu(self):
         return (sum(cpu_ticks(p) for p in self.hub_pids()),
-                sum(cpu_ticks(p) for p in self.nginx_pids()))
+                sum(cpu_ticks(p) for p in self.front_pids()))
 
     def clients(self):
         """Streams the system itself reports (hub stats, Nchan channel info)."""
@@ -347,12 +426,12 @@ class System:
             return None
 
     def kept(self):
-        """FastCGI connections nginx keeps open to ssehub (its upstream
-        keepalive pool, used by /api/sse/), 0 for the others. Each holds one
-        fd in the hub and one in nginx; they are a bounded pool, not a leak.
-        Asked through nginx's /metrics location, which does not keep its
-        connection: call it just before counting fds."""
-        if self.name != "ssehub":
+        """FastCGI connections the front keeps open to ssehub (nginx's upstream
+        keepalive pool, Apache's enablereuse pool, used by /api/sse/), 0 for
+        the others. Each holds one fd in the hub and one in the front; they
+        are a bounded pool, not a leak. Asked through the /metrics location,
+        which does not keep its connection: call it just before counting fds."""
+        if self.name not in HUB_SYSTEMS:
             return 0
         st, body = http_get("http://127.0.0.1:%d/metrics" % self.port,
                             {"Authorization": "Bearer " + self.env.admin_token})
@@ -385,35 +464,57 @@ class System:
         return ["-k", "ssehub", "-T", self.env.admin_file]
 
     def errors_logged(self):
+        """The front server's error lines (nginx: alert, crit, emerg, error;
+        lighttpd: every line but start and stop; Apache: error and worse,
+        from both its logs)."""
         out = []
-        p = os.path.join(self.d, "nginx", "error.log") if self.d else None
-        if p and os.path.exists(p):
-            for line in open(p, errors="replace"):
-                if re.search(r"\[(alert|crit|emerg|error)\]", line):
-                    out.append(line.strip())
+        if not self.d:
+            return out
+        kind = FRONT[self.name]
+        logs = [os.path.join(self.d, kind, "error.log")]
+        if kind == "apache":
+            logs.append(os.path.join(self.d, kind, "ssehub-error.log"))
+        bad = {"nginx": r"\[(alert|crit|emerg|error)\]", "apache": r"\[[a-z_0-9]*:(emerg|alert|crit|error)\]",
+               "lighttpd": r"\) (?!server started|server stopped)"}[kind]
+        for p in logs:
+            if os.path.exists(p):
+                for line in open(p, errors="replace"):
+                    if re.search(bad, line):
+                        out.append(line.strip())
         return out
 
     def stop(self):
-        """Stops nginx, then the hub; returns the hub's exit status."""
+        """Stops the front server, then the hub (Apache: the hub first);
+        returns the hub's exit status."""
         rc = None
-        if self.nginx:
-            pids = self.nginx_pids()
-            stop_pid(self.nginx.pid, signal.SIGTERM, 10)
+        if self.front and FRONT[self.name] == "apache":
+            # Apache's workers sit in mod_proxy_fcgi until ssehub ends their
+            # streams (it notices a departed client only when it writes):
+            # stopped first with streams open, it waits 10 s, then SIGKILLs
+            # its children. ssehub's SIGTERM ends every stream cleanly.
+            rc = self._stop_hub()
+        if self.front:
+            pids = self.front_pids()
+            stop_pid(self.front.pid, signal.SIGTERM, 10)
             for p in pids[1:]:
                 if os.path.exists("/proc/%d" % p):
                     try:
                         os.kill(p, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-            self.nginx = None
+            self.front = None
         if self.hub:
-            self.hub.send_signal(signal.SIGTERM)
-            try:
-                rc = self.hub.wait(60 if self.valgrind else 10)
-            except subprocess.TimeoutExpired:
-                self.hub.kill()
-                rc = "killed after SIGTERM: %s" % self.hub.wait()
-            self.hub = None
+            rc = self._stop_hub()
+        return rc
+
+    def _stop_hub(self):
+        self.hub.send_signal(signal.SIGTERM)
+        try:
+            rc = self.hub.wait(60 if self.valgrind else 10)
+        except subprocess.TimeoutExpired:
+            self.hub.kill()
+            rc = "killed after SIGTERM: %s" % self.hub.wait()
+        self.hub = None
         return rc
 
 
@@ -550,7 +651,7 @@ class Window:
 def scenario_fanout(env, system, n, msgs, interval_ms, perf=False):
     """Opens n streams (hold figures), then msgs broadcasts (fan-out figures)."""
     r = {"scenario": "fanout", "system": system.name, "n": n, "load1": loadavg()}
-    system.start()
+    system.start(streams=n)
     try:
         time.sleep(0.5)
         idle = system.sample()
@@ -580,6 +681,7 @@ def scenario_fanout(env, system, n, msgs, interval_ms, perf=False):
         r["load"] = ld.stop()
         r["pub"] = pub
         r["nginx_errors"] = system.errors_logged()[:5]
+        r["apache_mpm"] = system.mpm
     finally:
         r["hub_exit"] = system.stop()
     lr = r["load"]
@@ -775,7 +877,7 @@ def start_perf(env, system, tag):
     if not env.perf:
         return []
     out = []
-    targets = [("hub", system.hub_pids()), ("nginx", system.nginx_pids()[1:])]
+    targets = [("hub", system.hub_pids()), ("nginx", system.front_pids()[1:])]
     for name, pids in targets:
         if not pids:
             continue
@@ -997,6 +1099,8 @@ def machine_info():
     info["nginx"] = out(["nginx", "-v"]).replace("nginx version: ", "")
     info["nchan"] = out(["dpkg-query", "-W", "-f=${Version}", "libnginx-mod-nchan"])
     info["go"] = out(["go", "version"]).replace("go version ", "")
+    info["lighttpd"] = out(["lighttpd", "-v"]).split(" - ")[0]
+    info["apache"] = (out(["apache2", "-v"]).splitlines() or [""])[0].replace("Server version: ", "")
     info["ssehub"] = out([os.environ.get("SSEHUB_BIN") or os.path.join(ROOT, "src/ssehub"),
                           "--version"])
     info["commit"] = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
@@ -1013,12 +1117,15 @@ def machine_info():
 def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
     P = env.params
     systems = [s for s in SYSTEMS if s in env.systems]
-    peers = [s for s in systems if s != "ssehub"]
+    peers = [s for s in systems if s not in HUB_SYSTEMS]
+    fronts = [s for s in systems if s in HUB_SYSTEMS and s != "ssehub"]
     ns = P["hold_ns"]
     nf = P["fan_n"]
     L = []
     w = L.append
-    title = "ssehub vs Nchan vs the seed's Go design" + (" (--quick smoke run)" if env.quick else "")
+    title = "ssehub vs Nchan vs the seed's Go design" + (
+        ", and ssehub behind " + " and ".join(SHORT[s] for s in fronts) if fronts else "") + (
+        " (--quick smoke run)" if env.quick else "")
     w("# " + title)
     w("")
     w("Generated by `bench/compare.sh%s` — do not edit by hand; rerun it." %
@@ -1032,6 +1139,10 @@ def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
         info.get("cpu"), info.get("cores"), info.get("mem_gib"), info.get("os"), info.get("kernel")))
     w("| peers | nginx %s; libnginx-mod-nchan %s; %s |" % (
         info.get("nginx"), info.get("nchan") or "not installed", info.get("go") or "no Go"))
+    if fronts:
+        w("| front servers | %s |" % "; ".join(
+            x for x in (info.get("lighttpd") if "ssehub-lighttpd" in systems else None,
+                        info.get("apache") if "ssehub-apache" in systems else None) if x))
     w("| repetitions | %d, interleaved %s per scenario; medians (min–max in brackets) |" % (
         env.reps_done, " ".join(SHORT[s] for s in systems)))
     la = [x for x in load_samples if x is not None]
@@ -1056,6 +1167,18 @@ def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
       "client, 30 s ping ticker, HS256 with crypto/hmac) behind `proxy_pass` on a unix "
       "socket with `proxy_buffering off`." % (info.get("nginx"), env.nofile, env.pending))
     w("")
+    if fronts:
+        w("ssehub behind the other front servers, in the hold and fan-out scenarios only, "
+          "at the stream counts each can hold: lighttpd running `examples/lighttpd/ssehub.conf` "
+          "(variant B, the hub on its own socket; one process, `server.max-fds %d`, so at most "
+          "%s streams), Apache httpd running `examples/apache/ssehub.conf` (event MPM, "
+          "mod_proxy_fcgi; one worker thread per open stream: at N = %d Debian's "
+          "`mpm_event.conf` as shipped, MaxRequestWorkers %d with %d left for the API; above "
+          "that %d threads per child and as many children as N needs). Their \"front\" "
+          "columns are lighttpd's and Apache's processes." % (
+              env.nofile, fmt(front_max_streams("ssehub-lighttpd", env.nofile)), APACHE_DEFAULT_N,
+              APACHE_DEFAULT_WORKERS, APACHE_API_WORKERS, APACHE_THREADS_PER_CHILD))
+        w("")
 
     # --- targets
     w("## Targets")
@@ -1127,13 +1250,14 @@ def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
     w("## Hold: streams open, time to open them, memory per stream")
     w("")
     w("Memory is VmRSS summed over the system's processes (ssehub + nginx master and "
-      "workers; Nchan's nginx; Go + nginx), measured 1 s after the last stream opened, "
+      "workers, or lighttpd, or Apache's parent and children; Nchan's nginx; Go + nginx), "
+      "measured 1 s after the last stream opened, "
       "minus the same sum idle, divided by the streams open. \"back end\" is ssehub "
       "or the Go process alone. The N = %s runs are the fan-out runs (measured before "
       "the first broadcast)." % fmt(nf))
     w("")
     w("| N | system | open | time to open (s) | B/stream total | B/stream back end | "
-      "B/stream nginx | Pss B/stream | fds held (back end + nginx) |")
+      "B/stream front | Pss B/stream | fds held (back end + front) |")
     w("|---|---|---|---|---|---|---|---|---|")
     for n in ns:
         for s in systems:
@@ -1165,7 +1289,7 @@ def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
       P["fan_interval"])
     w("")
     w("| N | system | delivered | p50 ms | p99 ms | max ms | first broadcast ms | "
-      "publish span s | CPU µs/msg (back end + nginx) | other load (cores) |")
+      "publish span s | CPU µs/msg (back end + front) | other load (cores) |")
     w("|---|---|---|---|---|---|---|---|---|---|")
     for n in ns:
         for s in systems:
@@ -1469,7 +1593,8 @@ def plots(env, runs, plots_dir):
                     if s != "nchan" else "NaN",
                     (agg(runs, "fanout", s, n, "nginx_b_per_stream") or float("nan")) / 1024))
             f.write("\n\n")
-    colors = {"ssehub": "#1f77b4", "nchan": "#2ca02c", "gohub": "#d62728"}
+    colors = {"ssehub": "#1f77b4", "nchan": "#2ca02c", "gohub": "#d62728", "ssehub-lighttpd": "#9467bd",
+              "ssehub-apache": "#ff7f0e"}
     lat = []
     mem = []
     for i, s in enumerate(systems):
@@ -1482,7 +1607,8 @@ def plots(env, runs, plots_dir):
                    "title '%s, all processes'" % (dat, i, c, LABEL[s]))
         if s != "nchan":
             mem.append("'%s' index %d using 1:5 with linespoints lw 1 dt 2 pt 6 lc rgb '%s' "
-                       "title '%s alone'" % (dat, i, c, {"ssehub": "ssehub", "gohub": "Go hub"}[s]))
+                       "title '%s alone'" % (dat, i, c, "Go hub" if s == "gohub" else
+                                             "ssehub (%s)" % FRONT[s]))
     sub = "%s, %d reps (medians)%s" % (env.info.get("date", ""), env.reps_done,
                                        ", --quick" if env.quick else "")
     gp = """set terminal pngcairo size 900,560 font ',10'
@@ -1626,10 +1752,27 @@ def build(env):
             if r.returncode != 0:
                 env.notes.append("Go hub skipped: build failed: " + r.stderr[-300:])
                 env.systems.remove("gohub")
+    for name, prog, pkg in (("ssehub-lighttpd", "lighttpd", "lighttpd"), ("ssehub-apache", "apache2", "apache2")):
+        if name in env.systems and not shutil.which(prog):
+            env.notes.append("%s skipped: no %s (apt-get install %s)" % (LABEL[name], prog, pkg))
+            env.systems.remove(name)
     if "nchan" in env.systems and not os.path.exists(NCHAN_SO):
         env.notes.append("Nchan skipped: %s missing (apt-get install libnginx-mod-nchan)"
                          % NCHAN_SO)
         env.systems.remove("nchan")
+
+
+def runs_at(env, system, scen, n):
+    """Whether a system behind lighttpd or Apache runs this scenario at N:
+    hold + fan-out only, at the N its front can hold; Apache at
+    APACHE_DEFAULT_N (Debian's MPM as shipped) and at the N of
+    --apache-n (its MPM sized for them)."""
+    if scen not in FRONT_SCENARIOS:
+        return False
+    if FRONT[system] == "apache":
+        return n in env.params["apache_ns"]
+    top = front_max_streams(system, env.nofile)
+    return top is None or n <= top
 
 
 def tokens(env, n):
@@ -1659,9 +1802,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="~1 minute smoke run")
     ap.add_argument("--reps", type=int, help="repetitions (3; --quick 1)")
     ap.add_argument("--systems", default=",".join(SYSTEMS),
-                    help="comma list of ssehub,nchan,gohub (all)")
+                    help="comma list of %s (all)" % ",".join(SYSTEMS))
+    ap.add_argument("--apache-n", default="",
+                    help="comma list of N for ssehub-apache besides %d, the most Debian's "
+                    "default MPM allows (the MPM is sized for each: %d threads per child, "
+                    "as many children as needed)" % (APACHE_DEFAULT_N, APACHE_THREADS_PER_CHILD))
     ap.add_argument("--budget", type=float, help="seconds for the repeated scenarios "
-                    "(full 700; more reps are skipped when the next would not fit)")
+                    "(full 900; more reps are skipped when the next would not fit)")
     ap.add_argument("--no-profile", action="store_true", help="skip callgrind and perf")
     ap.add_argument("--scenarios", default="fanout,targeted,topics,churn",
                     help="comma list of fanout,targeted,topics,churn (all)")
@@ -1729,11 +1876,15 @@ def main():
                  multi_topics=32, multi_msgs=3200, one_msgs=20,
                  churn_cycles=20000, churn_conc=64, churn_warm=1000)
         reps = a.reps or 3
-        budget = a.budget or 700
+        budget = a.budget or 900
     if a.streams:
         P["hold_ns"] = [nmax if x == "max" else int(x) for x in a.streams.split(",")]
         if P["fan_n"] not in P["hold_ns"]:
             P["fan_n"] = max(P["hold_ns"])
+    P["apache_ns"] = sorted(set([APACHE_DEFAULT_N] + [int(x) for x in a.apache_n.split(",") if x]))
+    if "ssehub-apache" in env.systems:
+        # every system runs beside Apache at the N it can hold
+        P["hold_ns"] += P["apache_ns"]
     P["hold_ns"] = sorted(set(P["hold_ns"]))
     if a.topic_streams:
         P["topic_n"] = a.topic_streams
@@ -1790,8 +1941,10 @@ def main():
             for scen, n in plan:
                 for s in env.systems:
                     sysm = systems[s]
-                    if scen in TOPIC_CASES and s == "gohub":
-                        continue        # the Go design has no topics
+                    if scen in TOPIC_CASES and s not in ("ssehub", "nchan"):
+                        continue        # topics: ssehub against Nchan's channels
+                    if FRONT[s] != "nginx" and not runs_at(env, s, scen, n):
+                        continue
                     load_samples.append(loadavg())
                     try:
                         if scen == "fanout":
@@ -1914,7 +2067,7 @@ def main():
         write_outputs(env, runs, cg, prof, out_dir, wall, load_samples)
         # exit status: ssehub's correctness in every run
         for r in runs:
-            if r["system"] != "ssehub":
+            if r["system"] not in HUB_SYSTEMS:
                 continue
             if r["scenario"] == "fanout" and (r["open"] != r["n"] or r["delivered"] != r["expected"]):
                 rc = 1

@@ -6,7 +6,7 @@ set -euo pipefail
 
 build_pkgs="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev libjwt-dev uuid-dev libssl-dev libhiredis-dev"
 demo_pkgs="$build_pkgs nginx python3-jwt curl openssl"
-test_pkgs="$demo_pkgs lighttpd spawn-fcgi redis-server redis-sentinel libfcgi-bin python3-pytest python3-cryptography valgrind chromium fonts-dejavu-core clang php-cli php-curl golang-go"
+test_pkgs="$demo_pkgs lighttpd apache2 spawn-fcgi redis-server redis-sentinel libfcgi-bin python3-pytest python3-cryptography valgrind chromium fonts-dejavu-core clang php-cli php-curl golang-go"
 
 case "${1:-test}" in
 	build) want=$build_pkgs ;;

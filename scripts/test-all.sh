@@ -84,7 +84,7 @@ run_pytest() { # label binary [pytest args...]
 	count_junit "$art/$label.xml" "$label"
 }
 
-stage "integration tests (nginx, lighttpd, spawn-fcgi)"
+stage "integration tests (nginx, lighttpd, Apache httpd, spawn-fcgi)"
 run_pytest integration "$root/src/ssehub"
 
 run_tap() { # label script

@@ -45,7 +45,7 @@ static const struct opt opts[] = {
 	{ "token-query", OPT_STR_EMPTY_OK, F(token_query), 0, 0, 0, "NAME", "query parameter holding the token, empty disables (token)" },
 	{ "close-on-token-expiry", OPT_BOOL, F(close_on_token_expiry), 0, 0, 0, "yes|no", "end a stream when its token expires (yes)" },
 	{ "ping-interval", OPT_LONG, F(ping_interval), 0, 1, 86400, "SECONDS", "keep-alive ping period (30)" },
-	{ "liveness-interval", OPT_LONG, F(liveness_interval), 0, 0, 86400, "SECONDS", "a \":\" comment to a stream silent that long, so the front server notices a client that left; 0 = off (0)" },
+	{ "liveness-interval", OPT_LONG, F(liveness_interval), 0, 0, 86400, "SECONDS", "a \":\" comment to a stream silent that long, so the front server notices a client that left; 0 = off (5)" },
 	{ "retry", OPT_LONG, F(retry_ms), 0, 0, 86400000, "MS", "reconnection delay sent to clients (3000)" },
 	{ "max-message-bytes", OPT_LONG, F(max_message_bytes), 0, 256, 16777216, "N", "largest request body and encoded event (65536)" },
 	{ "max-queue-bytes", OPT_LONG, F(max_queue_bytes), 0, 4096, 1073741824, "N", "unsent bytes per stream before it is closed (1048576)" },
@@ -90,6 +90,7 @@ void config_defaults(struct config *cfg)
 	cfg->token_query = xstrdup("token");
 	cfg->close_on_token_expiry = 1;
 	cfg->ping_interval = 30;
+	cfg->liveness_interval = 5;
 	cfg->retry_ms = 3000;
 	cfg->max_message_bytes = 65536;
 	cfg->max_queue_bytes = 1048576;

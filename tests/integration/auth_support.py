@@ -199,6 +199,14 @@ class BigHeaderLighttpd(h.LighttpdFront):
         super().__init__(*a, extra=["server.max-request-field-size := 65535"], **kw)
 
 
+class BigHeaderApache(h.ApacheFront):
+    """Apache's default LimitRequestLine and LimitRequestFieldSize (8190)
+    would answer a 9 KB token with a 400 of its own."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, extra=["LimitRequestLine 65536", "LimitRequestFieldSize 65536"], **kw)
+
+
 # ---------------------------------------------------------------- the lab
 
 
@@ -228,12 +236,14 @@ class Lab:
 
     def front(self, kind, hub):
         n = len(self.procs.fronts)
+        args = hub.argv
+        cookie = (args[args.index("--token-cookie") + 1] if "--token-cookie" in args else "") or "token"
         if kind == "nginx":
-            args = hub.argv
-            cookie = args[args.index("--token-cookie") + 1] if "--token-cookie" in args else "token"
-            f = BigHeaderNginx(self.workdir, hub.upstream, name="nginx%d" % n, token_cookie=cookie or "token")
+            f = BigHeaderNginx(self.workdir, hub.upstream, name="nginx%d" % n, token_cookie=cookie)
         elif kind == "lighttpd":
             f = BigHeaderLighttpd(self.workdir, socket_path=str(hub.socket_path), name="lighttpd%d" % n)
+        elif kind == "apache":
+            f = BigHeaderApache(self.workdir, str(hub.socket_path), name="apache%d" % n, token_cookie=cookie)
         else:
             raise ValueError(kind)
         f.watch.append(hub.process)
@@ -247,8 +257,8 @@ class Lab:
         if key not in self.touched:
             self.touched.append(key)
         if key not in self.stacks:
-            if kind == "lighttpd" and not h.find_program("lighttpd"):
-                raise LookupError("lighttpd is not installed")
+            if kind != "nginx" and not h.find_program(h.FRONT_PROGRAMS[kind]):
+                raise LookupError("%s is not installed" % h.FRONT_PROGRAMS[kind])
             hub = self.hub(name)
             self.stacks[key] = h.Stack(self.front(kind, hub), self.configs[name][1], hub=hub)
         return self.stacks[key]

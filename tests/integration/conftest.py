@@ -1,4 +1,5 @@
-"""Fixtures for the ssehub integration tests (real nginx, lighttpd, spawn-fcgi).
+"""Fixtures for the ssehub integration tests (real nginx, lighttpd, Apache httpd,
+spawn-fcgi).
 
 Run from the repository root:
     /usr/bin/python3 -m pytest -q tests/integration
@@ -17,7 +18,7 @@ import pytest
 
 import ssehub_harness as h
 
-FRONTS = ["nginx", "lighttpd"]
+FRONTS = ["nginx", "lighttpd", "apache"]
 TEST_TIMEOUT = int(os.environ.get("SSEHUB_TEST_TIMEOUT", "60"))
 
 
@@ -135,7 +136,7 @@ def procs(workdir, ssehub_bin, secret):
 
 @pytest.fixture(params=FRONTS)
 def front_kind(request):
-    require_program(request.param)
+    require_program(h.FRONT_PROGRAMS[request.param])
     return request.param
 
 
@@ -168,7 +169,7 @@ def _marker_args(request):
 
 @pytest.fixture
 def stack(request, front_kind, procs, tokens):
-    """ssehub (defaults + @pytest.mark.ssehub_args) behind nginx or lighttpd.
+    """ssehub (defaults + @pytest.mark.ssehub_args) behind nginx, lighttpd or Apache.
     At teardown the hub must stop with exit 0 on SIGTERM."""
     s = StackFixture(procs, front_kind, tokens, _marker_args(request))
     yield s
@@ -179,7 +180,7 @@ def stack(request, front_kind, procs, tokens):
 def module_stack(request, ssehub_bin):
     """One stack shared by a module's tests (stateless cases such as errors).
     Its hub gets the module-level SSEHUB_MODULE_ARGS list."""
-    require_program(request.param)
+    require_program(h.FRONT_PROGRAMS[request.param])
     workdir = _make_workdir()
     secret = Secret(workdir)
     procs = h.Procs(workdir, ssehub_bin, secret.path)

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Renders the shipped front-server examples for a private nginx or lighttpd:
+"""Renders the shipped front-server examples for a private nginx, lighttpd or
+Apache httpd:
 the one renderer of the integration harness, bench/run.sh and
 bench/compare.py, so that tests and benches run exactly what users copy.
 
@@ -31,6 +32,14 @@ lighttpd, examples/lighttpd/ssehub.conf (lighttpd_site):
   "bin-path" => "..."            -> the command line lighttpd starts (A)
   "/run/ssehub/ssehub.sock"      -> ssehub's own socket (B)
 
+Apache httpd, examples/apache/ssehub.conf (apache_site):
+  <VirtualHost *:80>             -> <VirtualHost LISTEN>  (address:port)
+  DocumentRoot /var/www/ssehub   -> DocumentRoot ROOT
+  unix:/run/ssehub/ssehub.sock   -> the hub's socket on its 3 lines
+  token= in the SetEnvIf Cookie line -> another --token-cookie name
+  ${APACHE_LOG_DIR}              -> not replaced: write_apache defines it, as
+                                    Debian's envvars does
+
 Command line, for bench/run.sh (writes PREFIX/nginx.conf, PREFIX/site.conf,
 PREFIX/fastcgi_params and PREFIX/tmp/; prints the nginx.conf path):
 
@@ -48,6 +57,15 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 NGINX_EXAMPLE = REPO_ROOT / "examples" / "nginx" / "ssehub.conf"
 LIGHTTPD_EXAMPLE = REPO_ROOT / "examples" / "lighttpd" / "ssehub.conf"
+APACHE_EXAMPLE = REPO_ROOT / "examples" / "apache" / "ssehub.conf"
+APACHE_MODULES_DIR = Path("/etc/apache2/mods-available")
+# What a fresh Debian 12 apache2 has enabled (a2query -m), then what the
+# example's header says to a2enmod. Their .load and .conf files are read
+# from the system, as Debian's apache2.conf reads mods-enabled/.
+APACHE_DEFAULT_MODULES = ("mpm_event", "access_compat", "alias", "auth_basic", "authn_core", "authn_file",
+                          "authz_core", "authz_host", "authz_user", "autoindex", "deflate", "dir", "env",
+                          "filter", "mime", "negotiation", "reqtimeout", "setenvif", "status")
+APACHE_EXAMPLE_MODULES = ("proxy", "proxy_fcgi", "headers")
 NGINX_FASTCGI_PARAMS = Path("/etc/nginx/fastcgi_params")
 NGINX_TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
@@ -249,6 +267,71 @@ def write_lighttpd(prefix, host, port, site, extra=()):
         'server.upload-dirs = ( "%s" )' % p,
         'include "%s/site.conf"' % p,
     ] + list(extra) + [""]))
+    return conf
+
+
+# ---------------------------------------------------------------- Apache httpd
+
+
+def apache_site(socket_path, listen, root, token_cookie="token", example=APACHE_EXAMPLE):
+    """examples/apache/ssehub.conf (one <VirtualHost>) with its substitution
+    points replaced. socket_path: ssehub's unix socket; listen: the
+    virtual host's address:port (write_apache adds the Listen line)."""
+    source = str(example)
+    lines = Path(example).read_text().split("\n")
+    lines = _substitute(lines, "<VirtualHost *:80>", "<VirtualHost %s>" % _plain(listen, "listen"), 1, source, True)
+    lines = _substitute(lines, "DocumentRoot /var/www/ssehub", "DocumentRoot %s" % _plain(root, "root"), 1,
+                        source, True)
+    lines = _substitute(lines, "unix:/run/ssehub/ssehub.sock", "unix:%s" % _plain(socket_path, "socket path"),
+                        3, source)
+    cookie = _plain(token_cookie, "token cookie")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", cookie):
+        raise ValueError("token cookie %r cannot go into the example's SetEnvIf line" % cookie)
+    lines = _substitute(lines, r'\s*token=([^;\s]+)" SSEHUB_TOKEN_COOKIE=token=$1',
+                        r'\s*%s=([^;\s]+)" SSEHUB_TOKEN_COOKIE=%s=$1' % (cookie, cookie), 1, source)
+    return "\n".join(lines)
+
+
+def write_apache(prefix, site, listen, user=None, mpm=None, log_level="warn", modules_dir=APACHE_MODULES_DIR,
+                 extra=()):
+    """A private Apache httpd in prefix around site (one <VirtualHost>):
+    prefix/site.conf and prefix/apache2.conf, a self-contained main
+    configuration in the shape of Debian's apache2.conf (no APACHE_RUN_*
+    variables needed): ServerRoot, DefaultRuntimeDir, pid prefix/apache2.pid,
+    error log prefix/error.log (the example's virtual host logs to
+    prefix/ssehub-error.log and prefix/ssehub-access.log), Listen listen,
+    Debian's default modules plus the example's (Debian's .load and .conf
+    files), prefix/htdocs. user: User and Group (needed when started as
+    root). mpm: {directive: value} after Debian's mpm_event.conf (its
+    defaults otherwise). extra: further lines before the site. Returns the
+    path of apache2.conf."""
+    p = Path(prefix)
+    (p / "htdocs").mkdir(parents=True, exist_ok=True)
+    (p / "site.conf").write_text(site)
+    main = ["# Written by tests/integration/frontconf.py: a private Apache httpd around site.conf,",
+            "# shaped like Debian's apache2.conf.",
+            "ServerRoot %s" % p, "DefaultRuntimeDir %s" % p, "PidFile %s/apache2.pid" % p,
+            "Mutex file:%s default" % p, "Define APACHE_LOG_DIR %s" % p,
+            "ServerName localhost", "Listen %s" % _plain(listen, "listen"),
+            "Timeout 300", "KeepAlive On", "MaxKeepAliveRequests 100", "KeepAliveTimeout 5",
+            "HostnameLookups Off", "ErrorLog %s/error.log" % p, "LogLevel %s" % log_level]
+    if user:
+        main += ["User %s" % user, "Group %s" % user]
+    for m in APACHE_DEFAULT_MODULES + APACHE_EXAMPLE_MODULES:
+        load = Path(modules_dir) / ("%s.load" % m)
+        if not load.exists():
+            raise FileNotFoundError("%s (is apache2 installed?)" % load)
+        main.append("Include %s" % load)
+        if (Path(modules_dir) / ("%s.conf" % m)).exists():
+            main.append("Include %s/%s.conf" % (modules_dir, m))
+    main += ["%s %s" % (k, v) for k, v in (mpm or {}).items()]
+    main += ["<Directory />", "    Options FollowSymLinks", "    AllowOverride None", "    Require all denied",
+             "</Directory>", "<Directory %s/htdocs>" % p, "    Require all granted", "</Directory>",
+             'LogFormat "%h %l %u %t \\"%r\\" %>s %O \\"%{Referer}i\\" \\"%{User-Agent}i\\"" combined']
+    main += list(extra)
+    main += ["Include %s/site.conf" % p, ""]
+    conf = p / "apache2.conf"
+    conf.write_text("\n".join(main))
     return conf
 
 

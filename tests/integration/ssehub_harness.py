@@ -6,8 +6,9 @@ conftest.py stay thin:
 * ManagedProcess  - a child process with its output in a log file, stopped
                     with a signal and a bounded wait.
 * Hub             - one ssehub process (command line built from options).
-* NginxFront / LighttpdFront - a real front server in a private prefix,
-                    running the shipped example config (frontconf.py).
+* NginxFront / LighttpdFront / ApacheFront - a real front server in a
+                    private prefix, running the shipped example config
+                    (frontconf.py).
 * Procs           - owns every process a test starts and cleans them up.
 * Tokens          - HS256 tokens minted with PyJWT.
 * http_call       - one HTTP request (http.client), JSON decoded.
@@ -356,6 +357,46 @@ class LighttpdFront(FrontServer):
         return self
 
 
+class ApacheFront(FrontServer):
+    """Debian's apache2 (event MPM, mod_proxy_fcgi) running
+    examples/apache/ssehub.conf (rendered by frontconf) inside a private,
+    self-contained main configuration: its own ServerRoot, pid file and
+    logs, never the system service. mpm: MPM directives over Debian's
+    mpm_event.conf defaults (MaxRequestWorkers 150); extra: main-config
+    lines before the example."""
+
+    kind = "apache"
+
+    def __init__(self, workdir, socket_path, name="apache", token_cookie="token", mpm=None, extra=()):
+        super().__init__(workdir)
+        self.prefix = self.workdir / name
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        self.error_log = self.prefix / "error.log"
+        self.logs = [self.error_log, self.prefix / "ssehub-error.log"]
+        user = None
+        if os.geteuid() == 0:
+            # Apache will not run its workers as root: they run as www-data,
+            # which must reach the hub's socket through the test directory
+            # (traverse only; the socket itself is 0666 in the tests).
+            user = "www-data"
+            for d in (self.workdir, self.prefix):
+                d.chmod(d.stat().st_mode | 0o711)
+        site = frontconf.apache_site(socket_path, "%s:%d" % (self.host, self.port), self.prefix / "htdocs",
+                                     token_cookie=token_cookie)
+        self.conf = frontconf.write_apache(self.prefix, site, "%s:%d" % (self.host, self.port), user=user,
+                                           mpm=mpm, log_level="info", extra=extra)
+
+    def start(self):
+        apache2 = find_program("apache2")
+        self.process = ManagedProcess([apache2, "-f", self.conf, "-k", "start", "-DFOREGROUND"],
+                                      self.prefix / "stdout.log", "apache2")
+        self.logs.append(self.prefix / "stdout.log")
+        return self
+
+
+FRONT_PROGRAMS = {"nginx": "nginx", "lighttpd": "lighttpd", "apache": "apache2"}
+
+
 class Procs:
     """Starts processes for one test (or one module) and cleans them all up."""
 
@@ -389,18 +430,23 @@ class Procs:
 
     # front servers
     def front(self, kind, hub=None, upstream=None, wait=True):
-        """kind: nginx | lighttpd. upstream: nginx fastcgi_pass syntax, from hub
-        by default, or a list of them (the nodes of a cluster)."""
+        """kind: nginx | lighttpd | apache. upstream: nginx fastcgi_pass
+        syntax, from hub by default, or a list of them (the nodes of a
+        cluster; nginx and lighttpd). lighttpd and apache: unix: only."""
         upstream = upstream or hub.upstream
+        nodes = upstream if isinstance(upstream, list) else [upstream]
+        if kind != "nginx" and not all(u.startswith("unix:") for u in nodes):
+            raise ValueError("%s front only wired for unix sockets here" % kind)
+        name = "%s%d" % (kind, len(self.fronts))
         if kind == "nginx":
-            f = NginxFront(self.workdir, upstream, name="nginx%d" % len(self.fronts))
+            f = NginxFront(self.workdir, upstream, name=name)
         elif kind == "lighttpd":
-            nodes = upstream if isinstance(upstream, list) else [upstream]
-            if not all(u.startswith("unix:") for u in nodes):
-                raise ValueError("lighttpd front only wired for unix sockets here")
             paths = [u[5:] for u in nodes]
-            f = LighttpdFront(self.workdir, socket_path=paths if isinstance(upstream, list) else paths[0],
-                              name="lighttpd%d" % len(self.fronts))
+            f = LighttpdFront(self.workdir, socket_path=paths if isinstance(upstream, list) else paths[0], name=name)
+        elif kind == "apache":
+            if isinstance(upstream, list):
+                raise ValueError("apache front: one hub only (the example has no balancer)")
+            f = ApacheFront(self.workdir, upstream[5:], name=name)
         else:
             raise ValueError(kind)
         if hub is not None:

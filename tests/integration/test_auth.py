@@ -3,7 +3,7 @@ key rotation on SIGHUP, streams ending at token expiry, failure counters,
 and no token or key material in any log.
 
 Everything goes through a real nginx (the stateless cases also through
-lighttpd) except the 5 MB and 8 KB-boundary cases sent straight over the
+lighttpd and Apache) except the 5 MB and 8 KB-boundary cases sent straight over the
 FastCGI socket with fcgi_client. The module's hubs and fronts live in one
 directory of their own (auth_support.Lab) so that the last test can read
 every log they wrote; every token minted here is recorded in MINTED and
@@ -30,7 +30,7 @@ from auth_support import DROP, Minter, RecordingTokens
 MINTED = []          # every token minted by this module
 KEY_MATERIAL = []    # every secret and PEM body line
 
-FRONTS = ["nginx", "lighttpd"]
+FRONTS = ["nginx", "lighttpd", "apache"]
 ISSUER = "https://issuer.ssehub.test"
 AUDIENCE = "ssehub-it"
 HS_ALGS = ["HS256", "HS384", "HS512"]
@@ -44,8 +44,8 @@ REASONS = ["missing_token", "invalid_token", "token_expired", "token_not_yet_val
 
 
 def need(front):
-    if not h.find_program(front):
-        pytest.skip("%s is not installed" % front)
+    if not h.find_program(h.FRONT_PROGRAMS[front]):
+        pytest.skip("%s is not installed" % h.FRONT_PROGRAMS[front])
 
 
 # ---------------------------------------------------------------- fixtures
@@ -909,8 +909,8 @@ def test_bad_key_file_on_sighup_keeps_old_keys(lab, minter, case):
 
 def test_stream_ends_at_token_expiry(lab, minter):
     """--jwt-leeway 0: exp = now + 2 -> a final `token_expired` event, then
-    the response ends cleanly (nginx and lighttpd at the same time)."""
-    fronts = [f for f in FRONTS if h.find_program(f)]
+    the response ends cleanly (behind every front server at the same time)."""
+    fronts = [f for f in FRONTS if h.find_program(h.FRONT_PROGRAMS[f])]
     stacks = [lab.stack("leeway0", f) for f in fronts]
     now = int(time.time())
     exp = now + 2

@@ -19,7 +19,8 @@ SSEHUB_MODULE_ARGS = ["--max-message-bytes", "1024"]
 def es(module_stack):
     """The module's shared stack, with a watcher stream per test. The
     watcher's user id is unique: streams of earlier tests may linger for a
-    while (lighttpd only notices a client that left when it next writes)."""
+    while (lighttpd and Apache only notice a client that left when they next
+    write to it)."""
     module_stack.watcher_user = "w-%s" % uuid.uuid4().hex[:12]
     module_stack.watcher = module_stack.open_stream(user_id=module_stack.watcher_user)
     yield module_stack

@@ -100,6 +100,9 @@ def test_silent_peers_are_closed_at_the_request_timeout(procs, tokens):
 
 def test_threads_are_the_loops_and_main(procs, tokens):
     hub = procs.hub(extra_args=["--loops", 3])
+    # the socket may accept before the last loop thread has started
+    h.wait_until(lambda: len(os.listdir("/proc/%d/task" % hub.pid)) == 3 + 1, 2, message="3 loops and main")
+    time.sleep(0.2)
     assert len(os.listdir("/proc/%d/task" % hub.pid)) == 3 + 1
 
 

@@ -106,7 +106,8 @@ def test_send_to_client(stack):
 def test_stats_exact(stack):
     # nginx closes the upstream connection as soon as the client leaves, and
     # the hub must then drop the stream within 1 s. lighttpd only notices a
-    # client that left when it next writes to it: the 1 s ping provokes that.
+    # client that left when it next writes to it, Apache at the second write
+    # (test_liveness.py): the 1 s pings provoke those writes.
     removal = 1.0 if stack.front.kind == "nginx" else 2.5
     assert stack.stats() == {"total_clients": 0, "user_clients": {}}
     a1 = stack.open_stream(user_id=1)
