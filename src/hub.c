@@ -643,7 +643,7 @@ static int collect_local(struct replay *r, size_t from, int from_cseq, uint64_t 
 
 /* ---- open / close ------------------------------------------------------------- */
 
-static void detach(struct stream *s, void *owner)
+void hub_stream_closed(struct stream *s, void *owner)
 {
 	struct sub *sub = owner;
 	struct hub_user *u = sub->user;
@@ -734,7 +734,7 @@ static void opening_free(struct opening *o)
 static enum hub_status open_now(struct opening *o)
 {
 	struct stream_params p = { .fd = o->fd, .request_id = o->request_id, .token_exp = o->who.token_exp,
-				   .key_id = o->who.key_id, .on_close = detach };
+				   .key_id = o->who.key_id };
 	struct replay r = { .v = &o->viewer };
 	struct hub_user *u;
 	struct sub *sub;

@@ -103,6 +103,11 @@ void hub_free(void);
 enum hub_status hub_open_stream(struct loop *l, int fd, uint16_t request_id, const struct hub_who *who,
 				const char *last_event_id, struct hub_wait *w);
 
+/* For streams_init: a stream opened by hub_open_stream closed (owner is
+ * the hub's record of it); it leaves the registry and the counts. */
+struct stream;
+void hub_stream_closed(struct stream *s, void *owner);
+
 /* Publishes p to the streams it targets (on every node with Redis; a
  * MSG_TOPIC: the streams on topic p->key, O(their number)); w->id and
  * w->count (recipients) are set. */

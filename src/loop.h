@@ -33,8 +33,8 @@ typedef void loop_later_fn(struct loop_later *x);
  * Owned by one loop; only that loop's thread touches it. */
 struct loop_io {
 	int fd;
-	unsigned mask;           /* interests now registered */
-	unsigned added;          /* 1 while in the loop's epoll set */
+	unsigned mask : 8;       /* interests now registered */
+	unsigned added : 1;      /* 1 while in the loop's epoll set */
 	loop_io_fn *fn;
 };
 

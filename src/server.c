@@ -662,7 +662,7 @@ int server_setup(const struct config *cfg)
 	pthread_mutex_unlock(&reserve_lock);
 	if (loops_create((int)cfg->loops) < 0)
 		return -1;
-	streams_init(cfg);
+	streams_init(cfg, hub_stream_closed);
 	hub_start();
 	nservs = loops_count();
 	servs = xcalloc((size_t)nservs, sizeof(*servs));

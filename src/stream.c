@@ -26,25 +26,25 @@
 
 struct sloop;
 
+/* Laid out small: an idle stream is most of what a hub holds. */
 struct stream {
 	struct loop_io io;
 	struct sloop *sl;
 	LIST_ENTRY(stream) link;         /* the loop's open streams */
 	struct stream *dirty_next;       /* streams with output to write */
 	const char *client_id, *user;    /* the owner's */
-	stream_close_fn *on_close;
 	void *owner;
 	uint64_t start_seq;
 	int64_t token_exp;
 	uint64_t key_id;
-	int64_t last_queued_ms;          /* for liveness comments */
-	struct msg **q;                  /* ring of queued messages */
+	struct msg **q;                  /* ring of queued messages; NULL while empty */
 	uint32_t qhead, qlen, qcap;
-	size_t qoff;                     /* bytes of q[qhead] already written */
-	size_t qbytes, qlimit;
+	uint32_t qoff;                   /* bytes of q[qhead] already written */
+	uint32_t qbytes, qlimit;         /* at most 2 GiB: --max-queue-bytes + --max-replay-bytes */
+	uint32_t last_queued_s;          /* loop seconds, for liveness comments */
 	uint16_t request_id;
+	uint8_t close_reason;            /* enum close_reason */
 	unsigned dirty : 1, want_out : 1, closing : 1, slow : 1, dead : 1;
-	const char *close_reason;
 	struct loop_later later;
 };
 
@@ -60,7 +60,14 @@ struct sloop {
 	unsigned rand_state;
 };
 
+/* Why a stream closed, for its log line. */
+enum close_reason { CR_CLIENT_GONE, CR_WRITE_ERROR, CR_SLOW, CR_SETUP, CR_DISCONNECT, CR_SHUTDOWN, CR_TOKEN_EXPIRED,
+		    CR_TOKEN_REVOKED };
+static const char *const close_reasons[] = { "client_gone", "write_error", "slow_consumer", "setup_error",
+					     "disconnect", "shutdown", "token_expired", "token_revoked" };
+
 static const struct config *cfg;
+static stream_close_fn *on_close;       /* the owner's (the hub's) */
 static struct sloop *sloops;
 static int nsloops;
 static struct msg *liveness_msg;        /* ":\n\n", shared */
@@ -113,8 +120,8 @@ static int enqueue(struct stream *s, struct msg *m, int force)
 	msg_ref(m, 1);
 	s->q[(s->qhead + s->qlen) & (s->qcap - 1)] = m;
 	s->qlen++;
-	s->qbytes += framed;
-	s->last_queued_ms = loop_now(s->sl->loop);
+	s->qbytes += (uint32_t)framed;
+	s->last_queued_s = (uint32_t)(loop_now(s->sl->loop) / 1000);
 	mark_dirty(s);
 	return 0;
 }
@@ -139,7 +146,7 @@ static struct msg *end_records(uint16_t request_id)
 
 /* Queues the final event (may be NULL) and the end records; the stream
  * closes once they are written. */
-static void finish(struct stream *s, struct msg *final, const char *reason)
+static void finish(struct stream *s, struct msg *final, enum close_reason reason)
 {
 	struct msg *end;
 
@@ -151,7 +158,7 @@ static void finish(struct stream *s, struct msg *final, const char *reason)
 	enqueue(s, end, 1);
 	msg_unref(end);
 	s->closing = 1;
-	s->close_reason = reason;
+	s->close_reason = (uint8_t)reason;
 }
 
 static void release(struct loop_later *x)
@@ -164,7 +171,7 @@ static void release(struct loop_later *x)
 	free(s);
 }
 
-static void stream_close(struct stream *s, const char *reason)
+static void stream_close(struct stream *s, enum close_reason reason)
 {
 	struct sloop *sl = s->sl;
 	char user[160];
@@ -178,8 +185,8 @@ static void stream_close(struct stream *s, const char *reason)
 	LIST_REMOVE(s, link);
 	sl->nstreams--;
 	log_info("event=disconnect client=%s user=%s reason=%s", s->client_id, log_quote(user, sizeof(user), s->user),
-		 reason);
-	s->on_close(s, s->owner);
+		 close_reasons[reason]);
+	on_close(s, s->owner);
 	loop_free_later(sl->loop, &s->later, release);
 }
 
@@ -190,15 +197,21 @@ static void advance(struct stream *s, size_t n)
 		struct msg *m = s->q[s->qhead & (s->qcap - 1)];
 		size_t framed = framed_len(m), left = framed - s->qoff;
 		if (n < left) {
-			s->qoff += n;
+			s->qoff += (uint32_t)n;
 			return;
 		}
 		n -= left;
 		s->qoff = 0;
-		s->qbytes -= framed;
+		s->qbytes -= (uint32_t)framed;
 		s->qhead = (s->qhead + 1) & (s->qcap - 1);
 		s->qlen--;
 		msg_unref(m);
+	}
+	if (!s->qlen && s->q) {
+		/* an idle stream keeps no ring: the next message allocates one */
+		free(s->q);
+		s->q = NULL;
+		s->qcap = s->qhead = 0;
 	}
 }
 
@@ -256,9 +269,9 @@ static void flush(struct stream *s)
 		return;
 	if (s->slow) {
 		METRIC_ADD(slow_consumer_total, 1);
-		log_warn("event=slow_consumer client=%s user=%s queued_bytes=%zu limit=%zu", s->client_id,
+		log_warn("event=slow_consumer client=%s user=%s queued_bytes=%" PRIu32 " limit=%" PRIu32, s->client_id,
 			 log_quote(user, sizeof(user), s->user), s->qbytes, s->qlimit);
-		stream_close(s, "slow_consumer");
+		stream_close(s, CR_SLOW);
 		return;
 	}
 	while (s->qlen) {
@@ -275,14 +288,14 @@ static void flush(struct stream *s)
 				set_want_out(s, 1);
 				return;
 			}
-			stream_close(s, "write_error");
+			stream_close(s, CR_WRITE_ERROR);
 			return;
 		}
 		advance(s, (size_t)n);
 	}
 	set_want_out(s, 0);
 	if (s->closing)
-		stream_close(s, s->close_reason);
+		stream_close(s, (enum close_reason)s->close_reason);
 }
 
 /* Before the loop sleeps: write what this pass queued. */
@@ -312,7 +325,7 @@ static void on_io(struct loop *l, struct loop_io *io, unsigned events)
 		/* The front server sends nothing after the request: any input, EOF
 		 * or error means the client is gone. */
 		if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) || (events & LOOP_HUP)) {
-			stream_close(s, "client_gone");
+			stream_close(s, CR_CLIENT_GONE);
 			return;
 		}
 	}
@@ -333,7 +346,6 @@ struct stream *stream_new(struct loop *l, const struct stream_params *p)
 	s->user = p->user;
 	s->token_exp = p->token_exp;
 	s->key_id = p->key_id;
-	s->on_close = p->on_close;
 	s->owner = p->owner;
 	return s;
 }
@@ -353,7 +365,7 @@ void stream_start(struct stream *s, uint64_t start_seq, const char *connected_ex
 	int flags = fcntl(s->io.fd, F_GETFL);
 
 	s->start_seq = start_seq;
-	s->qlimit = (size_t)cfg->max_queue_bytes;
+	s->qlimit = (uint32_t)cfg->max_queue_bytes;
 	LIST_INSERT_HEAD(&sl->streams, s, link);
 	sl->nstreams++;
 	METRIC_ADD(connections_total, 1);
@@ -381,12 +393,12 @@ void stream_start(struct stream *s, uint64_t start_seq, const char *connected_ex
 		METRIC_ADD(replayed_total, nreplay);
 	/* Replayed messages are shared with the history, so they cost no new
 	 * memory: they raise this stream's bound instead of counting against it. */
-	s->qlimit += replay_bytes;
+	s->qlimit = replay_bytes > UINT32_MAX - s->qlimit ? UINT32_MAX : s->qlimit + (uint32_t)replay_bytes;
 
 	if (flags < 0 || fcntl(s->io.fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
 	    loop_io_add(sl->loop, &s->io, s->io.fd, LOOP_READ, on_io) < 0) {
 		log_error("event=stream_setup_failed client=%s error=\"%s\"", s->client_id, strerror(errno));
-		stream_close(s, "setup_error");
+		stream_close(s, CR_SETUP);
 	}
 }
 
@@ -459,7 +471,7 @@ static void finish_job(struct loop *l, void *a, void *b)
 	struct stream *s = b;
 
 	if (!s->dead && !s->closing) {
-		finish(s, final, "disconnect");
+		finish(s, final, CR_DISCONNECT);
 		METRIC_ADD(disconnects_total, 1);
 	}
 	msg_unref(final);
@@ -493,7 +505,7 @@ int stream_post_finish(struct stream *s, struct msg *final)
 /* Ends the streams of l for which pred(s, arg) holds, after the final event
  * named event (with an empty JSON object as data). */
 static long finish_where(struct sloop *sl, int (*pred)(const struct stream *, void *), void *arg, const char *event,
-			 const char *reason)
+			 enum close_reason reason)
 {
 	struct msg *final = NULL;
 	struct stream *s;
@@ -526,7 +538,7 @@ static int key_revoked(const struct stream *s, void *arg)
 
 static void revoke_job(struct loop *l, void *a, void *b)
 {
-	long n = finish_where(sloop_of(l), key_revoked, NULL, "token_revoked", "token_revoked");
+	long n = finish_where(sloop_of(l), key_revoked, NULL, "token_revoked", CR_TOKEN_REVOKED);
 
 	if (n)
 		log_info("event=tokens_revoked loop=%d streams=%ld", loop_index(l), n);
@@ -574,14 +586,15 @@ static void on_tick(struct loop *l, struct loop_timer *t)
 {
 	struct sloop *sl = container_of(t, struct sloop, tick);
 	int64_t wall = util_wall_s(), now = loop_now(l);
+	uint32_t now_s = (uint32_t)(now / 1000);
 	struct stream *s;
 
 	if (cfg->close_on_token_expiry)
-		finish_where(sl, token_expired, &wall, "token_expired", "token_expired");
+		finish_where(sl, token_expired, &wall, "token_expired", CR_TOKEN_EXPIRED);
 	if (cfg->liveness_interval > 0) {
-		int64_t idle = cfg->liveness_interval * 1000;
+		uint32_t idle = (uint32_t)cfg->liveness_interval;
 		LIST_FOREACH(s, &sl->streams, link)
-			if (!s->closing && s->qlen == 0 && now - s->last_queued_ms >= idle)
+			if (!s->closing && s->qlen == 0 && now_s - s->last_queued_s >= idle)
 				enqueue(s, liveness_msg, 0);
 	}
 	loop_timer_set(l, t, now + TICK_MS, on_tick);
@@ -589,9 +602,10 @@ static void on_tick(struct loop *l, struct loop_timer *t)
 
 /* ---- set-up and stop ----------------------------------------------------------- */
 
-void streams_init(const struct config *c)
+void streams_init(const struct config *c, stream_close_fn *closed)
 {
 	cfg = c;
+	on_close = closed;
 	nsloops = loops_count();
 	sloops = xcalloc((size_t)nsloops, sizeof(*sloops));
 	liveness_msg = msg_new(MSG_PRIVATE, NULL, NULL, ":\n\n", 3);
@@ -632,7 +646,7 @@ void streams_stop(struct loop *l, long spread_ms)
 			continue;
 		buf_printf(&b, "retry: %ld\n\n", r);
 		m = private_msg(&b);
-		finish(s, m, "shutdown");
+		finish(s, m, CR_SHUTDOWN);
 		msg_unref(m);
 		free(b.data);
 	}
@@ -648,6 +662,6 @@ void streams_close_all(struct loop *l)
 	struct sloop *sl = sloop_of(l);
 
 	while (!LIST_EMPTY(&sl->streams))
-		stream_close(LIST_FIRST(&sl->streams), "shutdown");
+		stream_close(LIST_FIRST(&sl->streams), CR_SHUTDOWN);
 	sl->dirty = NULL;
 }

@@ -28,13 +28,13 @@ struct stream_params {
 	const char *user;                /* on_close returns */
 	int64_t token_exp;               /* first second the token is refused; 0: never */
 	uint64_t key_id;                 /* the key that verified the token */
-	stream_close_fn *on_close;
-	void *owner;
+	void *owner;                     /* handed to the on_close of streams_init */
 };
 
 /* Sets up the per-loop state (timers, flush hook) of every loop. cfg must
- * outlive the streams. Call after loops_create, before loops_run. */
-void streams_init(const struct config *cfg);
+ * outlive the streams; closed(s, owner) runs when any stream closes. Call
+ * after loops_create, before loops_run. */
+void streams_init(const struct config *cfg, stream_close_fn *closed);
 void streams_free(void);
 
 /* A stream in l (the calling thread's loop) for p; nothing written yet. */
