@@ -355,6 +355,11 @@ struct loop *stream_loop(const struct stream *s)
 	return s->sl->loop;
 }
 
+const char *stream_user(const struct stream *s)
+{
+	return s->user;
+}
+
 void stream_start(struct stream *s, uint64_t start_seq, const char *connected_extra, struct msg **replay,
 		  size_t nreplay)
 {

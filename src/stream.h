@@ -50,6 +50,8 @@ void stream_start(struct stream *s, uint64_t start_seq, const char *connected_ex
 		  size_t nreplay);
 
 struct loop *stream_loop(const struct stream *s);
+/* The user name s was opened with: stream_params.user, the owner's string. */
+const char *stream_user(const struct stream *s);
 
 /* ---- posts (any thread; the caller serialises them, e.g. under the hub
  * lock, so that every loop sees one order). Each takes over one reference
