@@ -7,7 +7,8 @@ its front server (nginx: 2 workers, reuseport), drives it with sseload
 (streams) and ssepost (publishers), stops it, and repeats the scenarios
 interleaved (A B C A B C) so that drift of a shared machine falls on every
 system alike; reports medians. See bench/README.md ("Comparison with Nchan
-and Go").
+and Go"). The topics scenario runs ssehub's topics against Nchan's
+channels (the Go design has none).
 """
 import argparse
 import datetime
@@ -234,6 +235,12 @@ LOC_NCHAN = """        location = /sse/stream {{
             nchan_publisher;
             nchan_channel_id $arg_id;
         }}
+        # Topics: the channels named by ?topic= (several: comma-separated).
+        location = /sse/topics {{
+            nchan_subscriber eventsource;
+            nchan_channel_id_split_delimiter ",";
+            nchan_subscriber_channel_id $arg_topic;
+        }}
         location = /api/sse/health {{
             return 200 '{{"success":true}}';
         }}"""
@@ -436,6 +443,21 @@ class System:
             return ["-T", self.env.user_ids, "-q", "u", "-O", ":"]
         return ["-T", self.env.user_tokens]
 
+    def topic_stream_args(self, groups=0, topics=()):
+        """sseload arguments for streams on topics: stream i on t(i mod
+        groups), or every stream on all of topics. ssehub: /sse/stream with
+        one topic= each and tokens whose claim allows any topic; Nchan: its
+        channels, comma-separated in one topic=."""
+        if self.name == "nchan":
+            args = ["-T", self.env.user_ids, "-q", "u", "-O", ":"]
+            if topics:
+                return args + ["-u", "/sse/topics?topic=" + ",".join(topics)]
+            return args + ["-u", "/sse/topics", "-G", str(groups)]
+        args = ["-T", self.env.topic_tokens]
+        if topics:
+            return args + ["-u", "/sse/stream?" + "&".join("topic=" + t for t in topics)]
+        return args + ["-G", str(groups)]
+
     def pub_args(self):
         if self.name == "nchan":
             return ["-k", "nchan"]
@@ -501,12 +523,13 @@ class System:
 class Load:
     """A running sseload."""
 
-    def __init__(self, env, system, n, extra, tag):
+    def __init__(self, env, system, n, extra, tag, stream_args=None):
         self.out = os.path.join(system.d, "load-%s.out" % tag)
         self.err = os.path.join(system.d, "load-%s.err" % tag)
         self.ready = os.path.join(system.d, "ready-%s" % tag)
         cmd = [env.sseload, "-p", str(system.port), "-n", str(n), "-R", self.ready,
-               "-c", "60", "-i", "0.2", "-w", "400", "-s", "8"] + system.stream_args() + extra
+               "-c", "60", "-i", "0.2", "-w", "400", "-s", "8"] + (
+                   stream_args if stream_args is not None else system.stream_args()) + extra
         self.p = subprocess.Popen(cmd, stdout=open(self.out, "w"), stderr=open(self.err, "w"))
         self.t0 = time.monotonic()
         env.loads.append(self)
@@ -723,6 +746,80 @@ def scenario_targeted(env, system, users, msgs, conns, perf=False):
     r["seq_errors"] = int(num(lr.get("seq_errors"), 0))
     r["lost"] = msgs - r["delivered"]
     return r
+
+
+TOPIC_CASES = ("topics-fan", "topics-multi", "topics-one")
+
+
+def scenario_topics(env, system, case, n, topics, msgs, conns, interval_ms=0):
+    """Streams on topics, publishes to topics (ssehub: POST /api/sse/publish;
+    Nchan: its channels). case:
+      topics-fan    n streams, stream i on t(i mod topics); msgs publishes,
+                    message i to t(i mod topics), over conns keep-alive
+                    connections (closed loop: the publish throughput)
+      topics-multi  one stream on the topics t0..t(topics-1); msgs publishes
+                    round robin over one connection (in order)
+      topics-one    n streams on t0; msgs publishes interval_ms apart, each on
+                    its own connection (open loop, as the fan-out broadcasts)"""
+    r = {"scenario": case, "system": system.name, "n": n, "topics": topics, "load1": loadavg()}
+    if case == "topics-multi":
+        sargs = system.topic_stream_args(topics=["t%d" % k for k in range(topics)])
+    else:
+        sargs = system.topic_stream_args(groups=topics)
+    if case == "topics-one":
+        per_topic = [n]
+        pub_args = ["-G", "1", "-n", str(msgs), "-c", str(msgs), "-i", str(interval_ms)]
+        pub_timeout = msgs * interval_ms / 1000 + 60
+    else:
+        per_topic = [len(range(k, n, topics)) for k in range(topics)] if case == "topics-fan" else [1] * topics
+        pub_args = ["-G", str(topics), "-n", str(msgs), "-c", str(conns)]
+        pub_timeout = 300
+    expected = sum(per_topic[i % len(per_topic)] for i in range(msgs))
+    system.start()
+    try:
+        time.sleep(0.5)
+        ld = Load(env, system, n, ["-r", str(env.rate), "-P", str(env.pending),
+                                   "-W", str(n // 1000 + 60)], case, stream_args=sargs)
+        ok = ld.wait_ready(n // 1000 + 70)
+        r["ready"] = ok
+        time.sleep(1.0)
+        r["clients_reported"] = system.clients() if system.name != "nchan" else None
+        win = Window(system, [ld.p.pid])
+        pub = run_pub(env, system, pub_args, pub_timeout) if ok else {}
+        ld.wait_msgs(expected, idle_s=3, hard_s=60)
+        r.update(win.close([ld.p.pid]))
+        r["load"] = ld.stop()
+        r["pub"] = pub
+        r["nginx_errors"] = system.errors_logged()[:5]
+    finally:
+        r["hub_exit"] = system.stop()
+    lr, p = r["load"], r["pub"]
+    r["open"] = int(num(lr.get("streams_opened_total"), 0))
+    r["delivered"] = int(num(lr.get("messages_delivered"), 0))
+    r["expected"] = expected
+    r["msgs"] = msgs
+    r["pub_ok"] = int(num(p.get("ok"), 0))
+    r["pub_failed"] = msgs - r["pub_ok"]
+    r["req_per_s"] = num(p.get("req_per_s"))
+    r["post_p99"] = num(p.get("post_ms_p99"))
+    r["recipients"] = int(num(p.get("recipients_total"), 0))
+    for q in ("p50", "p99", "max"):
+        r["lat_" + q] = num(lr.get("latency_%s_ms" % q))
+    r["seq_errors"] = int(num(lr.get("seq_errors"), 0))
+    r["lost"] = expected - r["delivered"]
+    if r["delivered"]:
+        r["cpu_us_per_msg"] = (r["hub_cpu_s"] + r["nginx_cpu_s"]) * 1e6 / r["delivered"]
+    return r
+
+
+def run_topic_case(env, system, case):
+    P = env.params
+    if case == "topics-fan":
+        return scenario_topics(env, system, case, P["topic_n"], P["topic_groups"], P["topic_msgs"],
+                               P["topic_conns"])
+    if case == "topics-multi":
+        return scenario_topics(env, system, case, 1, P["multi_topics"], P["multi_msgs"], 1)
+    return scenario_topics(env, system, case, P["topic_n"], 1, P["one_msgs"], 1, P["fan_interval"])
 
 
 def scenario_churn(env, system, cycles, conc, warm):
@@ -1115,6 +1212,13 @@ def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
                          "%s vs %s req/s = %s" % (fmt(tput["ssehub"]), fmt(tput["nchan"]),
                                                   ratio(tput["ssehub"], tput["nchan"])),
                          verdict(tput["ssehub"] >= tput["nchan"])))
+    ttput = {s: agg(runs, "topics-fan", s, P.get("topic_n"), "req_per_s") for s in systems}
+    if "nchan" in systems and ttput["ssehub"] is not None and ttput["nchan"] is not None:
+        tgt_rows.append(("topic publish throughput ≥ 1.0× Nchan's channels (N = %s on %s topics)" % (
+                             fmt(P["topic_n"]), P["topic_groups"]),
+                         "%s vs %s req/s = %s" % (fmt(ttput["ssehub"]), fmt(ttput["nchan"]),
+                                                  ratio(ttput["ssehub"], ttput["nchan"])),
+                         verdict(ttput["ssehub"] >= ttput["nchan"])))
     ch = [r for r in runs if r["scenario"] == "churn" and r["system"] == "ssehub"]
     if ch:
         errs = sum(r["errors"] for r in ch)
@@ -1260,6 +1364,10 @@ def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
       "event back, two FastCGI hops, which is where the difference in throughput comes from.")
     w("")
 
+    # --- topics
+    if any(r["scenario"] in TOPIC_CASES for r in runs):
+        topics_section(w, runs, systems, P)
+
     # --- churn
     w("## Churn: %s connect-then-disconnect cycles, %d at a time" % (
         fmt(P["churn_cycles"]), P["churn_conc"]))
@@ -1310,6 +1418,12 @@ def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
     rrow("time to open N = %s" % fmt(ns[-1]), "fanout", ns[-1], "open_time_s")
     rrow("targeted publish req/s", "targeted", u, "req_per_s")
     rrow("targeted delivery p99", "targeted", u, "lat_p99")
+    if P.get("topic_n"):
+        rrow("topic publish req/s (%s on %s topics)" % (fmt(P["topic_n"]), P["topic_groups"]),
+             "topics-fan", P["topic_n"], "req_per_s")
+        rrow("topic delivery p99 (%s on %s topics)" % (fmt(P["topic_n"]), P["topic_groups"]),
+             "topics-fan", P["topic_n"], "lat_p99")
+        rrow("1 topic, %s streams: delivery p99" % fmt(P["topic_n"]), "topics-one", P["topic_n"], "lat_p99")
     rrow("churn cycles/s", "churn", P["churn_cycles"], "cycles_per_s")
     w("")
 
@@ -1409,6 +1523,57 @@ def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
     w("")
     with open(out_md, "w") as f:
         f.write("\n".join(L))
+
+
+def topics_section(w, runs, systems, P):
+    """The topics scenario's tables (ssehub topics vs Nchan channels)."""
+    w("## Topics: ssehub's topics and Nchan's channels")
+    w("")
+    w("ssehub: streams on `GET /sse/stream?topic=…` (tokens whose topics claim is `[\"*\"]`), "
+      "publishes `POST /api/sse/publish {\"topic\":…}`. Nchan: an EventSource subscriber "
+      "on the channels of `?topic=` (`nchan_channel_id_split_delimiter \",\"` for several), "
+      "publishes `POST /pub?id=…`. Message i goes to topic t(i mod topics); latency and "
+      "order are checked per stream as in the other scenarios. \"out of order\" counts "
+      "deliveries of a publish that overtook an earlier one between the concurrent "
+      "publisher connections before the system received it; each system delivers in the "
+      "order it received them.")
+    w("")
+    w("| case | system | open | publish req/s | publish p99 ms | failed | delivered | "
+      "delivery p50 ms | delivery p99 ms | max ms | out of order | CPU µs/msg (back end + nginx) |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    labels = {
+        "topics-fan": "%s streams, each on 1 of %s topics; %s publishes over %d keep-alive connections" % (
+            fmt(P.get("topic_n")), P.get("topic_groups"), fmt(P.get("topic_msgs")), P.get("topic_conns", 0)),
+        "topics-multi": "1 stream on %s topics; %s publishes round robin over 1 connection" % (
+            P.get("multi_topics"), fmt(P.get("multi_msgs"))),
+        "topics-one": "%s streams on 1 topic; %s publishes %s ms apart (as the fan-out broadcasts)" % (
+            fmt(P.get("topic_n")), P.get("one_msgs"), P.get("fan_interval")),
+    }
+    for case in TOPIC_CASES:
+        for s in systems:
+            rs = [r for r in runs if r["scenario"] == case and r["system"] == s]
+            if not rs:
+                continue
+            w("| %s | %s | %s/%s | %s%s | %s | %s | %s/%s | %s | %s%s | %s | %s | %s |" % (
+                labels[case], LABEL[s], fmt(median([r["open"] for r in rs])), fmt(rs[0]["n"]),
+                fmt(median([r["req_per_s"] for r in rs])), minmax([r["req_per_s"] for r in rs]),
+                fmt(median([r["post_p99"] for r in rs]), 1),
+                fmt(median([r["pub_failed"] for r in rs])),
+                fmt(median([r["delivered"] for r in rs])), fmt(rs[0]["expected"]),
+                fmt(median([r["lat_p50"] for r in rs]), 1),
+                fmt(median([r["lat_p99"] for r in rs]), 1), minmax([r["lat_p99"] for r in rs], 1),
+                fmt(median([r["lat_max"] for r in rs]), 1),
+                fmt(median([r["seq_errors"] for r in rs])),
+                fmt(median([r.get("cpu_us_per_msg") for r in rs]), 1)))
+    w("")
+    one = agg(runs, "topics-one", "ssehub", P.get("topic_n"), "lat_p99")
+    bc = agg(runs, "fanout", "ssehub", P.get("topic_n"), "lat_p99")
+    if one is not None and bc is not None:
+        w("One topic with %s streams against a broadcast to %s streams (ssehub, fan-out "
+          "table): delivery p99 %s vs %s ms = %s. A topic publish posts one job per stream "
+          "to its loop (O(streams on the topic)); a broadcast posts one per loop." % (
+              fmt(P["topic_n"]), fmt(P["topic_n"]), fmt(one, 1), fmt(bc, 1), ratio(one, bc)))
+        w("")
 
 
 def plots(env, runs, plots_dir):
@@ -1621,6 +1786,11 @@ def tokens(env, n):
                     "-n", str(n), "--out", env.user_tokens, "--admin-out", env.admin_file],
                    check=True)
     env.admin_token = open(env.admin_file).read().strip()
+    # the topics scenario's users: the same ids, with a claim allowing any topic
+    env.topic_tokens = os.path.join(env.tmp, "topic-users.tok")
+    subprocess.run([PY, os.path.join(HERE, "mktokens.py"), "--secret-file", env.secret,
+                    "-n", str(n), "--out", env.topic_tokens, "--topic", "*",
+                    "--admin-out", os.path.join(env.tmp, "admin-again.tok")], check=True)
     env.user_ids = os.path.join(env.tmp, "users.ids")
     with open(env.user_ids, "w") as f:
         for i in range(n):
@@ -1640,8 +1810,12 @@ def main():
     ap.add_argument("--budget", type=float, help="seconds for the repeated scenarios "
                     "(full 900; more reps are skipped when the next would not fit)")
     ap.add_argument("--no-profile", action="store_true", help="skip callgrind and perf")
-    ap.add_argument("--scenarios", default="fanout,targeted,churn",
-                    help="comma list of fanout,targeted,churn (all)")
+    ap.add_argument("--scenarios", default="fanout,targeted,topics,churn",
+                    help="comma list of fanout,targeted,topics,churn (all)")
+    ap.add_argument("--topic-streams", type=int, help="streams of the topics scenario "
+                    "(full 10000, --quick 1000)")
+    ap.add_argument("--topic-msgs", type=int, help="topic publishes of its first case "
+                    "(full 2000, --quick 500)")
     ap.add_argument("-n", "--streams", help="comma list of N for hold/fan-out "
                     "(full: 1000,5000,10000,max; --quick: 200,1000)")
     ap.add_argument("--out", help="directory for RESULTS.md, plots/ and results/ "
@@ -1690,12 +1864,16 @@ def main():
     if a.quick:
         P = dict(hold_ns=[200, 1000], fan_n=1000, fan_msgs=5, fan_interval=250,
                  tgt_users=500, tgt_msgs=2000, tgt_conns=16,
+                 topic_n=1000, topic_groups=100, topic_msgs=500, topic_conns=16,
+                 multi_topics=32, multi_msgs=320, one_msgs=5,
                  churn_cycles=1000, churn_conc=32, churn_warm=100)
         reps = a.reps or 1
         budget = a.budget or 80
     else:
         P = dict(hold_ns=[1000, 5000, 10000, nmax], fan_n=10000, fan_msgs=20,
                  fan_interval=250, tgt_users=10000, tgt_msgs=20000, tgt_conns=16,
+                 topic_n=10000, topic_groups=100, topic_msgs=2000, topic_conns=16,
+                 multi_topics=32, multi_msgs=3200, one_msgs=20,
                  churn_cycles=20000, churn_conc=64, churn_warm=1000)
         reps = a.reps or 3
         budget = a.budget or 900
@@ -1708,6 +1886,10 @@ def main():
         # every system runs beside Apache at the N it can hold
         P["hold_ns"] += P["apache_ns"]
     P["hold_ns"] = sorted(set(P["hold_ns"]))
+    if a.topic_streams:
+        P["topic_n"] = a.topic_streams
+    if a.topic_msgs:
+        P["topic_msgs"] = a.topic_msgs
     env.scenarios = [x for x in a.scenarios.split(",") if x]
     env.params = P
     env.profile = not a.no_profile and not a.quick
@@ -1731,9 +1913,10 @@ def main():
     rc = 0
     try:
         log("building sseload, ssepost%s; tokens for %d users" % (
-            ", gohub" if "gohub" in env.systems else "", max(P["hold_ns"] + [P["tgt_users"]])))
+            ", gohub" if "gohub" in env.systems else "",
+            max(P["hold_ns"] + [P["tgt_users"], P["topic_n"]])))
         build(env)
-        tokens(env, max(P["hold_ns"] + [P["tgt_users"], P["churn_conc"]]))
+        tokens(env, max(P["hold_ns"] + [P["tgt_users"], P["churn_conc"], P["topic_n"]]))
         env.info = machine_info()
         log("systems: %s; %d reps; N = %s; load average %.2f" % (
             ", ".join(env.systems), reps, P["hold_ns"], loadavg()))
@@ -1750,12 +1933,16 @@ def main():
                                      % (rep, reps, budget))
                     log(env.notes[-1])
                     break
-            plan = [("fanout", n) for n in P["hold_ns"]] + [("targeted", P["tgt_users"]),
-                                                             ("churn", P["churn_cycles"])]
-            plan = [x for x in plan if x[0] in env.scenarios]
+            plan = [("fanout", n) for n in P["hold_ns"]] + [("targeted", P["tgt_users"])] + [
+                (c, P["topic_n"] if c != "topics-multi" else 1) for c in TOPIC_CASES] + [
+                ("churn", P["churn_cycles"])]
+            plan = [x for x in plan if x[0] in env.scenarios or
+                    (x[0] in TOPIC_CASES and "topics" in env.scenarios)]
             for scen, n in plan:
                 for s in env.systems:
                     sysm = systems[s]
+                    if scen in TOPIC_CASES and s not in ("ssehub", "nchan"):
+                        continue        # topics: ssehub against Nchan's channels
                     if FRONT[s] != "nginx" and not runs_at(env, s, scen, n):
                         continue
                     load_samples.append(loadavg())
@@ -1770,6 +1957,13 @@ def main():
                                     fmt(r["lat_p99"], 1), fmt(r["lat_max"], 1),
                                     fmt(r.get("b_per_stream")), fmt(r.get("hub_b_per_stream")),
                                     r["other_cpu_s"] / r["wall_s"]))
+                        elif scen in TOPIC_CASES:
+                            r = run_topic_case(env, sysm, scen)
+                            log("rep %d %-12s N=%-6d %-6s %s req/s, failed %d, delivered %d/%d, "
+                                "p50 %s p99 %s ms, out of order %d" % (
+                                    rep + 1, scen, n, s, fmt(r["req_per_s"]), r["pub_failed"],
+                                    r["delivered"], r["expected"], fmt(r["lat_p50"], 1),
+                                    fmt(r["lat_p99"], 1), r["seq_errors"]))
                         elif scen == "targeted":
                             r = scenario_targeted(env, sysm, n, P["tgt_msgs"], P["tgt_conns"])
                             log("rep %d %-8s N=%-6d %-6s %s req/s, failed %d, delivered %d/%d, "
@@ -1880,6 +2074,8 @@ def main():
             if r["scenario"] == "targeted" and (r["lost"] or r["pub_failed"]):
                 rc = 1
             if r["scenario"] == "churn" and (r["errors"] or r.get("clients_after") != 0):
+                rc = 1
+            if r["scenario"] in TOPIC_CASES and (r["lost"] or r["pub_failed"] or r["open"] != r["n"]):
                 rc = 1
         if not any(r["system"] == "ssehub" for r in runs) and "ssehub" in env.systems:
             rc = 1

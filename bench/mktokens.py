@@ -2,9 +2,9 @@
 """mktokens: HS256 tokens for the ssehub benchmarks.
 
 Writes N user tokens (one a line; user_id i+1, or one shared user with
---shared) and one admin token (role "admin"), signed with the bytes of the
-secret file (one trailing newline ignored, as ssehub does). Tokens expire
-after --ttl seconds.
+--shared; with --topic, a "topics" claim holding those patterns) and one
+admin token (role "admin"), signed with the bytes of the secret file (one
+trailing newline ignored, as ssehub does). Tokens expire after --ttl seconds.
 """
 import argparse
 import time
@@ -21,6 +21,8 @@ def main():
     ap.add_argument("--shared", action="store_true", help="one user for all")
     ap.add_argument("--ttl", type=int, default=7200)
     ap.add_argument("--alg", default="HS256")
+    ap.add_argument("--topic", action="append", default=[],
+                    help="a topic pattern the user tokens allow (repeatable)")
     a = ap.parse_args()
 
     with open(a.secret_file, "rb") as f:
@@ -34,8 +36,10 @@ def main():
                            key, algorithm=a.alg) + "\n")
     with open(a.out, "w") as f:
         for i in range(1 if a.shared else a.users):
-            f.write(jwt.encode(dict(base, user_id=i + 1), key,
-                               algorithm=a.alg) + "\n")
+            claims = dict(base, user_id=i + 1)
+            if a.topic:
+                claims["topics"] = a.topic
+            f.write(jwt.encode(claims, key, algorithm=a.alg) + "\n")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,8 @@ static struct {
 	const char *token;
 	const char *token_file;
 	const char *query_param;
+	int topic_groups;         /* -G: stream i adds TOPIC_PARAM=t(i mod this) */
+	const char *topic_param;  /* -g */
 	bool auth_header;
 	int streams;
 	double rate;
@@ -118,7 +120,7 @@ static struct {
 	uint64_t cycles;          /* churn mode: connect-then-disconnect cycles (-C) */
 } opt = {
 	.host = "127.0.0.1", .port = 80, .path = "/sse/stream",
-	.query_param = "token", .streams = 100, .rate = 2000, .max_retries = 8,
+	.query_param = "token", .topic_param = "topic", .streams = 100, .rate = 2000, .max_retries = 8,
 	.retry_delay_ms = 50, .header_timeout_s = 30, .duration_s = 0,
 	.timeout_s = 600, .ready_timeout_s = 0, .progress_s = 1,
 	.open_event = "connected",
@@ -473,20 +475,28 @@ static size_t url_encode(char *out, size_t cap, const char *s)
 
 static int build_request(const struct conn *c, char *out, size_t cap)
 {
-	char enc[8192];
+	char enc[8192], path[8192];
 	const char *tok = ntokens ? tokens[c->token_idx] : NULL;
 	int n;
 
+	/* -G: the stream's topic, from its place among the streams */
+	if (opt.topic_groups > 0)
+		n = snprintf(path, sizeof(path), "%s%c%s=t%ld", opt.path, strchr(opt.path, '?') ? '&' : '?',
+			     opt.topic_param, (long)((c - conns) % opt.topic_groups));
+	else
+		n = snprintf(path, sizeof(path), "%s", opt.path);
+	if (n < 0 || (size_t)n >= sizeof(path))
+		return -1;
 	if (!tok) {
-		n = snprintf(out, cap, "GET %s HTTP/1.1\r\nHost: %s\r\n", opt.path,
+		n = snprintf(out, cap, "GET %s HTTP/1.1\r\nHost: %s\r\n", path,
 			     host_header);
 	} else if (opt.auth_header) {
 		n = snprintf(out, cap, "GET %s HTTP/1.1\r\nHost: %s\r\n"
-			     "Authorization: Bearer %s\r\n", opt.path, host_header, tok);
+			     "Authorization: Bearer %s\r\n", path, host_header, tok);
 	} else {
 		url_encode(enc, sizeof(enc), tok);
 		n = snprintf(out, cap, "GET %s%c%s=%s HTTP/1.1\r\nHost: %s\r\n",
-			     opt.path, strchr(opt.path, '?') ? '&' : '?',
+			     path, strchr(path, '?') ? '&' : '?',
 			     opt.query_param, enc, host_header);
 	}
 	if (n < 0 || (size_t)n >= cap)
@@ -1276,6 +1286,8 @@ static void usage(FILE *out)
 "  -t TOKEN    one token for every stream\n"
 "  -T FILE     tokens, one a line; stream i uses line i (mod count)\n"
 "  -q NAME     query parameter for the token (token)\n"
+"  -G N        stream i also asks for topic t(i mod N): NAME=t.. in the query\n"
+"  -g NAME     the query parameter of -G (topic)\n"
 "  -a          send the token as 'Authorization: Bearer' instead\n"
 "  -n N        streams to open (100)\n"
 "  -r RATE     connect attempts per second (2000)\n"
@@ -1395,7 +1407,7 @@ int main(int argc, char **argv)
 	struct sigaction sa;
 	int ch, i;
 
-	while ((ch = getopt(argc, argv, "H:p:u:t:T:q:an:r:x:b:c:e:d:w:W:R:i:QSO:C:s:P:h")) != -1) {
+	while ((ch = getopt(argc, argv, "H:p:u:t:T:q:G:g:an:r:x:b:c:e:d:w:W:R:i:QSO:C:s:P:h")) != -1) {
 		switch (ch) {
 		case 'H': opt.host = optarg; break;
 		case 'p': opt.port = (int)parse_num(optarg, 'p'); break;
@@ -1403,6 +1415,8 @@ int main(int argc, char **argv)
 		case 't': opt.token = optarg; break;
 		case 'T': opt.token_file = optarg; break;
 		case 'q': opt.query_param = optarg; break;
+		case 'G': opt.topic_groups = (int)parse_num(optarg, 'G'); break;
+		case 'g': opt.topic_param = optarg; break;
 		case 'a': opt.auth_header = true; break;
 		case 'n': opt.streams = (int)parse_num(optarg, 'n'); break;
 		case 'r': opt.rate = parse_num(optarg, 'r'); break;

@@ -11,12 +11,16 @@
  * Targets (-k):
  *   ssehub  POST /api/sse/send-to-user {"user_id":"U","event":"bench","data":{...}}
  *           POST /api/sse/broadcast    {"event":"bench","data":{...}}
+ *           POST /api/sse/publish      {"topic":"tK","event":"bench","data":{...}} (-G)
  *           with Authorization: Bearer <admin token>; ssehub and gohub alike.
- *   nchan   POST /pub?id=user_U | /pub?id=broadcast, the body being the data
- *           itself, Accept: application/json.
+ *   nchan   POST /pub?id=user_U | /pub?id=broadcast | /pub?id=tK, the body
+ *           being the data itself, Accept: application/json.
  * Message i goes to user (i mod USERS) + 1 with seq (i div USERS) + 1, so every
  * user gets its messages in increasing seq; with -b (broadcast) message i has
- * seq i + 1 and is sent at start + i * INTERVAL. With -c K > 1 and -i, up to K
+ * seq i + 1 and is sent at start + i * INTERVAL. With -G TOPICS message i goes
+ * to topic t(i mod TOPICS) with seq i + 1 (increasing on every topic, and on a
+ * stream on several topics when one connection publishes), and -i paces it as
+ * with -b. With -c K > 1 and -i, up to K
  * broadcasts can be outstanding, so a slow answer does not delay the next one
  * (open loop: use -c COUNT to keep the schedule whatever the server does).
  *
@@ -50,6 +54,7 @@ static struct {
 	int port;
 	bool nchan;
 	bool broadcast;
+	long topics;            /* -G: message i to topic t(i mod topics); 0: off */
 	const char *token;
 	long count;
 	int conns;
@@ -127,14 +132,17 @@ static int build(long i, char *buf, size_t cap)
 {
 	char body[4096], path[128];
 	long user = opt.broadcast ? 0 : i % opt.users + 1;
-	long seq = opt.start_seq + (opt.broadcast ? i : i / opt.users);
+	long seq = opt.start_seq + (opt.broadcast || opt.topics ? i : i / opt.users);
+	long topic = opt.topics ? i % opt.topics : 0;
 	int64_t ts = real_us();
 	int blen, n;
 
 	if (opt.nchan) {
 		blen = snprintf(body, sizeof(body), "{\"ts_us\":%" PRId64 ",\"seq\":%ld,\"pad\":\"%s\"}",
 				ts, seq, pad_str);
-		if (opt.broadcast)
+		if (opt.topics)
+			snprintf(path, sizeof(path), "/pub?id=t%ld", topic);
+		else if (opt.broadcast)
 			snprintf(path, sizeof(path), "/pub?id=broadcast");
 		else
 			snprintf(path, sizeof(path), "/pub?id=user_%ld", user);
@@ -142,7 +150,11 @@ static int build(long i, char *buf, size_t cap)
 			     "Accept: application/json\r\nContent-Type: application/json\r\n"
 			     "Content-Length: %d\r\n\r\n%s", path, opt.host, opt.port, blen, body);
 	} else {
-		if (opt.broadcast)
+		if (opt.topics)
+			blen = snprintf(body, sizeof(body),
+					"{\"topic\":\"t%ld\",\"event\":\"bench\",\"data\":{\"ts_us\":%" PRId64
+					",\"seq\":%ld,\"pad\":\"%s\"}}", topic, ts, seq, pad_str);
+		else if (opt.broadcast)
 			blen = snprintf(body, sizeof(body),
 					"{\"event\":\"bench\",\"data\":{\"ts_us\":%" PRId64
 					",\"seq\":%ld,\"pad\":\"%s\"}}", ts, seq, pad_str);
@@ -153,7 +165,7 @@ static int build(long i, char *buf, size_t cap)
 		n = snprintf(buf, cap, "POST %s HTTP/1.1\r\nHost: %s:%d\r\n"
 			     "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
 			     "Content-Length: %d\r\n\r\n%s",
-			     opt.broadcast ? "/api/sse/broadcast" : "/api/sse/send-to-user",
+			     opt.topics ? "/api/sse/publish" : opt.broadcast ? "/api/sse/broadcast" : "/api/sse/send-to-user",
 			     opt.host, opt.port, opt.token, blen, body);
 	}
 	return n;
@@ -306,7 +318,7 @@ static void *worker(void *arg)
 
 		if (i >= opt.count)
 			break;
-		if (opt.broadcast && opt.interval_ms > 0) {
+		if ((opt.broadcast || opt.topics) && opt.interval_ms > 0) {
 			if (fd < 0)     /* connect before the due time, not after it */
 				fd = dial();
 			int64_t due = t0_mono_us + (int64_t)((double)i * opt.interval_ms * 1000);
@@ -377,7 +389,8 @@ static void usage(FILE *out)
 "  -n COUNT    messages (1)\n"
 "  -c CONNS    keep-alive connections, one thread each (1)\n"
 "  -U USERS    users 1..USERS, message i to user i mod USERS + 1 (1)\n"
-"  -i MS       with -b: send message i at start + i * MS (each connection\n"
+"  -G TOPICS   publish to topics t0..t(TOPICS-1), message i to t(i mod TOPICS)\n"
+"  -i MS       with -b or -G: send message i at start + i * MS (each connection\n"
 "              waits for its answer: -c COUNT keeps the schedule open-loop)\n"
 "  -P BYTES    pad string in each message (150)\n"
 "  -s SEQ      first seq (1)\n"
@@ -393,7 +406,7 @@ int main(int argc, char **argv)
 	int64_t t_end;
 	char tokbuf[8192];
 
-	while ((ch = getopt(argc, argv, "H:p:k:t:T:bn:c:U:i:P:s:w:h")) != -1) {
+	while ((ch = getopt(argc, argv, "H:p:k:t:T:bn:c:U:G:i:P:s:w:h")) != -1) {
 		switch (ch) {
 		case 'H': opt.host = optarg; break;
 		case 'p': opt.port = atoi(optarg); break;
@@ -427,6 +440,7 @@ int main(int argc, char **argv)
 		case 'n': opt.count = atol(optarg); break;
 		case 'c': opt.conns = atoi(optarg); break;
 		case 'U': opt.users = atol(optarg); break;
+		case 'G': opt.topics = atol(optarg); break;
 		case 'i': opt.interval_ms = atof(optarg); break;
 		case 'P': opt.pad = atoi(optarg); break;
 		case 's': opt.start_seq = atol(optarg); break;
@@ -436,7 +450,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (opt.port < 1 || opt.port > 65535 || opt.count < 1 || opt.conns < 1 ||
-	    opt.users < 1 || opt.pad < 0 || opt.pad > 3000 || (!opt.nchan && !opt.token)) {
+	    opt.users < 1 || opt.topics < 0 || (opt.topics && opt.broadcast) || opt.pad < 0 || opt.pad > 3000 || (!opt.nchan && !opt.token)) {
 		usage(stderr);
 		return 2;
 	}

@@ -403,8 +403,8 @@ if key.endswith(b"\n"):          # ssehub ignores one trailing newline
     key = key[:-1]
 now = int(time.time())
 claims = {
-    "alice": {"user_id": "alice"},
-    "bob": {"user_id": "bob"},
+    "alice": {"user_id": "alice", "topics": ["demo/*"]},
+    "bob": {"user_id": "bob", "topics": ["demo/*"]},
     "admin": {"user_id": "admin", "role": "admin"},
 }
 for name, c in claims.items():
@@ -445,6 +445,9 @@ Demo page as user alice, with the admin token (send + stats panels work):
 
 Same page as user bob (open it in a second tab, then send to user alice):
   $base/#token=$bob
+
+As bob on topic demo/news (alice and bob may subscribe to demo/*):
+  $base/#token=$bob&topics=demo/news
 $(examples_notes "$base" "$alice")
 
 Watch a stream from the shell:
@@ -458,8 +461,12 @@ Send to every stream of user alice:
   curl -sS -H 'Authorization: Bearer $admin' -H 'Content-Type: application/json' \\
        -d '{"user_id":"alice","event":"notification","data":{"title":"Hello, Alice"}}' $base/api/sse/send-to-user
 
+Publish to every stream on topic demo/news:
+  curl -sS -H 'Authorization: Bearer $admin' -H 'Content-Type: application/json' \\
+       -d '{"topic":"demo/news","event":"notification","data":{"title":"Hello, topic"}}' $base/api/sse/publish
+
 Stats and metrics:
-  curl -sS -H 'Authorization: Bearer $admin' $base/api/sse/stats
+  curl -sS -H 'Authorization: Bearer $admin' '$base/api/sse/stats?topics=1'
   curl -sS -H 'Authorization: Bearer $admin' $base/metrics
 
 Logs: $SSEHUB_LOG, $NGX/logs/error.log

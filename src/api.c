@@ -40,7 +40,15 @@ struct request {
 
 enum handler_result { HANDLED, HANDED_OFF, WAITING };
 
-enum route_kind { R_STREAM, R_HEALTH, R_STATS, R_BROADCAST, R_TO_USER, R_TO_CLIENT, R_DISCONNECT, R_METRICS };
+enum route_kind {
+	R_STREAM, R_HEALTH, R_STATS, R_BROADCAST, R_TO_USER, R_TO_CLIENT, R_DISCONNECT, R_METRICS,
+	R_PUBLISH, R_SUBSCRIBE, R_UNSUBSCRIBE,
+};
+
+/* A target's key: a user id, a client id or a topic name, with its NUL. */
+#define KEY_SIZE (HUB_MAX_TOPIC > AUTH_MAX_USER ? HUB_MAX_TOPIC + 1 : AUTH_MAX_USER + 1)
+
+static const char *const target_names[] = { "broadcast", "user", "client", "topic" };
 
 /* A request whose answer waits for the hub (the Redis backplane). The hub
  * holds w until done runs; the connection may go first (api_cancel). */
@@ -197,6 +205,137 @@ static struct api_pending *pending_new(struct request *r, enum route_kind kind, 
 static enum handler_result settle(struct request *r, struct api_pending *p, enum hub_status st);
 
 /* The answer for a hub status that is not success. */
+/* ---- topics -------------------------------------------------------------------- */
+
+#define TOPIC_RULE "1 to 200 bytes of A-Z a-z 0-9 _ - . : / @"
+
+/* Adds name to list[0..*n) unless it is there already; takes it over. */
+static void topics_add_unique(char **list, size_t *n, char *name)
+{
+	for (size_t i = 0; i < *n; i++) {
+		if (strcmp(list[i], name) == 0) {
+			free(name);
+			return;
+		}
+	}
+	list[(*n)++] = name;
+}
+
+void api_topics_free(char **topics, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(topics[i]);
+	free(topics);
+}
+
+/* The next "name[=value]" segment of a query from *p: its start and length;
+ * moves *p past it. Returns 0 at the end. */
+static int query_segment(const char **p, const char **seg, size_t *len)
+{
+	const char *end;
+
+	if (!*p || !**p)
+		return 0;
+	end = strchr(*p, '&');
+	*seg = *p;
+	*len = end ? (size_t)(end - *p) : strlen(*p);
+	*p = end ? end + 1 : NULL;
+	return 1;
+}
+
+static int is_topic_param(const char *seg, size_t len)
+{
+	size_t n = strlen("topic");
+	return len >= n && strncmp(seg, "topic", n) == 0 && (len == n || seg[n] == '=');
+}
+
+enum api_topics_result api_query_topics(const char *query, size_t max, char ***out, size_t *n, size_t *bad_at)
+{
+	const char *p = query, *seg;
+	size_t len, count = 0, k = 0;
+	char **list;
+
+	*out = NULL;
+	*n = 0;
+	*bad_at = 0;
+	/* counted first: nothing is decoded for a request over the limit */
+	while (query_segment(&p, &seg, &len))
+		count += is_topic_param(seg, len);
+	if (count > max) {
+		*bad_at = max + 1;
+		return API_TOPICS_TOO_MANY;
+	}
+	if (!count)
+		return API_TOPICS_OK;
+	list = xmalloc(count * sizeof(*list));
+	for (p = query; query_segment(&p, &seg, &len);) {
+		const char *v = seg + strlen("topic") + 1;
+		size_t vlen = len > strlen("topic") ? len - strlen("topic") - 1 : 0;
+		char *name;
+		long dlen;
+
+		if (!is_topic_param(seg, len))
+			continue;
+		k++;
+		/* %XX triples the bytes at most: longer cannot be a topic */
+		name = vlen <= HUB_MAX_TOPIC * 3 ? xmalloc(vlen + 1) : NULL;
+		dlen = name ? util_url_decode(name, v, vlen) : -1;
+		if (dlen < 0 || !hub_topic_valid(name, (size_t)dlen)) {
+			free(name);
+			api_topics_free(list, *n);
+			*n = 0;
+			*bad_at = k;
+			return API_TOPICS_INVALID;
+		}
+		topics_add_unique(list, n, name);
+	}
+	*out = list;
+	return API_TOPICS_OK;
+}
+
+/* The stream's topics from the query, each allowed by the token. Returns 0,
+ * or -1 after answering 400 or 403. */
+static int stream_topics(struct request *r, char ***topics, size_t *n)
+{
+	struct buf m = { 0 };
+	size_t bad_at;
+	int rc = -1;
+
+	switch (api_query_topics(r->query, (size_t)cfg->max_topics_per_stream, topics, n, &bad_at)) {
+	case API_TOPICS_TOO_MANY:
+		buf_printf(&m, "a stream may ask for at most %ld topics (--max-topics-per-stream)",
+			   cfg->max_topics_per_stream);
+		respond_error(r, 400, "too_many_topics", m.data, NULL);
+		goto done;
+	case API_TOPICS_INVALID:
+		buf_printf(&m, "topic parameter %zu is not a topic name: " TOPIC_RULE " once URL-decoded", bad_at);
+		respond_error(r, 400, "invalid_topic", m.data, NULL);
+		goto done;
+	case API_TOPICS_OK:
+		break;
+	}
+	for (size_t i = 0; i < *n; i++) {
+		char user[160];
+		if (auth_topic_allowed(&r->who, (*topics)[i]))
+			continue;
+		/* a topic name needs no quoting: its characters are all plain */
+		buf_printf(&m, "the token does not allow topic %s%s", (*topics)[i],
+			   r->who.topics_bad ? " (its topics claim is not an array of non-empty strings, or is too long)"
+					     : "");
+		respond_error(r, 403, "topic_forbidden", m.data, NULL);
+		log_info("event=topic_forbidden user=%s topic=%s", log_quote(user, sizeof(user), r->who.user),
+			 (*topics)[i]);
+		api_topics_free(*topics, *n);
+		*topics = NULL;
+		*n = 0;
+		goto done;
+	}
+	rc = 0;
+done:
+	free(m.data);
+	return rc;
+}
+
 static void respond_status(struct request *r, enum hub_status st)
 {
 	switch (st) {
@@ -231,17 +370,20 @@ static enum handler_result handle_stream(struct request *r)
 	struct hub_who who;
 	struct api_pending *p;
 	enum hub_status st;
+	char **topics = NULL;
+	size_t ntopics = 0;
 
 	if (read_body(r, 0) < 0) {
 		respond_error(r, 413, "payload_too_large", "a stream request has no body", NULL);
 		return HANDLED;
 	}
-	if (authenticate(r) < 0)
+	if (authenticate(r) < 0 || stream_topics(r, &topics, &ntopics) < 0)
 		return HANDLED;
 	if (r->api->fd_pressure) {
 		METRIC_ADD(rejected_limit_total, 1);
 		respond_error(r, 503, "too_many_open_files",
 			      "the hub is out of file descriptors; raise its limit (ulimit -n)", "Retry-After: 5\r\n");
+		api_topics_free(topics, ntopics);
 		return HANDLED;
 	}
 	hdr = param(r, "HTTP_LAST_EVENT_ID");
@@ -262,11 +404,14 @@ static enum handler_result handle_stream(struct request *r)
 	who.admin = r->who.admin;
 	who.token_exp = r->who.exp;
 	who.key_id = r->who.key_id;
+	who.topics = topics;
+	who.ntopics = ntopics;
 	/* the fd is the stream's from here: its watcher must go first */
 	loop_io_del(r->api->loop, r->api->io);
 	p = pending_new(r, R_STREAM, MSG_BROADCAST);
 	st = hub_open_stream(r->api->loop, r->api->fd, r->in->id, &who, leid, &p->w);
 	free(leid);
+	api_topics_free(topics, ntopics);
 	return settle(r, p, st);
 }
 
@@ -325,7 +470,7 @@ static int client_id_valid(const char *s, size_t len)
 }
 
 /* Reads the target field of a publish or disconnect body into key (at
- * least AUTH_MAX_USER + 1 bytes). Returns 0, or -1 after answering 400. */
+ * least KEY_SIZE bytes). Returns 0, or -1 after answering 400. */
 static int target_field(struct request *r, const struct jsonx_doc *doc, enum msg_target target, char *key)
 {
 	const struct jsonx_member *m;
@@ -345,15 +490,35 @@ static int target_field(struct request *r, const struct jsonx_doc *doc, enum msg
 			respond_error(r, 400, "invalid_field", "client_id must be a client id from a connected event", NULL);
 			return -1;
 		}
+	} else if (target == MSG_TOPIC) {
+		if (string_field(doc, "topic", key, HUB_MAX_TOPIC + 1, &len) != 1 || !hub_topic_valid(key, len)) {
+			respond_error(r, 400, "invalid_topic", "topic must be a topic name: " TOPIC_RULE, NULL);
+			return -1;
+		}
 	}
 	return 0;
+}
+
+/* The user_id or client_id (not both) of a disconnect or subscribe body
+ * into key (KEY_SIZE bytes). Returns 0, or -1 after answering 400. */
+static int streams_field(struct request *r, const struct jsonx_doc *doc, enum msg_target *target, char *key)
+{
+	int has_client = jsonx_get(doc, "client_id") != NULL;
+
+	key[0] = '\0';
+	if (has_client && jsonx_get(doc, "user_id")) {
+		respond_error(r, 400, "invalid_field", "give user_id or client_id, not both", NULL);
+		return -1;
+	}
+	*target = has_client ? MSG_CLIENT : MSG_USER;
+	return target_field(r, doc, *target, key);
 }
 
 static enum handler_result handle_publish(struct request *r, enum msg_target target)
 {
 	struct jsonx_doc doc = { 0 };
 	const struct jsonx_member *m;
-	char key[AUTH_MAX_USER + 1], event[SSE_MAX_EVENT + 1], given_id[SSE_MAX_ID + 1], *data = NULL;
+	char key[KEY_SIZE], event[SSE_MAX_EVENT + 1], given_id[SSE_MAX_ID + 1], *data = NULL;
 	int has_id;
 	size_t len;
 	long retry = -1;
@@ -404,7 +569,12 @@ static enum handler_result handle_publish(struct request *r, enum msg_target tar
 	pub.id = has_id ? given_id : NULL;
 	pub.body = enc.data;
 	pub.body_len = enc.len;
-	p = pending_new(r, target == MSG_BROADCAST ? R_BROADCAST : target == MSG_USER ? R_TO_USER : R_TO_CLIENT, target);
+	p = pending_new(r,
+			target == MSG_BROADCAST ? R_BROADCAST
+			: target == MSG_USER	? R_TO_USER
+			: target == MSG_CLIENT	? R_TO_CLIENT
+						: R_PUBLISH,
+			target);
 	res = settle(r, p, hub_publish(r->api->loop, &pub, &p->w));
 done:
 	free(enc.data);
@@ -417,7 +587,7 @@ static enum handler_result handle_disconnect(struct request *r)
 {
 	struct jsonx_doc doc = { 0 };
 	enum msg_target target;
-	char key[AUTH_MAX_USER + 1], reason[MAX_REASON + 1];
+	char key[KEY_SIZE], reason[MAX_REASON + 1];
 	size_t len;
 	int has_reason;
 	struct buf data = { 0 }, enc = { 0 };
@@ -427,12 +597,7 @@ static enum handler_result handle_disconnect(struct request *r)
 
 	if (authenticate_admin(r) < 0 || parse_body(r, &doc) < 0)
 		return HANDLED;
-	target = jsonx_get(&doc, "client_id") ? MSG_CLIENT : MSG_USER;
-	if (jsonx_get(&doc, "client_id") && jsonx_get(&doc, "user_id")) {
-		respond_error(r, 400, "invalid_field", "give user_id or client_id, not both", NULL);
-		goto done;
-	}
-	if (target_field(r, &doc, target, key) < 0)
+	if (streams_field(r, &doc, &target, key) < 0)
 		goto done;
 	has_reason = string_field(&doc, "reason", reason, sizeof(reason), &len);
 	if (has_reason < 0) {
@@ -456,13 +621,94 @@ done:
 	return res;
 }
 
+/* The "topics" array of a subscribe body into *out, distinct, *n of them.
+ * Returns 0, or -1 after answering 400. */
+static int topics_field(struct request *r, const struct jsonx_doc *doc, char ***out, size_t *n)
+{
+	const struct jsonx_member *m = jsonx_get(doc, "topics");
+	struct buf msg = { 0 };
+	size_t pos = 0, len, elen, count = 0, i = 0;
+	const char *e;
+
+	*out = NULL;
+	*n = 0;
+	if (m && m->type == JSONX_ARRAY)
+		while (jsonx_array_next(m->value, m->value_len, &pos, &e, &elen))
+			count++;
+	if (!count) {
+		respond_error(r, 400, "invalid_field", "topics must be a non-empty array of topic names", NULL);
+		return -1;
+	}
+	if (count > (size_t)cfg->max_topics_per_stream) {
+		buf_printf(&msg, "at most %ld topics at a time (--max-topics-per-stream)", cfg->max_topics_per_stream);
+		respond_error(r, 400, "too_many_topics", msg.data, NULL);
+		free(msg.data);
+		return -1;
+	}
+	*out = xmalloc(count * sizeof(**out));
+	for (pos = 0; jsonx_array_next(m->value, m->value_len, &pos, &e, &elen); i++) {
+		char name[HUB_MAX_TOPIC + 1];
+		if (jsonx_type_of(e, elen) != JSONX_STRING || jsonx_unescape(e, elen, name, sizeof(name), &len) < 0 ||
+		    !hub_topic_valid(name, len)) {
+			buf_printf(&msg, "topics[%zu] is not a topic name: " TOPIC_RULE, i);
+			respond_error(r, 400, "invalid_topic", msg.data, NULL);
+			free(msg.data);
+			api_topics_free(*out, *n);
+			*out = NULL;
+			*n = 0;
+			return -1;
+		}
+		topics_add_unique(*out, n, xstrdup(name));
+	}
+	return 0;
+}
+
+static void handle_subscribe(struct request *r, int add)
+{
+	struct jsonx_doc doc = { 0 };
+	enum msg_target target;
+	char key[KEY_SIZE], **topics = NULL;
+	size_t ntopics = 0;
+	long changed, skipped = 0;
+	struct buf out = { 0 };
+
+	if (authenticate_admin(r) < 0 || parse_body(r, &doc) < 0)
+		return;
+	if (streams_field(r, &doc, &target, key) < 0 || topics_field(r, &doc, &topics, &ntopics) < 0)
+		goto done;
+	changed = hub_subscribe(target, key, topics, ntopics, add, &skipped);
+	if (changed < 0) {
+		respond_error(r, 503, "shutting_down", "the hub is stopping", "Retry-After: 1\r\n");
+		goto done;
+	}
+	buf_printf(&out, "{\"recipients\":%ld", changed);
+	/* only when it happened: the usual answer is the documented one */
+	if (skipped)
+		buf_printf(&out, ",\"skipped\":%ld", skipped);
+	buf_puts(&out, "}");
+	respond_ok(r, out.data);
+	log_info("event=%s target=%s topics=%zu changed=%ld skipped=%ld", add ? "subscribe" : "unsubscribe",
+		 target_names[target], ntopics, changed, skipped);
+	if (skipped)
+		log_warn("event=subscribe_skipped streams=%ld reason=\"over --max-topics-per-stream\"", skipped);
+done:
+	free(out.data);
+	api_topics_free(topics, ntopics);
+	jsonx_free(&doc);
+}
+
 static enum handler_result handle_stats(struct request *r)
 {
 	struct api_pending *p;
+	char *topics;
 
 	if (authenticate_admin(r) < 0)
 		return HANDLED;
 	p = pending_new(r, R_STATS, MSG_BROADCAST);
+	/* ?topics=1 adds the streams per topic; without it, the seed's answer */
+	topics = util_query_param(r->query ? r->query : "", "topics", 8, NULL);
+	p->w.topics = topics && (strcmp(topics, "1") == 0 || strcmp(topics, "true") == 0);
+	free(topics);
 	return settle(r, p, hub_stats(r->api->loop, &p->w));
 }
 
@@ -493,6 +739,7 @@ static void handle_metrics(struct request *r)
 		reasons[i] = auth_result_code((enum auth_result)i);
 	g.active_streams = hub_total_clients();
 	g.history_messages = hub_history_len();
+	g.topics = hub_topics_count();
 	g.backplane = hub_backplane();
 	metrics_render(&b, &g);
 	respond(r, 200, "text/plain; version=0.0.4", NULL, b.data, b.len);
@@ -515,8 +762,6 @@ static enum handler_result answer(struct request *r, struct api_pending *p)
 {
 	struct hub_wait *w = &p->w;
 	struct buf out = { 0 };
-	static const char *const targets[] = { "broadcast", "user", "client", "topic" };
-
 	if (w->status != HUB_OK) {
 		respond_status(r, w->status);
 		return HANDLED;
@@ -530,7 +775,7 @@ static enum handler_result answer(struct request *r, struct api_pending *p)
 	case R_DISCONNECT:
 		buf_printf(&out, "{\"closed\":%ld}", w->count);
 		respond_ok(r, out.data);
-		log_info("event=disconnect_request target=%s closed=%ld", targets[p->target], w->count);
+		log_info("event=disconnect_request target=%s closed=%ld", target_names[p->target], w->count);
 		break;
 	default:
 		buf_puts(&out, "{\"id\":");
@@ -539,7 +784,7 @@ static enum handler_result answer(struct request *r, struct api_pending *p)
 		respond_ok(r, out.data);
 		if (log_enabled(LOG_LVL_DEBUG)) {
 			char id[160];
-			log_debug("event=publish target=%s id=%s recipients=%ld", targets[p->target],
+			log_debug("event=publish target=%s id=%s recipients=%ld", target_names[p->target],
 				  log_quote(id, sizeof(id), w->id), w->count);
 		}
 		break;
@@ -621,6 +866,9 @@ static const struct route {
 	{ "/api/sse/send-to-user", "POST", R_TO_USER },
 	{ "/api/sse/send-to-client", "POST", R_TO_CLIENT },
 	{ "/api/sse/disconnect", "POST", R_DISCONNECT },
+	{ "/api/sse/publish", "POST", R_PUBLISH },
+	{ "/api/sse/subscribe", "POST", R_SUBSCRIBE },
+	{ "/api/sse/unsubscribe", "POST", R_UNSUBSCRIBE },
 	{ "/metrics", "GET", R_METRICS },
 };
 
@@ -673,6 +921,9 @@ enum api_result api_handle(struct api_request *api)
 		case R_TO_CLIENT: res = handle_publish(&r, MSG_CLIENT); break;
 		case R_DISCONNECT: res = handle_disconnect(&r); break;
 		case R_METRICS: handle_metrics(&r); break;
+		case R_PUBLISH: res = handle_publish(&r, MSG_TOPIC); break;
+		case R_SUBSCRIBE: handle_subscribe(&r, 1); break;
+		case R_UNSUBSCRIBE: handle_subscribe(&r, 0); break;
 		}
 	}
 	return res == HANDED_OFF ? API_STREAM : res == WAITING ? API_PENDING : API_ANSWERED;

@@ -40,6 +40,22 @@ enum api_result api_handle(struct api_request *r);
  * stream being opened is not started). r may be reused after this. */
 void api_cancel(struct api_request *r);
 
+enum api_topics_result {
+	API_TOPICS_OK = 0,
+	API_TOPICS_INVALID,              /* a value is not a topic name once URL-decoded */
+	API_TOPICS_TOO_MANY,             /* more than max "topic" parameters */
+};
+
+/* Collects the value of every "topic" parameter of query ("topic=a&x=1&
+ * topic=b"; NULL: none), URL-decoded and checked with hub_topic_valid, in
+ * order, each once. More than max parameters (duplicates count) is
+ * API_TOPICS_TOO_MANY, checked before any decoding. On API_TOPICS_OK,
+ * *out holds *n new strings in a new array (NULL when *n is 0): free it with
+ * api_topics_free. Otherwise nothing is returned and *bad_at is the
+ * 1-based position of the offending parameter among the "topic" ones. */
+enum api_topics_result api_query_topics(const char *query, size_t max, char ***out, size_t *n, size_t *bad_at);
+void api_topics_free(char **topics, size_t n);
+
 /* Appends a JSON error answer (status line such as "431 Request Header
  * Fields Too Large") for request id to out, for answers given before the
  * request reaches the routes. */

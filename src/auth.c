@@ -578,6 +578,35 @@ static int claim_matches(const struct jsonx_member *m, const char *want)
 	return 0;
 }
 
+/* The topics claim into id->topics, compactly (see struct auth_identity):
+ * an array of non-empty strings without NUL. Anything else (another type,
+ * a non-string, more than fits) leaves no pattern and sets topics_bad. */
+static void topics_claim(const struct jsonx_doc *claims, struct auth_identity *id)
+{
+	const struct jsonx_member *v = jsonx_get(claims, conf->topics_claim);
+	size_t pos = 0, elen, len, used = 0;
+	const char *e;
+
+	id->topics[0] = '\0';
+	id->topics_bad = 0;
+	if (!v)
+		return;
+	if (v->type != JSONX_ARRAY)
+		goto bad;
+	while (jsonx_array_next(v->value, v->value_len, &pos, &e, &elen)) {
+		/* each pattern with its NUL, and room left for the final empty one */
+		if (jsonx_type_of(e, elen) != JSONX_STRING || used + 2 > sizeof(id->topics) ||
+		    jsonx_unescape(e, elen, id->topics + used, sizeof(id->topics) - used - 1, &len) < 0 || len == 0)
+			goto bad;
+		used += len + 1;
+	}
+	id->topics[used] = '\0';
+	return;
+bad:
+	id->topics[0] = '\0';
+	id->topics_bad = 1;
+}
+
 static enum auth_result check_claims(const struct jsonx_doc *claims, struct auth_identity *id, int64_t *valid_from,
 				     const char **why)
 {
@@ -628,6 +657,7 @@ static enum auth_result check_claims(const struct jsonx_doc *claims, struct auth
 		return AUTH_MISSING_USER;
 	}
 	id->admin = claim_matches(jsonx_get(claims, conf->admin_claim), conf->admin_value);
+	topics_claim(claims, id);
 	/* the same instant the check above refuses the token from (INT64_MAX:
 	 * never, for an exp that far out) */
 	id->exp = has_exp ? sat_add(exp, leeway) : 0;
@@ -808,4 +838,14 @@ char *auth_find_token(const char *authorization, const char *cookie, const char 
 		free(t);
 	}
 	return NULL;
+}
+
+int auth_topic_allowed(const struct auth_identity *id, const char *topic)
+{
+	for (const char *p = id->topics; *p; p += strlen(p) + 1) {
+		size_t len = strlen(p);
+		if (p[len - 1] == '*' ? strncmp(p, topic, len - 1) == 0 : strcmp(p, topic) == 0)
+			return 1;
+	}
+	return 0;
 }

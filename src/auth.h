@@ -12,6 +12,9 @@
 
 #define AUTH_MAX_TOKEN 8192
 #define AUTH_MAX_USER 128
+/* Room for the topics claim's patterns, kept inside the identity so that a
+ * cached token carries them: each pattern NUL-terminated, then an empty one. */
+#define AUTH_MAX_TOPICS_CLAIM 2048
 
 enum auth_result {
 	AUTH_OK = 0,
@@ -33,6 +36,9 @@ struct auth_identity {
 				  * INT64_MAX for a token that never expires); 0: no exp */
 	uint64_t key_id;         /* the configured key that verified the token (cache hits
 				  * too): see auth_key_active. Never 0 for a verified token. */
+	char topics[AUTH_MAX_TOPICS_CLAIM]; /* the --topics-claim patterns ("a\0b*\0\0"); "" allows none */
+	int topics_bad;          /* the claim is there but not an array of non-empty strings
+				  * that fits: it allows no topic */
 };
 
 /* Loads the keys named by cfg, which must outlive the module. Returns 0, or
@@ -80,6 +86,10 @@ enum auth_result auth_verify(const char *token, size_t len, struct auth_identity
  * when no source holds one. *bad is set when a source held one that cannot
  * be used (over 8 KB, or badly %-encoded): the caller refuses the request. */
 char *auth_find_token(const char *authorization, const char *cookie, const char *query, int *bad);
+
+/* 1 when the token's topics claim allows topic: a pattern equal to it, or
+ * a pattern "prefix*" whose prefix starts it ("*" alone allows any). */
+int auth_topic_allowed(const struct auth_identity *id, const char *topic);
 
 /* The error code string ("missing_token", ...) of a result. */
 const char *auth_result_code(enum auth_result r);

@@ -39,6 +39,8 @@ static const struct opt opts[] = {
 	{ "user-claim", OPT_STR, F(user_claim), 0, 0, 0, "NAME", "claim holding the user id, else sub (user_id)" },
 	{ "admin-claim", OPT_STR, F(admin_claim), 0, 0, 0, "NAME", "claim that grants admin (role)" },
 	{ "admin-value", OPT_STR, F(admin_value), 0, 0, 0, "VALUE", "value of --admin-claim for admins (admin)" },
+	{ "topics-claim", OPT_STR, F(topics_claim), 0, 0, 0, "NAME", "claim holding the topic patterns a token may subscribe to (topics)" },
+	{ "max-topics-per-stream", OPT_LONG, F(max_topics_per_stream), 0, 1, 1024, "N", "topics one stream may subscribe to (32)" },
 	{ "token-cookie", OPT_STR_EMPTY_OK, F(token_cookie), 0, 0, 0, "NAME", "cookie holding the token, empty disables (token)" },
 	{ "token-query", OPT_STR_EMPTY_OK, F(token_query), 0, 0, 0, "NAME", "query parameter holding the token, empty disables (token)" },
 	{ "close-on-token-expiry", OPT_BOOL, F(close_on_token_expiry), 0, 0, 0, "yes|no", "end a stream when its token expires (yes)" },
@@ -82,6 +84,8 @@ void config_defaults(struct config *cfg)
 	cfg->user_claim = xstrdup("user_id");
 	cfg->admin_claim = xstrdup("role");
 	cfg->admin_value = xstrdup("admin");
+	cfg->topics_claim = xstrdup("topics");
+	cfg->max_topics_per_stream = 32;
 	cfg->token_cookie = xstrdup("token");
 	cfg->token_query = xstrdup("token");
 	cfg->close_on_token_expiry = 1;

@@ -24,6 +24,8 @@ struct config {
 	char *user_claim;
 	char *admin_claim;
 	char *admin_value;
+	char *topics_claim;      /* claim listing the topic patterns a token allows */
+	long max_topics_per_stream;
 	char *token_cookie;      /* "" disables */
 	char *token_query;       /* "" disables */
 	int close_on_token_expiry;

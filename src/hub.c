@@ -1,8 +1,10 @@
 /* hub: registry, target resolution, ids, history. Streams live in the
  * loops; the hub holds a subscription (struct sub) per stream and posts to
- * the stream's loop. With the Redis backplane (bus.c), publishes and
- * disconnects go through Redis and come back, numbered, to every node's
- * hub_deliver; this node's stream counts are kept in loop 0 (bus hooks). */
+ * the stream's loop. A topic is a list of (stream, topic) members, each also
+ * in its stream's list: a stream without topics costs one list head. With
+ * the Redis backplane (bus.c), publishes and disconnects go through Redis
+ * and come back, numbered, to every node's hub_deliver; this node's stream
+ * counts are kept in loop 0 (bus hooks). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -26,14 +28,36 @@
 #include "stream.h"
 
 struct hub_user;
+struct member;
 
-/* The hub's record of one open stream. */
+/* The hub's record of one open stream: 88 bytes, as before topics (its
+ * user is not repeated here: the stream holds the name that lives in the
+ * user's record, see sub_user). */
 struct sub {
 	struct htab_entry by_client;     /* hub.clients */
 	LIST_ENTRY(sub) user_link;       /* user->subs */
-	struct hub_user *user;
 	struct stream *stream;
+	LIST_HEAD(, member) topics;      /* its memberships, newest first */
 	char client_id[37];
+	uint16_t ntopics;                /* fits in the padding after client_id */
+};
+/* 88 bytes is a 96-byte malloc chunk (glibc, 64-bit); one byte more costs
+ * 16 more per stream */
+_Static_assert(sizeof(struct sub) <= 88, "struct sub outgrew its malloc chunk");
+
+/* A topic with at least one stream; freed with its last member. */
+struct topic {
+	struct htab_entry by_name;       /* hub.topics */
+	LIST_HEAD(, member) members;
+	char name[];
+};
+
+/* One stream on one topic, in both lists: O(1) to remove from either. */
+struct member {
+	LIST_ENTRY(member) topic_link;   /* topic->members */
+	LIST_ENTRY(member) sub_link;     /* sub->topics */
+	struct topic *topic;
+	struct sub *sub;
 };
 
 struct hub_user {
@@ -43,7 +67,8 @@ struct hub_user {
 	char name[];
 };
 
-/* A user's stream count for the stats, under stats_lock only. */
+/* A user's (or a topic's) stream count for the stats, under stats_lock
+ * only. */
 struct stat_user {
 	struct htab_entry by_name;
 	long count;
@@ -56,16 +81,23 @@ static struct {
 	uint64_t seq;                    /* this node's delivery order */
 	uint64_t last_cseq;              /* with Redis: the last cluster sequence delivered */
 	int stopping;
-	struct htab clients, users;
+	struct htab clients, users, topics;
 	struct msg **hist;               /* ring */
 	size_t hist_cap, hist_head, hist_len;
 	char boot[24];
 	uint64_t next_id;
 
 	pthread_mutex_t stats_lock;      /* never held with the hub lock */
-	struct htab stat_users;
+	struct htab stat_users, stat_topics;
 	long total;
 } hub = { .lock = PTHREAD_MUTEX_INITIALIZER, .stats_lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* The user of a registered stream: the stream was opened with the name in
+ * its hub_user record (open_now), so the record is around that name. */
+static struct hub_user *sub_user(const struct sub *sub)
+{
+	return container_of(stream_user(sub->stream), struct hub_user, name);
+}
 
 static const char *sub_key(const struct htab_entry *e)
 {
@@ -75,6 +107,11 @@ static const char *sub_key(const struct htab_entry *e)
 static const char *user_key(const struct htab_entry *e)
 {
 	return container_of(e, struct hub_user, by_name)->name;
+}
+
+static const char *topic_key(const struct htab_entry *e)
+{
+	return container_of(e, struct topic, by_name)->name;
 }
 
 static const char *stat_key(const struct htab_entry *e)
@@ -96,7 +133,9 @@ int hub_init(const struct config *cfg)
 	hub.stopping = 0;
 	htab_init(&hub.clients, sub_key);
 	htab_init(&hub.users, user_key);
+	htab_init(&hub.topics, topic_key);
 	htab_init(&hub.stat_users, stat_key);
+	htab_init(&hub.stat_topics, stat_key);
 	hub.total = 0;
 	hub.hist_cap = (size_t)cfg->history_size;
 	hub.hist = hub.hist_cap ? xcalloc(hub.hist_cap, sizeof(*hub.hist)) : NULL;
@@ -132,14 +171,21 @@ void hub_free(void)
 	free(hub.hist);
 	hub.hist = NULL;
 	hub.hist_len = hub.hist_cap = 0;
-	/* streams are closed, so the tables are empty; stats entries too */
-	for (e = htab_first(&hub.stat_users, &i); e; e = next) {
-		next = htab_next(&hub.stat_users, e, &i);
-		free(container_of(e, struct stat_user, by_name));
+	/* streams are closed, so the tables are empty; stats entries too, but
+	 * for topic counts that met at zero in another order (never with
+	 * streams closed in their loops) */
+	for (int k = 0; k < 2; k++) {
+		struct htab *t = k ? &hub.stat_topics : &hub.stat_users;
+		for (e = htab_first(t, &i); e; e = next) {
+			next = htab_next(t, e, &i);
+			free(container_of(e, struct stat_user, by_name));
+		}
 	}
 	htab_free(&hub.clients);
 	htab_free(&hub.users);
+	htab_free(&hub.topics);
 	htab_free(&hub.stat_users);
+	htab_free(&hub.stat_topics);
 }
 
 void hub_set_stopping(void)
@@ -176,6 +222,74 @@ static struct sub *client_find(const char *client_id)
 	return e ? container_of(e, struct sub, by_client) : NULL;
 }
 
+static struct topic *topic_find(const char *name)
+{
+	struct htab_entry *e = htab_find(&hub.topics, name, htab_hash(&hub.topics, name));
+	return e ? container_of(e, struct topic, by_name) : NULL;
+}
+
+/* ---- topic membership (hub lock held) --------------------------------------- */
+
+int hub_topic_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > HUB_MAX_TOPIC)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+		      c == '.' || c == ':' || c == '/' || c == '@'))
+			return 0;
+	}
+	return 1;
+}
+
+/* sub's membership of the topic named name, or NULL. */
+static struct member *member_find(const struct sub *sub, const char *name)
+{
+	struct member *mb;
+
+	LIST_FOREACH(mb, &sub->topics, sub_link)
+		if (strcmp(mb->topic->name, name) == 0)
+			return mb;
+	return NULL;
+}
+
+/* Puts sub on topic name (created with its first member). The caller
+ * checked that sub is not on it yet. */
+static void member_add(struct sub *sub, const char *name)
+{
+	struct topic *t = topic_find(name);
+	struct member *mb = xmalloc(sizeof(*mb));
+
+	if (!t) {
+		size_t len = strlen(name);
+		t = xmalloc(sizeof(*t) + len + 1);
+		memcpy(t->name, name, len + 1);
+		LIST_INIT(&t->members);
+		htab_insert(&hub.topics, &t->by_name, htab_hash(&hub.topics, t->name));
+	}
+	mb->topic = t;
+	mb->sub = sub;
+	LIST_INSERT_HEAD(&t->members, mb, topic_link);
+	LIST_INSERT_HEAD(&sub->topics, mb, sub_link);
+	sub->ntopics++;
+}
+
+/* Takes mb off both lists; a topic left without members goes. */
+static void member_remove(struct member *mb)
+{
+	struct topic *t = mb->topic;
+
+	LIST_REMOVE(mb, topic_link);
+	LIST_REMOVE(mb, sub_link);
+	mb->sub->ntopics--;
+	free(mb);
+	if (LIST_EMPTY(&t->members)) {
+		htab_remove(&hub.topics, &t->by_name);
+		free(t);
+	}
+}
+
 /* ---- stats counts (stats_lock, never under the hub lock) ---------------------- */
 
 static void stats_count(const char *user, long delta)
@@ -202,6 +316,77 @@ static void stats_count(const char *user, long delta)
 		free(u);
 	}
 	pthread_mutex_unlock(&hub.stats_lock);
+}
+
+/* Applies delta[i] to topic names[i] for i < n (a zero delta is skipped).
+ * Topic counts are applied after the hub lock is released, by whichever
+ * thread changed the membership, so a -1 may arrive before its +1: an
+ * entry goes only at exactly zero, and only positive counts are shown. */
+static void stats_topics(char *const *names, const long *delta, size_t n)
+{
+	pthread_mutex_lock(&hub.stats_lock);
+	for (size_t i = 0; i < n; i++) {
+		uint32_t h;
+		struct htab_entry *e;
+		struct stat_user *t;
+
+		if (!delta[i])
+			continue;
+		h = htab_hash(&hub.stat_topics, names[i]);
+		e = htab_find(&hub.stat_topics, names[i], h);
+		if (e) {
+			t = container_of(e, struct stat_user, by_name);
+		} else {
+			size_t len = strlen(names[i]);
+			t = xcalloc(1, sizeof(*t) + len + 1);
+			memcpy(t->name, names[i], len + 1);
+			htab_insert(&hub.stat_topics, &t->by_name, h);
+		}
+		t->count += delta[i];
+		if (t->count == 0) {
+			htab_remove(&hub.stat_topics, &t->by_name);
+			free(t);
+		}
+	}
+	pthread_mutex_unlock(&hub.stats_lock);
+}
+
+/* ,"topic_clients":{...} from this node's counts (stats_lock held). */
+static void topic_stats(struct buf *out)
+{
+	struct htab_entry *e;
+	size_t i;
+	int first = 1;
+
+	buf_puts(out, ",\"topic_clients\":{");
+	for (e = htab_first(&hub.stat_topics, &i); e; e = htab_next(&hub.stat_topics, e, &i)) {
+		struct stat_user *t = container_of(e, struct stat_user, by_name);
+		if (t->count <= 0)
+			continue;
+		if (!first)
+			buf_puts(out, ",");
+		first = 0;
+		buf_json_str(out, t->name);
+		buf_printf(out, ":%ld", t->count);
+	}
+	buf_puts(out, "}");
+}
+
+static void local_topic_stats(struct buf *out)
+{
+	pthread_mutex_lock(&hub.stats_lock);
+	topic_stats(out);
+	pthread_mutex_unlock(&hub.stats_lock);
+}
+
+long hub_topics_count(void)
+{
+	long n;
+
+	pthread_mutex_lock(&hub.lock);
+	n = (long)hub.topics.count;
+	pthread_mutex_unlock(&hub.lock);
+	return n;
 }
 
 /* The seed's stats object members for this node. */
@@ -251,7 +436,7 @@ static void bus_each_client(void (*emit)(void *, const char *, const char *), vo
 	pthread_mutex_lock(&hub.lock);
 	for (e = htab_first(&hub.clients, &i); e; e = htab_next(&hub.clients, e, &i)) {
 		struct sub *sub = container_of(e, struct sub, by_client);
-		emit(arg, sub->client_id, sub->user->name);
+		emit(arg, sub->client_id, sub_user(sub)->name);
 	}
 	pthread_mutex_unlock(&hub.lock);
 }
@@ -270,11 +455,14 @@ struct stats_wait {
 	struct hub_wait *w;
 };
 
-static void node_block(struct buf *out, long clients)
+static void node_block(struct buf *out, long clients, int topics)
 {
 	buf_puts(out, ",\"node\":{\"id\":");
 	buf_json_str(out, bus_node_id());
-	buf_printf(out, ",\"clients\":%ld}", clients);
+	buf_printf(out, ",\"clients\":%ld", clients);
+	if (topics)
+		local_topic_stats(out);
+	buf_puts(out, "}");
 }
 
 static void cluster_stats(void *arg, const struct buf *json)
@@ -292,7 +480,7 @@ static void cluster_stats(void *arg, const struct buf *json)
 		local_stats(&w->json);
 		buf_puts(&w->json, ",\"partial\":true");
 	}
-	node_block(&w->json, clients);
+	node_block(&w->json, clients, w->topics);
 	buf_puts(&w->json, "}");
 	w->status = HUB_OK;
 	w->done(w);
@@ -309,7 +497,9 @@ enum hub_status hub_stats(struct loop *l, struct hub_wait *w)
 	clients = local_stats(&w->json);
 	if (bus_enabled()) {
 		buf_puts(&w->json, ",\"partial\":true");
-		node_block(&w->json, clients);
+		node_block(&w->json, clients, w->topics);
+	} else if (w->topics) {
+		local_topic_stats(&w->json);
 	}
 	buf_puts(&w->json, "}");
 	return HUB_OK;
@@ -357,24 +547,47 @@ long hub_history_len(void)
 	return n;
 }
 
-/* What a stream of user may be sent again from the history: broadcasts
- * and its user's messages (a client message was for one stream, now gone). */
-static int replay_visible(const struct msg *m, const char *user)
+/* A stream being opened, as the history sees it: its user and the topics
+ * it asks for at connect. */
+struct viewer {
+	const char *user;
+	char *const *topics;
+	size_t ntopics;
+};
+
+/* What the new stream v may be sent again from the history: broadcasts,
+ * its user's messages and those of the topics it asks for (a client message
+ * was for one stream, now gone). */
+static int replay_visible(const struct msg *m, const struct viewer *v)
 {
-	return m->target == MSG_BROADCAST || (m->target == MSG_USER && strcmp(m->key, user) == 0);
+	switch (m->target) {
+	case MSG_BROADCAST:
+		return 1;
+	case MSG_USER:
+		return strcmp(m->key, v->user) == 0;
+	case MSG_TOPIC:
+		for (size_t i = 0; i < v->ntopics; i++)
+			if (strcmp(m->key, v->topics[i]) == 0)
+				return 1;
+		return 0;
+	default:
+		return 0;
+	}
 }
 
-/* What a stream of user could have received before it reconnected: also the
- * client messages sent to one of its user's streams. */
-static int could_have_received(const struct msg *m, const char *user)
+/* What a stream of v's user could have received before it reconnected:
+ * also the client messages sent to one of its user's streams. A message of
+ * a topic the new stream does not ask for is not among them: its id would
+ * tell the stream which ids exist on that topic. */
+static int could_have_received(const struct msg *m, const struct viewer *v)
 {
-	return replay_visible(m, user) || (m->target == MSG_CLIENT && strcmp(m->owner, user) == 0);
+	return replay_visible(m, v) || (m->target == MSG_CLIENT && strcmp(m->owner, v->user) == 0);
 }
 
-/* A replay being collected: the messages a stream of user may see, within
+/* A replay being collected: the messages the new stream v may see, within
  * --max-replay-bytes. */
 struct replay {
-	const char *user;
+	const struct viewer *v;
 	struct msg **m;
 	size_t n, cap, bytes;
 	int over;
@@ -382,7 +595,7 @@ struct replay {
 
 static void replay_add(struct replay *r, struct msg *m)
 {
-	if (!replay_visible(m, r->user) || r->over)
+	if (!replay_visible(m, r->v) || r->over)
 		return;
 	r->bytes += m->len;
 	if (r->bytes > (size_t)hub.cfg->max_replay_bytes) {
@@ -406,9 +619,9 @@ static void replay_drop(struct replay *r)
 	r->n = r->cap = 0;
 }
 
-/* Finds last_event_id among the messages user could have received (newest
+/* Finds last_event_id among the messages v could have received (newest
  * first) in the local history. Returns its position + 1, or 0. */
-static size_t hist_find(const char *user, const char *last_event_id)
+static size_t hist_find(const struct viewer *v, const char *last_event_id)
 {
 	size_t i;
 
@@ -418,7 +631,7 @@ static size_t hist_find(const char *user, const char *last_event_id)
 	/* An id of a message this user could not have received is unknown:
 	 * resuming from it would tell one user which ids exist for another. */
 	for (i = hub.hist_len; i > 0; i--)
-		if (could_have_received(hist_at(i - 1), user) && strcmp(hist_at(i - 1)->id, last_event_id) == 0)
+		if (could_have_received(hist_at(i - 1), v) && strcmp(hist_at(i - 1)->id, last_event_id) == 0)
 			return i;
 	return 0;
 }
@@ -444,7 +657,11 @@ static int collect_local(struct replay *r, size_t from, int from_cseq, uint64_t 
 void hub_stream_closed(struct stream *s, void *owner)
 {
 	struct sub *sub = owner;
-	struct hub_user *u = sub->user;
+	struct hub_user *u = sub_user(sub);
+	char **names = NULL;
+	long *minus = NULL;
+	size_t n = 0;
+	struct member *mb;
 
 	if (bus_enabled())
 		bus_close(u->name, sub->client_id); /* counted in loop 0, in order */
@@ -453,12 +670,46 @@ void hub_stream_closed(struct stream *s, void *owner)
 	pthread_mutex_lock(&hub.lock);
 	htab_remove(&hub.clients, &sub->by_client);
 	LIST_REMOVE(sub, user_link);
+	if (sub->ntopics) {
+		/* the names outlive their topics, for the stats after the lock */
+		names = xmalloc(sub->ntopics * sizeof(*names));
+		minus = xmalloc(sub->ntopics * sizeof(*minus));
+		while ((mb = LIST_FIRST(&sub->topics)) != NULL) {
+			minus[n] = -1;
+			names[n++] = xstrdup(mb->topic->name);
+			member_remove(mb);
+		}
+	}
 	if (--u->count == 0) {
 		htab_remove(&hub.users, &u->by_name);
 		free(u);
 	}
 	pthread_mutex_unlock(&hub.lock);
+	if (n) {
+		stats_topics(names, minus, n);
+		for (size_t i = 0; i < n; i++)
+			free(names[i]);
+	}
+	free(names);
+	free(minus);
 	free(sub);
+}
+
+/* Appends ",\"topics\":[...]" with names[i] for each i where on[i], or
+ * nothing when there are none. */
+static void topics_fragment(struct buf *b, char *const *names, const long *on, size_t n)
+{
+	int first = 1;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!on[i])
+			continue;
+		buf_puts(b, first ? ",\"topics\":[" : ",");
+		buf_json_str(b, names[i]);
+		first = 0;
+	}
+	if (!first)
+		buf_puts(b, "]");
 }
 
 /* A stream being opened; with Redis it waits for the admission and maybe
@@ -471,6 +722,8 @@ struct opening {
 	char user[MSG_MAX_OWNER + 1];    /* user ids are at most 128 bytes, like owners */
 	char client_id[37];
 	char *last_event_id;
+	char **topics;                   /* who.topics, copied: the opening may outlive the call */
+	struct viewer viewer;            /* user and topics, for the history */
 	struct hub_wait *w;
 	struct replay redis;             /* messages read from the Redis log */
 	uint64_t redis_upto;             /* the last cluster sequence in them */
@@ -481,6 +734,9 @@ static void opening_free(struct opening *o)
 {
 	replay_drop(&o->redis);
 	free(o->last_event_id);
+	for (size_t i = 0; i < o->who.ntopics; i++)
+		free(o->topics[i]);
+	free(o->topics);
 	free(o);
 }
 
@@ -490,10 +746,12 @@ static enum hub_status open_now(struct opening *o)
 {
 	struct stream_params p = { .fd = o->fd, .request_id = o->request_id, .token_exp = o->who.token_exp,
 				   .key_id = o->who.key_id };
-	struct replay r = { .user = o->user };
+	struct replay r = { .v = &o->viewer };
 	struct hub_user *u;
 	struct sub *sub;
 	struct stream *s;
+	struct buf extra = { 0 };
+	long *plus = NULL;
 	uint64_t start_seq;
 	int resumed = -1;
 
@@ -527,10 +785,19 @@ static enum hub_status open_now(struct opening *o)
 	}
 	u->count++;
 	sub = xcalloc(1, sizeof(*sub));
-	sub->user = u;
 	memcpy(sub->client_id, o->client_id, sizeof(sub->client_id));
+	LIST_INIT(&sub->topics);
 	LIST_INSERT_HEAD(&u->subs, sub, user_link);
 	htab_insert(&hub.clients, &sub->by_client, htab_hash(&hub.clients, sub->client_id));
+	if (o->who.ntopics) {
+		plus = xcalloc(o->who.ntopics, sizeof(*plus));
+		for (size_t i = 0; i < o->who.ntopics; i++) {
+			if (member_find(sub, o->topics[i]))
+				continue;
+			member_add(sub, o->topics[i]);
+			plus[i] = 1;
+		}
+	}
 	p.client_id = sub->client_id;
 	p.user = u->name;
 	p.owner = sub;
@@ -547,7 +814,7 @@ static enum hub_status open_now(struct opening *o)
 					replay_add(&r, o->redis.m[i]);
 			resumed = r.over ? (METRIC_ADD(replay_refused_total, 1), replay_drop(&r), 0)
 					 : collect_local(&r, 0, 1, o->redis_upto);
-		} else if ((at = hist_find(o->user, o->last_event_id)) != 0) {
+		} else if ((at = hist_find(&o->viewer, o->last_event_id)) != 0) {
 			resumed = collect_local(&r, at, 0, 0);
 		}
 	}
@@ -555,12 +822,21 @@ static enum hub_status open_now(struct opening *o)
 
 	if (!bus_enabled())
 		stats_count(u->name, 1);
+	if (plus) {
+		stats_topics(o->topics, plus, o->who.ntopics);
+		topics_fragment(&extra, o->topics, plus, o->who.ntopics);
+	}
+	free(plus);
 	if (log_enabled(LOG_LVL_INFO)) {
 		char user[LOG_QUOTE_SIZE(MSG_MAX_OWNER)];
-		log_info("event=connect client=%s user=%s admin=%d loop=%d resumed=%d replayed=%zu", o->client_id,
-			 log_quote(user, sizeof(user), o->user), o->who.admin, loop_index(o->loop), resumed, r.n);
+		log_info("event=connect client=%s user=%s admin=%d loop=%d resumed=%d replayed=%zu topics=%zu", o->client_id,
+			 log_quote(user, sizeof(user), o->user), o->who.admin, loop_index(o->loop), resumed, r.n,
+			 o->who.ntopics);
 	}
-	stream_start(s, start_seq, resumed < 0 ? NULL : resumed ? ",\"resumed\":true" : ",\"resumed\":false", r.m, r.n);
+	if (resumed >= 0)
+		buf_puts(&extra, resumed ? ",\"resumed\":true" : ",\"resumed\":false");
+	stream_start(s, start_seq, extra.data, r.m, r.n);
+	free(extra.data);
 	return HUB_OK;
 }
 
@@ -594,7 +870,7 @@ static void since_done(void *arg, int status, uint64_t after, const char *const 
 
 	o->from_redis = status == 1;
 	o->redis_upto = after;
-	o->redis.user = o->user;
+	o->redis.v = &o->viewer;
 	for (size_t i = 0; i < n && o->from_redis; i++) {
 		struct busmsg bm;
 		const char *why;
@@ -605,7 +881,7 @@ static void since_done(void *arg, int status, uint64_t after, const char *const 
 		if (m->cseq == after) {
 			/* the resume point: an id this stream could not have
 			 * received is unknown, as in the local history */
-			o->from_redis = could_have_received(m, o->user);
+			o->from_redis = could_have_received(m, &o->viewer);
 		} else {
 			o->redis_upto = m->cseq;
 			if (m->created >= util_wall_s() - hub.cfg->history_ttl)
@@ -642,7 +918,7 @@ static int needs_log(struct opening *o, uint64_t *seq, const char **custom)
 	*seq = cluster_seq_of(o->last_event_id);
 	*custom = *seq ? NULL : o->last_event_id;
 	pthread_mutex_lock(&hub.lock);
-	found = hist_find(o->user, o->last_event_id) != 0;
+	found = hist_find(&o->viewer, o->last_event_id) != 0;
 	pthread_mutex_unlock(&hub.lock);
 	return !found && bus_healthy();
 }
@@ -704,6 +980,13 @@ enum hub_status hub_open_stream(struct loop *l, int fd, uint16_t request_id, con
 	o->who = *who;
 	snprintf(o->user, sizeof(o->user), "%s", who->user);
 	o->who.user = o->user;
+	if (who->ntopics) {
+		o->topics = xmalloc(who->ntopics * sizeof(*o->topics));
+		for (size_t i = 0; i < who->ntopics; i++)
+			o->topics[i] = xstrdup(who->topics[i]);
+	}
+	o->who.topics = o->topics;
+	o->viewer = (struct viewer){ .user = o->user, .topics = o->topics, .ntopics = who->ntopics };
 	uuid_generate_random(id);
 	uuid_unparse_lower(id, o->client_id);
 	o->last_event_id = last_event_id ? xstrdup(last_event_id) : NULL;
@@ -737,6 +1020,43 @@ static wake_set post_to(struct stream *s, struct msg *m, int (*post)(struct stre
 	return post(s, m) ? 1ULL << loop_index(stream_loop(s)) : 0;
 }
 
+/* Posts m to the streams on topic key: one batch per loop, not one post per
+ * stream (a topic may hold every stream, as a broadcast). Returns how many
+ * streams, and the loops to wake in *w. */
+static long publish_topic(const char *key, struct msg *m, wake_set *w)
+{
+	struct stream_batch *batch[64] = { 0 };  /* --loops is at most 64, a wake_set bit each */
+	size_t count[64] = { 0 };
+	struct topic *t = topic_find(key);
+	struct member *mb;
+	long n = 0;
+	int nloops = loops_count();
+
+	if (!t)
+		return 0;
+	LIST_FOREACH(mb, &t->members, topic_link)
+		count[loop_index(stream_loop(mb->sub->stream))]++;
+	for (int i = 0; i < nloops; i++) {
+		if (count[i]) {
+			batch[i] = xmalloc(sizeof(*batch[i]) + count[i] * sizeof(batch[i]->s[0]));
+			batch[i]->n = 0;
+		}
+	}
+	LIST_FOREACH(mb, &t->members, topic_link) {
+		struct stream_batch *b = batch[loop_index(stream_loop(mb->sub->stream))];
+		b->s[b->n++] = mb->sub->stream;
+	}
+	for (int i = 0; i < nloops; i++) {
+		if (!batch[i])
+			continue;
+		n += (long)batch[i]->n;
+		msg_ref(m, 1);
+		if (stream_post_deliver_batch(loops_get(i), m, batch[i]))
+			*w |= 1ULL << i;
+	}
+	return n;
+}
+
 /* Posts m to every stream target names, with post; returns how many, and
  * the loops to wake in *w. */
 static long resolve(enum msg_target target, const char *key, struct msg *m,
@@ -767,10 +1087,15 @@ static long resolve(enum msg_target target, const char *key, struct msg *m,
 	case MSG_CLIENT:
 		if ((sub = client_find(key)) != NULL) {
 			if (m->owner && !m->owner[0])
-				msg_set_owner(m, sub->user->name);
+				msg_set_owner(m, sub_user(sub)->name);
 			*w |= post_to(sub->stream, m, post);
 			n++;
 		}
+		break;
+	case MSG_TOPIC:
+		/* published, never disconnected: the API has no such target */
+		if (post == stream_post_deliver)
+			n = publish_topic(key, m, w);
 		break;
 	default:
 		break;
@@ -897,6 +1222,114 @@ enum hub_status hub_disconnect(struct loop *l, const struct hub_pub *p, struct h
 		return w->status = HUB_STOPPING;
 	w->count = n;
 	return w->status = HUB_OK;
+}
+
+/* ---- server-side subscriptions ------------------------------------------------ */
+
+/* Changes sub's membership of names[0..n) (add or remove); changed[i] says
+ * which changed. Returns how many did, or -1 (nothing changed) when adding
+ * would take sub past --max-topics-per-stream. */
+static long sub_change(struct sub *sub, char *const *names, size_t n, int add, unsigned char *changed)
+{
+	long count = 0;
+
+	for (size_t i = 0; i < n; i++)
+		changed[i] = (member_find(sub, names[i]) != NULL) != add;
+	for (size_t i = 0; i < n; i++)
+		count += changed[i];
+	if (add && sub->ntopics + count > hub.cfg->max_topics_per_stream)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (!changed[i])
+			continue;
+		if (add)
+			member_add(sub, names[i]);
+		else
+			member_remove(member_find(sub, names[i]));
+	}
+	return count;
+}
+
+/* The subscribed / unsubscribed event: {"topics":[names[i] where changed[i]]}. */
+static struct msg *change_event(int add, char *const *names, const unsigned char *changed, size_t n, uint64_t seq)
+{
+	struct buf data = { 0 }, b = { 0 };
+	struct msg *m;
+	int first = 1;
+
+	buf_puts(&data, "{\"topics\":[");
+	for (size_t i = 0; i < n; i++) {
+		if (!changed[i])
+			continue;
+		if (!first)
+			buf_puts(&data, ",");
+		buf_json_str(&data, names[i]);
+		first = 0;
+	}
+	buf_puts(&data, "]}");
+	sse_encode(&b, NULL, add ? "subscribed" : "unsubscribed", -1, data.data);
+	m = msg_new(MSG_PRIVATE, NULL, NULL, b.data, b.len);
+	m->seq = seq;
+	free(data.data);
+	free(b.data);
+	return m;
+}
+
+/* Changes one stream; counts it in *changed_streams or *skipped. */
+static void subscribe_one(struct sub *sub, char *const *names, size_t n, int add, uint64_t seq, long *delta,
+			  unsigned char *changed, long *changed_streams, long *skipped, wake_set *w)
+{
+	long c = sub_change(sub, names, n, add, changed);
+	struct msg *m;
+
+	if (c < 0) {
+		(*skipped)++;
+		return;
+	}
+	if (c == 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		delta[i] += changed[i] ? (add ? 1 : -1) : 0;
+	m = change_event(add, names, changed, n, seq);
+	if (stream_post_event(sub->stream, m))
+		*w |= 1ULL << loop_index(stream_loop(sub->stream));
+	(*changed_streams)++;
+}
+
+long hub_subscribe(enum msg_target target, const char *key, char *const *topics, size_t n, int add, long *skipped)
+{
+	long *delta = xcalloc(n ? n : 1, sizeof(*delta));
+	unsigned char *changed = xmalloc(n ? n : 1);
+	long count = 0;
+	wake_set w = 0;
+	struct hub_user *u;
+	struct sub *sub;
+	uint64_t seq;
+
+	*skipped = 0;
+	pthread_mutex_lock(&hub.lock);
+	if (hub.stopping) {
+		pthread_mutex_unlock(&hub.lock);
+		free(delta);
+		free(changed);
+		return -1;
+	}
+	/* one place in the order of publishes: the event comes after every
+	 * message published before, and before every later one */
+	seq = ++hub.seq;
+	if (target == MSG_CLIENT) {
+		if ((sub = client_find(key)) != NULL)
+			subscribe_one(sub, topics, n, add, seq, delta, changed, &count, skipped, &w);
+	} else if ((u = user_find(key)) != NULL) {
+		LIST_FOREACH(sub, &u->subs, user_link)
+			subscribe_one(sub, topics, n, add, seq, delta, changed, &count, skipped, &w);
+	}
+	pthread_mutex_unlock(&hub.lock);
+	wake(w);
+	stats_topics(topics, delta, n);
+	free(delta);
+	free(changed);
+	return count;
 }
 
 /* ---- from the backplane (loop 0's thread) ------------------------------------------ */

@@ -1,6 +1,7 @@
-/* hub: the registry (client id -> stream, user -> streams), the only module
- * that resolves a target (everyone, a user, a client) to streams, for
- * publishing and disconnecting alike; message order, ids and the history.
+/* hub: the registry (client id -> stream, user -> streams, topic ->
+ * streams), the only module that resolves a target (everyone, a user, a
+ * client, a topic) to streams, for publishing, disconnecting and
+ * subscribing alike; message order, ids and the history.
  *
  * One mutex, the hub lock, guards the registry, the sequence and the
  * history; every operation under it is O(1), O(streams of the target) or
@@ -25,13 +26,24 @@
 #include "sse.h"
 #include "util.h"
 
-/* Who opens a stream (what the token said). */
+/* The longest topic name, in bytes. */
+#define HUB_MAX_TOPIC 200
+
+/* Who opens a stream (what the token said) and on which topics. */
 struct hub_who {
 	const char *user;                /* 1..128 bytes, checked */
 	int admin;
 	int64_t token_exp;               /* first second the token is refused; 0: never */
 	uint64_t key_id;                 /* the key that verified the token */
+	char *const *topics;             /* ntopics names, checked (hub_topic_valid, allowed by
+					  * the token); duplicates are kept once. NULL when 0.
+					  * Copied: the caller's until hub_open_stream returns */
+	size_t ntopics;
 };
+
+/* 1 when s[0..len) is a topic name: 1..HUB_MAX_TOPIC bytes of A-Z a-z 0-9
+ * and _ - . : / @ (no NUL, no space, nothing to escape in JSON or a log). */
+int hub_topic_valid(const char *s, size_t len);
 
 enum hub_status {
 	HUB_OK = 0,
@@ -56,6 +68,7 @@ struct hub_wait {
 	long count;                      /* publish: recipients; disconnect: streams closed */
 	int duplicate;                   /* publish with Redis: this id was published before */
 	struct buf json;                 /* stats: the data object (the caller frees it) */
+	int topics;                      /* stats, set by the caller: add "topic_clients" */
 };
 
 /* What to publish, or (for hub_disconnect) the final event to send. */
@@ -95,18 +108,35 @@ enum hub_status hub_open_stream(struct loop *l, int fd, uint16_t request_id, con
 struct stream;
 void hub_stream_closed(struct stream *s, void *owner);
 
-/* Publishes p to the streams it targets (on every node with Redis); w->id
- * and w->count (recipients) are set. */
+/* Publishes p to the streams it targets (on every node with Redis; a
+ * MSG_TOPIC: the streams on topic p->key, O(their number)); w->id and
+ * w->count (recipients) are set. */
 enum hub_status hub_publish(struct loop *l, const struct hub_pub *p, struct hub_wait *w);
 
 /* Ends every stream of a user (p->target MSG_USER) or one client
  * (MSG_CLIENT), each after the final event p->body; w->count says how many. */
 enum hub_status hub_disconnect(struct loop *l, const struct hub_pub *p, struct hub_wait *w);
 
+/* Adds (add 1) or removes (add 0) the topics[0..n) (valid, distinct) on
+ * every open stream of a user (target MSG_USER, key the user id) or of one
+ * client (MSG_CLIENT, key the client id) on this node. Each stream that
+ * changes gets a "subscribed" / "unsubscribed" event {"topics":[...]}
+ * naming what changed for it, in order with the publishes around it. A
+ * stream that would pass --max-topics-per-stream is left as it is and
+ * counted in *skipped. Returns the number of streams changed (0 for an
+ * unknown user or client), or -1 when the hub is stopping (nothing
+ * changed). Streams opened later are not concerned. */
+long hub_subscribe(enum msg_target target, const char *key, char *const *topics, size_t n, int add, long *skipped);
+
 /* The stats data object into w->json: the seed's {"total_clients",
  * "user_clients"} for this node, or with Redis for the cluster, plus
- * "nodes" and this "node" (and "partial":true when Redis cannot answer). */
+ * "nodes" and this "node" (and "partial":true when Redis cannot answer).
+ * w->topics adds "topic_clients" (streams per topic: this node's, in the
+ * "node" object with Redis). The counts are read under a lock of their
+ * own, never the hub lock: stats do not delay publishes. */
 enum hub_status hub_stats(struct loop *l, struct hub_wait *w);
+/* Topics with at least one stream on this node (O(1)). */
+long hub_topics_count(void);
 
 long hub_total_clients(void);
 long hub_history_len(void);

@@ -57,6 +57,7 @@ void metrics_render(struct buf *out, const struct metrics_gauges *g)
 	counter(out, "sse_auth_cache_hits_total", "Tokens accepted from the cache of tokens that verified before.",
 		METRIC_GET(auth_cache_hits_total));
 	gauge(out, "sse_history_messages", "Messages held for replay.", g->history_messages);
+	gauge(out, "sse_topics", "Topics with at least one stream.", g->topics);
 	if (g->backplane >= 0) {
 		gauge(out, "sse_backplane_healthy", "1 while the Redis backplane delivers (its probe comes back).",
 		      g->backplane);

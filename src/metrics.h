@@ -44,6 +44,7 @@ extern struct metrics metrics;
 struct metrics_gauges {
 	int64_t active_streams;
 	int64_t history_messages;
+	int64_t topics;                  /* topics with at least one stream */
 	const char *const *auth_reasons; /* names of auth_failures[1 .. nauth_reasons) */
 	int nauth_reasons;
 	int backplane;                   /* -1: none, 0: degraded, 1: healthy */

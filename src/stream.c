@@ -355,6 +355,11 @@ struct loop *stream_loop(const struct stream *s)
 	return s->sl->loop;
 }
 
+const char *stream_user(const struct stream *s)
+{
+	return s->user;
+}
+
 void stream_start(struct stream *s, uint64_t start_seq, const char *connected_extra, struct msg **replay,
 		  size_t nreplay)
 {
@@ -421,6 +426,23 @@ static void deliver_job(struct loop *l, void *a, void *b)
 	msg_unref(m);
 }
 
+static void batch_job(struct loop *l, void *a, void *b)
+{
+	struct msg *m = a;
+	struct stream_batch *batch = b;
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < batch->n; i++) {
+		if (deliverable(batch->s[i], m)) {
+			enqueue(batch->s[i], m, 0);
+			n++;
+		}
+	}
+	METRIC_ADD(delivered_total, n);
+	free(batch);
+	msg_unref(m);
+}
+
 static void broadcast_job(struct loop *l, void *a, void *b)
 {
 	struct sloop *sl = sloop_of(l);
@@ -436,6 +458,16 @@ static void broadcast_job(struct loop *l, void *a, void *b)
 	}
 	METRIC_ADD(delivered_total, n);
 	msg_unref(m);
+}
+
+static void event_job(struct loop *l, void *a, void *b)
+{
+	struct msg *e = a;
+	struct stream *s = b;
+
+	if (deliverable(s, e))
+		enqueue(s, e, 0);
+	msg_unref(e);
 }
 
 static void finish_job(struct loop *l, void *a, void *b)
@@ -455,9 +487,19 @@ int stream_post_deliver(struct stream *s, struct msg *m)
 	return loop_post(s->sl->loop, deliver_job, m, s);
 }
 
+int stream_post_deliver_batch(struct loop *l, struct msg *m, struct stream_batch *b)
+{
+	return loop_post(l, batch_job, m, b);
+}
+
 int stream_post_broadcast(struct loop *l, struct msg *m)
 {
 	return loop_post(l, broadcast_job, m, NULL);
+}
+
+int stream_post_event(struct stream *s, struct msg *e)
+{
+	return loop_post(s->sl->loop, event_job, e, s);
 }
 
 int stream_post_finish(struct stream *s, struct msg *final)

@@ -50,6 +50,8 @@ void stream_start(struct stream *s, uint64_t start_seq, const char *connected_ex
 		  size_t nreplay);
 
 struct loop *stream_loop(const struct stream *s);
+/* The user name s was opened with: stream_params.user, the owner's string. */
+const char *stream_user(const struct stream *s);
 
 /* ---- posts (any thread; the caller serialises them, e.g. under the hub
  * lock, so that every loop sees one order). Each takes over one reference
@@ -58,8 +60,20 @@ struct loop *stream_loop(const struct stream *s);
 
 /* m for stream s (a message for a user, a client or a topic). */
 int stream_post_deliver(struct stream *s, struct msg *m);
+/* m for the streams of a batch, all of loop l (a topic's streams there):
+ * one post instead of one per stream. The batch is the caller's until the
+ * post, then the job's (it frees it). */
+struct stream_batch {
+	size_t n;
+	struct stream *s[];
+};
+int stream_post_deliver_batch(struct loop *l, struct msg *m, struct stream_batch *b);
 /* m for every stream of loop l (a broadcast). */
 int stream_post_broadcast(struct loop *l, struct msg *m);
+/* e, a private event with its seq set by the caller (a subscribed /
+ * unsubscribed notice), for stream s: ordered with the messages around it,
+ * bound by the queue limit, not counted as a message sent. */
+int stream_post_event(struct stream *s, struct msg *e);
 /* End s after the final event m (the disconnect API). */
 int stream_post_finish(struct stream *s, struct msg *final);
 

@@ -33,6 +33,10 @@ export interface SSEClientOptions {
   withCredentials?: boolean;
   /** Resume from this id on the first connect (default ''). */
   lastEventId?: string;
+  /** Topics to subscribe to at connect (default []): one `topic=` query
+   * parameter each. The token's topics claim must allow every one (else 403
+   * topic_forbidden, and the client closes). */
+  topics?: string[];
   /** First reconnection delay after a failure, in ms (default 1000). */
   minDelayMs?: number;
   /** Cap of the exponential backoff, in ms (default 30000). */
@@ -101,11 +105,15 @@ export class SSEClient {
   /** url: the stream URL, relative to the page or absolute (Node: absolute). */
   constructor(url: string | URL, options?: SSEClientOptions);
   readonly url: string | URL;
-  /** The options in force, defaults filled in. token and the delays may be
-   * changed; reconnect() applies a change at once. */
+  /** The options in force, defaults filled in. token, topics and the delays
+   * may be changed; reconnect() applies a change at once. */
   readonly options: Required<SSEClientOptions>;
   /** The id the next attempt resumes from. */
   lastEventId: string;
+  /** The stream's topics as the hub last said: from `connected`, then
+   * `subscribed` / `unsubscribed` (server-side changes, gone after a
+   * reconnect). */
+  readonly topics: string[];
   /** The server's last `retry:` in ms (fetch transport), else null. */
   retryMs: number | null;
   readonly state: SSEState;

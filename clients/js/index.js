@@ -12,6 +12,13 @@
 //   client.onState(({ state, detail }) => showBadge(state, detail));
 //   client.connect();                     // ... client.close();
 //
+// Topics: `topics: ['orders/42']` asks for them at connect (one topic=
+// parameter each; the token's topics claim must allow every one, or the hub
+// answers 403 topic_forbidden and the client closes). client.topics is the
+// stream's list as the hub says it: from `connected`, then `subscribed` and
+// `unsubscribed` (the back end's server-side changes, which a reconnect does
+// not keep: the stream comes back with the topics of its options).
+//
 // Two transports, same API:
 //
 // * 'eventsource': the browser's EventSource. It cannot send headers, so the
@@ -42,6 +49,8 @@
 'use strict';
 
 const PERMANENT_STATUS = new Set([204, 400, 401, 403, 404, 405]);
+// The events that tell the stream's topics (client.topics).
+const TOPIC_EVENTS = ['connected', 'subscribed', 'unsubscribed'];
 
 // Calls a user's handler. An exception in it must not look like a network
 // error to the client (and reconnect): report it the way browsers report an
@@ -189,6 +198,8 @@ export class SSEClient {
    *                   ('last_event_id'); fetch sends the Last-Event-ID header
    *   withCredentials send cookies to another origin (EventSource
    *                   withCredentials / fetch credentials 'include')
+   *   topics          topics to subscribe to at connect ([]), one topic=
+   *                   query parameter each; may be changed, then reconnect()
    *   lastEventId     resume from this id on the first connect
    *   minDelayMs      first reconnection delay after a failure (1000)
    *   maxDelayMs      cap of the exponential backoff (30000)
@@ -211,6 +222,7 @@ export class SSEClient {
       lastEventIdParam: 'last_event_id',
       withCredentials: false,
       lastEventId: '',
+      topics: [],
       minDelayMs: 1000,
       maxDelayMs: 30000,
       idleTimeoutMs: 75000,
@@ -222,6 +234,7 @@ export class SSEClient {
       throw new TypeError('transport must be "eventsource" or "fetch"');
     }
     this.lastEventId = this.options.lastEventId;
+    this.topics = [];             // the stream's topics, as the hub last said
     this.retryMs = null;          // the server's last `retry:` (fetch only)
     this.state = 'closed';        // connecting | connected | reconnecting | closed
     this._handlers = new Map();   // event name -> Set of functions
@@ -287,7 +300,19 @@ export class SSEClient {
     this._stateHandlers.forEach((fn) => callHandler(fn, info));
   }
 
+  // Keeps this.topics as the hub says: connected lists them (or has none),
+  // subscribed and unsubscribed name what changed.
+  _trackTopics(type, raw) {
+    if (!TOPIC_EVENTS.includes(type)) return;
+    const data = parseData(raw);
+    const list = data && Array.isArray(data.topics) ? data.topics.map(String) : [];
+    if (type === 'connected') this.topics = list;
+    else if (type === 'subscribed') this.topics = this.topics.concat(list.filter((t) => !this.topics.includes(t)));
+    else this.topics = this.topics.filter((t) => !list.includes(t));
+  }
+
   _emit(type, raw, id) {
+    this._trackTopics(type, raw);
     const set = this._handlers.get(type);
     if (set && set.size) {
       const msg = { event: type, data: parseData(raw), raw, id };
@@ -406,6 +431,7 @@ export class SSEClient {
   _absoluteUrl(params) {
     const base = typeof location !== 'undefined' ? location.href : undefined;
     const u = new URL(this.url, base);
+    (this.options.topics || []).forEach((t) => u.searchParams.append('topic', t));
     Object.entries(params).forEach(([k, v]) => { if (v) u.searchParams.set(k, v); });
     return u.toString();
   }
@@ -479,7 +505,8 @@ export class SSEClient {
       if (e.lastEventId) this.lastEventId = e.lastEventId;
       this._emit(e.type, e.data, e.lastEventId);
     };
-    const names = new Set(['message', 'connected', 'ping', ...o.stopOn, ...o.refreshOn, ...this._handlers.keys()]);
+    const names = new Set(['message', 'ping', ...TOPIC_EVENTS, ...o.stopOn, ...o.refreshOn,
+                           ...this._handlers.keys()]);
     names.forEach((name) => source.addEventListener(name, this._esListener));
     source.onopen = () => { if (gen === this._gen) this._opened(); };
     source.onerror = () => {

@@ -20,6 +20,9 @@ export interface UseSSEResult {
   lastEvent: SSEMessage | null;
   /** This stream's client_id (from ssehub's connected event). */
   clientId: string | null;
+  /** The stream's topics as the hub last said (connected, subscribed,
+   * unsubscribed). */
+  topics: string[];
   close(): void;
   reconnect(): void;
 }

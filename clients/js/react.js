@@ -13,7 +13,7 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { SSEClient } from './index.js';
 
-const IDLE = { state: 'closed', error: null, lastEvent: null, clientId: null };
+const IDLE = { state: 'closed', error: null, lastEvent: null, clientId: null, topics: [] };
 
 // Events the hub sends for its own reasons: never a lastEvent.
 const OWN_EVENTS = new Set(['connected', 'ping']);
@@ -27,7 +27,8 @@ const OWN_EVENTS = new Set(['connected', 'ping']);
  *   enabled  false closes the stream (default true)
  * token: a string (a new one reconnects) or a function called before every
  * attempt (a new function does not reconnect; the latest one is called).
- * Returns {state, error, lastEvent, clientId, close(), reconnect()}.
+ * Returns {state, error, lastEvent, clientId, topics, close(), reconnect()};
+ * topics is the stream's list as the hub says it (client.topics).
  */
 export function useSSE(url, options = {}) {
   const { events, listen, enabled = true, token, ...clientOptions } = options;
@@ -66,12 +67,16 @@ export function useSSE(url, options = {}) {
         error: s.state === 'connected' ? null : s.error || prev.error,
         lastEvent: prev.lastEvent,
         clientId: prev.clientId,
+        topics: prev.topics,
       }));
     }));
     offs.push(client.on('connected', (msg) => {
       const id = msg.data && typeof msg.data === 'object' ? msg.data.client_id || null : null;
-      setInfo((prev) => Object.assign({}, prev, { clientId: id }));
+      setInfo((prev) => Object.assign({}, prev, { clientId: id, topics: client.topics }));
     }));
+    ['subscribed', 'unsubscribed'].forEach((name) => offs.push(client.on(name, () => {
+      setInfo((prev) => Object.assign({}, prev, { topics: client.topics }));
+    })));
     namesKey.split('\n').forEach((name) => {
       offs.push(client.on(name, (msg) => {
         const fn = eventsRef.current && eventsRef.current[name];
@@ -99,5 +104,8 @@ export function useSSE(url, options = {}) {
     if (clientRef.current) clientRef.current.reconnect();
   }, []);
 
-  return { state: info.state, error: info.error, lastEvent: info.lastEvent, clientId: info.clientId, close, reconnect };
+  return {
+    state: info.state, error: info.error, lastEvent: info.lastEvent, clientId: info.clientId, topics: info.topics,
+    close, reconnect,
+  };
 }

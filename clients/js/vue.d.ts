@@ -22,6 +22,9 @@ export interface UseSSEResult {
   lastEvent: ShallowRef<SSEMessage | null>;
   /** This stream's client_id (from ssehub's connected event). */
   clientId: Ref<string | null>;
+  /** The stream's topics as the hub last said (connected, subscribed,
+   * unsubscribed). */
+  topics: ShallowRef<string[]>;
   close(): void;
   reconnect(): void;
 }

@@ -23,7 +23,8 @@ const OWN_EVENTS = new Set(['connected', 'ping']);
  *   events   {name: handler(message)}
  *   listen   more event names that only update lastEvent
  *   enabled  a boolean, ref or getter (default true)
- * Returns refs {state, error, lastEvent, clientId} and close(), reconnect().
+ * Returns refs {state, error, lastEvent, clientId, topics} and close(),
+ * reconnect(); topics is the stream's list as the hub says it.
  */
 export function useSSE(url, options = {}) {
   const { events, listen, enabled = true, token, ...clientOptions } = options;
@@ -31,6 +32,7 @@ export function useSSE(url, options = {}) {
   const error = shallowRef(null);
   const lastEvent = shallowRef(null);
   const clientId = ref(null);
+  const topics = shallowRef([]);
   const names = new Set(['message', ...Object.keys(events || {}), ...(listen || [])]);
   let client = null;
   let resume = { url: null, id: '' };   // where the last client of a URL stopped
@@ -61,6 +63,9 @@ export function useSSE(url, options = {}) {
     c.on('connected', mine((msg) => {
       clientId.value = msg.data && typeof msg.data === 'object' ? msg.data.client_id || null : null;
     }));
+    ['connected', 'subscribed', 'unsubscribed'].forEach((name) => c.on(name, mine(() => {
+      topics.value = c.topics;
+    })));
     names.forEach((name) => c.on(name, mine((msg) => {
       if (!OWN_EVENTS.has(name)) lastEvent.value = msg;
       const fn = events && events[name];
@@ -88,6 +93,7 @@ export function useSSE(url, options = {}) {
     error,
     lastEvent,
     clientId,
+    topics,
     close: () => { if (client) client.close('closed by the application'); },
     reconnect: () => { if (client) client.reconnect(); },
   };

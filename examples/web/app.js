@@ -8,6 +8,11 @@
 // folder (scripts/demo.sh assembles the web root; by hand, copy clients/js
 // there: examples/nginx/README.md).
 //
+// Topics: #topics=demo/news,rooms/ops subscribes both panels at connect (the
+// stream token's topics claim must allow them; scripts/demo.sh mints alice
+// and bob with "demo/*"); the admin panel publishes to a topic and
+// subscribes live streams, and the stats list streams per topic.
+//
 // Tokens come from the URL hash (#token=...&admin=...&hub=...): the hash never
 // leaves the browser, unlike a query string. Nothing is stored in
 // localStorage. `hub` is the hub's origin when it is not this site (the front
@@ -21,13 +26,14 @@ const STATS_INTERVAL_MS = 2000;
 const CHART_INTERVAL_MS = 1000;
 const CHART_POINTS = 60;
 // Events ssehub itself sends, plus the unnamed default ("message").
-const BUILTIN_EVENTS = ['connected', 'ping', 'disconnect', 'token_expired', 'message'];
+const BUILTIN_EVENTS = ['connected', 'ping', 'disconnect', 'token_expired', 'subscribed', 'unsubscribed', 'message'];
 
 const ui = {
   tokensForm: $('tokens-form'),
   streamToken: $('stream-token'),
   adminToken: $('admin-token'),
   hub: $('hub'),
+  topics: $('topics'),
   factUser: $('fact-user'),
   extraEvents: $('extra-events'),
   closeAll: $('close-all'),
@@ -36,11 +42,14 @@ const ui = {
   esTokenIn: $('es-token-in'),
   broadcastForm: $('broadcast-form'),
   userForm: $('user-form'),
+  topicForm: $('topic-form'),
+  subscribeForm: $('subscribe-form'),
   sendResult: $('send-result'),
   statsUpdated: $('stats-updated'),
   statsError: $('stats-error'),
   statsUsers: $('stats-users'),
   statsTotal: $('stats-total'),
+  statsTopics: $('stats-topics'),
   chart: $('chart'),
   chartSource: $('chart-source'),
   chartConn: $('chart-conn'),
@@ -110,6 +119,7 @@ function makePanel(prefix, transport) {
       status: $(prefix + '-status'),
       detail: $(prefix + '-detail'),
       client: $(prefix + '-client'),
+      topics: $(prefix + '-topics'),
       lastId: $(prefix + '-last-id'),
       ping: $(prefix + '-ping'),
       log: $(prefix + '-log'),
@@ -163,11 +173,23 @@ function setStatus(panel, state, detail) {
   panel.ui.detail.textContent = detail || '';
 }
 
+function showTopics(panel) {
+  const list = panel.client ? panel.client.topics : [];
+  panel.ui.topics.textContent = list.length ? list.join(', ') : '–';
+}
+
 function onStreamEvent(panel, msg) {
   const data = msg.data;
   switch (msg.event) {
+    case 'subscribed':
+    case 'unsubscribed':
+      // the back end changed this stream's topics (client.topics follows)
+      showTopics(panel);
+      addLogEntry(panel, 'builtin', msg.event, { text: msg.raw });
+      return;
     case 'connected':
       panel.ui.client.textContent = data && data.client_id ? data.client_id : '?';
+      showTopics(panel);
       if (data && data.resumed === false) {
         logNote(panel, 'the hub did not know last event id ' + panel.lastEventId +
                 ' (too old, or ssehub restarted without its history file): events may be missing');
@@ -235,6 +257,7 @@ function stopPanel(panel, detail) {
     panel.client.close(detail);
     panel.client = null;
   }
+  showTopics(panel);
   if (panel.transport === 'eventsource') setTokenCookie('');
 }
 
@@ -255,6 +278,7 @@ function startPanel(panel) {
     transport: panel.transport,
     token: streamToken,
     lastEventId: panel.lastEventId,
+    topics: splitNames(ui.topics.value),
   };
   if (panel.transport === 'eventsource') {
     options.tokenIn = ui.esTokenIn.value;
@@ -350,23 +374,51 @@ ui.userForm.addEventListener('submit', (e) => {
   publish('/api/sse/send-to-user', ui.userForm, { user_id: ui.userForm.elements.user_id.value.trim() });
 });
 
+ui.topicForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  publish('/api/sse/publish', ui.topicForm, { topic: ui.topicForm.elements.topic.value.trim() });
+});
+
+ui.subscribeForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const action = e.submitter && e.submitter.value === 'unsubscribe' ? 'unsubscribe' : 'subscribe';
+  const path = '/api/sse/' + action;
+  const body = {
+    user_id: ui.subscribeForm.elements.user_id.value.trim(),
+    topics: splitNames(ui.subscribeForm.elements.topics.value),
+  };
+  try {
+    const data = await callApi('POST', path, body);
+    showResult(path + ' → ' + data.recipients + ' stream(s) changed' +
+               (data.skipped ? ', ' + data.skipped + ' at their topic limit' : ''), false);
+  } catch (err) {
+    showResult(path + ' → ' + err.message, true);
+  }
+});
+
 // ---- stats -------------------------------------------------------------------
 
 let statsBusy = false;
 
+// Table rows for {name: count}, most streams first.
+function countRows(counts) {
+  return Object.entries(counts || {})
+    .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+    .map(([key, count]) => {
+      const tr = document.createElement('tr');
+      const name = document.createElement('td');
+      name.textContent = key;
+      const n = document.createElement('td');
+      n.textContent = String(count);
+      tr.append(name, n);
+      return tr;
+    });
+}
+
 function renderStats(data) {
   ui.statsTotal.textContent = String(data.total_clients);
-  const users = Object.entries(data.user_clients || {})
-    .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
-  ui.statsUsers.replaceChildren(...users.map(([user, count]) => {
-    const tr = document.createElement('tr');
-    const name = document.createElement('td');
-    name.textContent = user;
-    const n = document.createElement('td');
-    n.textContent = String(count);
-    tr.append(name, n);
-    return tr;
-  }));
+  ui.statsUsers.replaceChildren(...countRows(data.user_clients));
+  ui.statsTopics.replaceChildren(...countRows(data.topic_clients));
 }
 
 async function refreshStats() {
@@ -378,7 +430,7 @@ async function refreshStats() {
   }
   statsBusy = true;
   try {
-    renderStats(await callApi('GET', '/api/sse/stats'));
+    renderStats(await callApi('GET', '/api/sse/stats?topics=1'));
     ui.statsError.hidden = true;
     ui.statsUpdated.textContent = 'updated ' + timeOfDay();
   } catch (e) {
@@ -549,8 +601,10 @@ function applyHash() {
   if (params.has('token')) ui.streamToken.value = params.get('token');
   if (params.has('admin')) ui.adminToken.value = params.get('admin');
   if (params.has('hub')) ui.hub.value = params.get('hub');
+  if (params.has('topics')) ui.topics.value = params.get('topics');
   const user = showUser();
   if (user !== null && !ui.userForm.elements.user_id.value) ui.userForm.elements.user_id.value = user;
+  if (user !== null && !ui.subscribeForm.elements.user_id.value) ui.subscribeForm.elements.user_id.value = user;
 }
 
 function startAll() {

@@ -325,6 +325,34 @@ try {
     lastId = ra.id;
   });
 
+  await test('topics: #topics= subscribes both panels, the admin panel publishes to the topic and subscribes live streams, stats list it', async () => {
+    const tp = await openPage(`${base}/#token=${alice}&admin=${admin}&topics=demo/news,demo/x`, 'topics');
+    await bothConnected(tp);
+    for (const panel of ['es', 'fx']) assert.equal(await text(tp, `#${panel}-topics`), 'demo/news, demo/x');
+    const es = streamRequests.find((r) => r.page === 'topics' && r.type === 'eventsource');
+    assert.deepEqual(new URL(es.url).searchParams.getAll('topic'), ['demo/news', 'demo/x']);
+    const m = marker('topic');
+    await tp.fill('#topic-form [name=topic]', 'demo/news');
+    await tp.fill('#topic-form [name=data]', JSON.stringify({ title: m }));
+    await tp.click('#topic-form button');
+    await inBothLogs(tp, m);
+    assert.match(await text(tp, '#send-result'), /publish → id .*, 2 recipient\(s\)/);
+    assert.ok(!(await logText(page, 'es')).includes(m), 'the main page (no topics) got the topic message');
+    await tp.fill('#subscribe-form [name=topics]', 'demo/extra');
+    await tp.click('#subscribe-form button[value=subscribe]');
+    await until('demo/extra in both panels', async () =>
+      (await text(tp, '#es-topics')).includes('demo/extra') && (await text(tp, '#fx-topics')).includes('demo/extra'), 5000);
+    await until('stats per topic', async () => (await tp.locator('#stats-topics').innerText()).includes('demo/news\t2'), 6000);
+    // a topic the token does not allow: both panels closed with the hub's code
+    await tp.fill('#topics', 'secret/1');
+    await tp.click('#connect-all');
+    for (const panel of ['es', 'fx']) {
+      await statusIs(tp, panel, 'closed');
+      assert.match(await text(tp, `#${panel}-detail`), /403 topic_forbidden/);
+    }
+    await tp.close();
+  });
+
   await test('chart: active connections and messages/s from /metrics, drawn on the canvas', async () => {
     await until('chart source /metrics', async () => (await text(page, '#chart-source')).includes('/metrics'), 5000);
     await until('2 active connections', async () => Number(await text(page, '#chart-conn')) >= 2, 5000);

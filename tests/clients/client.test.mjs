@@ -83,6 +83,53 @@ test('disconnect through the API: the client closes for good', async () => {
   assert.equal(got.calls.length, 1, 'no reconnect after disconnect');
 });
 
+test('topics: asked for at connect, client.topics follows the hub (subscribed, unsubscribed), a reconnect comes back with the options\' topics', async () => {
+  const user = unique('topics');
+  const t = unique('t');
+  const { client, got, of } = liveClient({
+    token: () => mintToken({ user_id: user, topics: [t + '/*'] }),
+    topics: [t + '/a', t + '/b'],
+  }, ['news', 'subscribed', 'unsubscribed']);
+  client.connect();
+  await until('connected', () => got.connected.length === 1);
+  assert.deepEqual(got.connected[0].topics, [t + '/a', t + '/b']);
+  assert.deepEqual(client.topics, [t + '/a', t + '/b']);
+  assert.deepEqual(new URL(got.calls[0].url).searchParams.getAll('topic'), [t + '/a', t + '/b']);
+  const p = await api('/api/sse/publish', { topic: t + '/b', event: 'news', data: { n: 1 } });
+  assert.equal(p.recipients, 1);
+  await until('the topic message', () => of('news').length === 1);
+  assert.equal(of('news')[0].id, p.id);
+
+  const clientId = got.connected[0].client_id;
+  assert.deepEqual(await api('/api/sse/subscribe', { client_id: clientId, topics: [t + '/c', 'other'] }), { recipients: 1 });
+  await until('subscribed', () => of('subscribed').length === 1);
+  assert.deepEqual(client.topics, [t + '/a', t + '/b', t + '/c', 'other']);
+  assert.deepEqual(await api('/api/sse/unsubscribe', { user_id: user, topics: [t + '/a'] }), { recipients: 1 });
+  await until('unsubscribed', () => of('unsubscribed').length === 1);
+  assert.deepEqual(client.topics, [t + '/b', t + '/c', 'other']);
+  assert.equal((await api('/api/sse/publish', { topic: t + '/a', event: 'news', data: 2 })).recipients, 0);
+
+  client.options.topics = [t + '/z'];
+  client.reconnect();
+  await until('connected again', () => got.connected.length === 2);
+  assert.deepEqual(client.topics, [t + '/z'], 'server-side subscriptions are not kept across a reconnect');
+  const stats = await api('/api/sse/stats?topics=1');
+  assert.equal(stats.topic_clients[t + '/z'], 1);
+  assert.equal(stats.topic_clients[t + '/b'], undefined);
+});
+
+test('topics: one the token does not allow is 403 topic_forbidden, and the client closes without retrying', async () => {
+  const user = unique('forbidden');
+  const { client, got } = liveClient({ token: mintToken({ user_id: user, topics: ['mine/*'] }), topics: ['mine/1', 'yours/1'] });
+  client.connect();
+  await until('closed', () => client.state === 'closed', 5000);
+  await sleep(600);
+  assert.deepEqual(got.calls.map((c) => c.status), [403]);
+  const last = got.states.at(-1);
+  assert.equal(last.error.code, 'topic_forbidden');
+  assert.match(last.error.message, /yours\/1/);
+});
+
 test('401 on connect: the token function is asked again with expired: true; a second 401 in a row closes', async () => {
   const user = unique('refused');
   const asked = [];

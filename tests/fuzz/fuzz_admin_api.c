@@ -1,17 +1,20 @@
 /* fuzz_admin_api: admin JSON bodies through the real request path.
  * Input: byte 0 picks the route (broadcast, send-to-user, send-to-client,
- * disconnect), the rest is the POST body. The request (BEGIN_REQUEST, PARAMS
+ * disconnect, publish to a topic, subscribe, unsubscribe), the rest is the
+ * POST body. The request (BEGIN_REQUEST, PARAMS
  * with an admin token minted at start-up with libjwt, STDIN = the body) is
  * written into a socketpair and read by a loop (fcgi + api) as
  * after an accept. Checks: the request is accepted, the answer is a complete
  * FastCGI response with a documented status and JSON shape, 200 only for a
  * body that is valid UTF-8, and with no stream open every publish reaches 0
- * recipients and every disconnect closes 0. */
+ * recipients, every disconnect closes 0 and every (un)subscribe changes 0. */
 #include "fuzz_common.h"
 
 #define FUZZ_MAX_INPUT 16384
 
-static const char *const routes[] = { "broadcast", "send-to-user", "send-to-client", "disconnect" };
+static const char *const routes[] = { "broadcast", "send-to-user", "send-to-client", "disconnect",
+				      "publish",   "subscribe",    "unsubscribe" };
+enum { R_DISCONNECT = 3, R_SUBSCRIBE = 5, R_UNSUBSCRIBE = 6 };
 static char *auth_header;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -47,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1 || size > FUZZ_MAX_INPUT)
 		return 0;
-	route = routes[data[0] % 4];
+	route = routes[data[0] % ARRAY_LEN(routes)];
 	body = (const char *)data + 1;
 	body_len = size - 1;
 
@@ -85,9 +88,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	answer = check_api_answer(status, body, blen, route);
 	if (status == 200) {
 		json_object_object_get_ex(answer, "data", &d);
-		if (data[0] % 4 == 3) {
+		if (data[0] % ARRAY_LEN(routes) == R_DISCONNECT) {
 			FUZZ_CHECK(json_object_object_get_ex(d, "closed", &v) && json_object_get_int64(v) == 0,
 				   "disconnect with no stream open: %.*s", (int)blen, body);
+		} else if (data[0] % ARRAY_LEN(routes) == R_SUBSCRIBE || data[0] % ARRAY_LEN(routes) == R_UNSUBSCRIBE) {
+			FUZZ_CHECK(json_object_object_get_ex(d, "recipients", &v) && json_object_get_int64(v) == 0 &&
+					   json_object_object_length(d) == 1,
+				   "(un)subscribe with no stream open: %.*s", (int)blen, body);
 		} else {
 			FUZZ_CHECK(json_object_object_get_ex(d, "recipients", &v) && json_object_get_int64(v) == 0,
 				   "publish with no stream open: %.*s", (int)blen, body);

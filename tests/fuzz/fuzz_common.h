@@ -134,7 +134,7 @@ static inline int fcgi_exchange(const void *wire, size_t len, struct fcgi_reply 
 	struct fcgi_reply *r = reply ? reply : &local;
 	unsigned char raw[65536 + 16];
 	size_t have = 0;
-	int sv[2], stream;
+	int sv[2], stream = 0;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		perror("fuzz: socketpair");
@@ -167,7 +167,13 @@ static inline int fcgi_exchange(const void *wire, size_t len, struct fcgi_reply 
 	loop_pass(loops_get(0), 0);
 	loop_pass(loops_get(0), 0);
 	close(sv[0]);
-	stream = r->out.data && memmem(r->out.data, r->out.len, "Content-Type: text/event-stream", 31) != NULL;
+	/* in the head only: an API answer may echo those bytes in its body (a
+	 * publish's id) */
+	if (r->out.data) {
+		const char *head_end = memmem(r->out.data, r->out.len, "\r\n\r\n", 4);
+		size_t head_len = head_end ? (size_t)(head_end - r->out.data) : r->out.len;
+		stream = memmem(r->out.data, head_len, "\r\nContent-Type: text/event-stream\r\n", 35) != NULL;
+	}
 	if (!reply)
 		peer_reply_free(&local);
 	return stream ? 1 : !r->out.len && !r->stdout_closed && !r->end_request ? -1 : 0;

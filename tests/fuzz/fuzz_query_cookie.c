@@ -2,14 +2,19 @@
  * Input: up to four NUL-separated parts: the Authorization value, the Cookie
  * header, the query string, and a parameter name (a missing part is NULL, so
  * splits with 0..3 NULs cover every combination of absent sources). Calls
- * auth_find_token, util_query_param and util_url_decode. Checks:
+ * auth_find_token, util_query_param, util_url_decode and api_query_topics
+ * (repeated "topic=" parameters). Checks:
  *  - a token found is non-empty, at most AUTH_MAX_TOKEN bytes, and too_long
  *    is never set together with a result;
  *  - a usable "Bearer" header always wins (the documented precedence);
  *  - util_query_param returns at most max bytes, and percent-encoding the
  *    value it returned and looking it up again gives the same value back;
  *  - util_url_decode never writes more than len + 1 bytes (ASan) and never
- *    returns a length above len. */
+ *    returns a length above len;
+ *  - api_query_topics: too many only when the "topic" parameters (counted
+ *    here, apart) pass the limit; an error names one of them; the names it
+ *    returns are valid topics, distinct, at most the limit, and encoding
+ *    them into a query again gives the same list back. */
 #include <strings.h>
 
 #include "fuzz_common.h"
@@ -88,6 +93,60 @@ static void check_query_roundtrip(const char *name, const char *value)
 	free(q.data);
 }
 
+/* The "topic" parameters of query, counted without the parser under test. */
+static size_t count_topic_params(const char *query)
+{
+	size_t n = 0;
+
+	for (const char *p = query; p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL)
+		if (strncmp(p, "topic", 5) == 0 && (p[5] == '\0' || p[5] == '&' || p[5] == '='))
+			n++;
+	return n;
+}
+
+static void check_topics(const char *query, size_t max)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = 0, bad_at = 0, params = count_topic_params(query);
+	char **topics = NULL;
+	enum api_topics_result r = api_query_topics(query, max, &topics, &n, &bad_at);
+
+	if (r == API_TOPICS_TOO_MANY) {
+		FUZZ_CHECK(params > max && !topics && n == 0, "too many with %zu parameters, max %zu", params, max);
+		return;
+	}
+	FUZZ_CHECK(params <= max, "%zu topic parameters over max %zu were accepted", params, max);
+	if (r == API_TOPICS_INVALID) {
+		FUZZ_CHECK(bad_at >= 1 && bad_at <= params && !topics && n == 0, "invalid at %zu of %zu", bad_at, params);
+		return;
+	}
+	FUZZ_CHECK(r == API_TOPICS_OK && n <= params && (n == 0) == (topics == NULL), "result %d, %zu names", (int)r, n);
+	{
+		struct buf q = { 0 };
+		char **again = NULL;
+		size_t n2 = 0, bad2 = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			FUZZ_CHECK(hub_topic_valid(topics[i], strlen(topics[i])), "an invalid name returned");
+			for (size_t k = 0; k < i; k++)
+				FUZZ_CHECK(strcmp(topics[i], topics[k]) != 0, "a name returned twice");
+			buf_puts(&q, i ? "&x=1&topic=" : "topic=");
+			for (const unsigned char *c = (const unsigned char *)topics[i]; *c; c++) {
+				char e[3] = { '%', hex[*c >> 4], hex[*c & 15] };
+				buf_append(&q, e, 3);
+			}
+		}
+		buf_append(&q, "", 0);
+		FUZZ_CHECK(api_query_topics(q.data ? q.data : "", max, &again, &n2, &bad2) == API_TOPICS_OK && n2 == n,
+			   "the names, encoded again, do not parse back (%zu of %zu)", n2, n);
+		for (size_t i = 0; i < n; i++)
+			FUZZ_CHECK(strcmp(topics[i], again[i]) == 0, "name %zu differs after a round trip", i);
+		api_topics_free(again, n2);
+		free(q.data);
+	}
+	api_topics_free(topics, n);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *authz, *cookie, *query, *name, *tok, *want;
@@ -114,6 +173,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(want);
 	free(tok);
 
+	if (query) {
+		check_topics(query, size > 1 ? data[1] % 40 : 32);
+	}
 	if (query) {
 		const char *names[] = { name ? name : "token", "token", "last_event_id" };
 		for (size_t i = 0; i < ARRAY_LEN(names); i++) {

@@ -50,7 +50,7 @@ def write(target, seeds):
 # ---- admin_api: route byte + body
 
 def admin_api():
-    B, U, C, D = b"\x00", b"\x01", b"\x02", b"\x03"
+    B, U, C, D, P, S, X = b"\x00", b"\x01", b"\x02", b"\x03", b"\x04", b"\x05", b"\x06"
     cid = "0f8fad5b-d9cb-469f-a165-70867728950e"
     return [
         B + b'{"event":"news","data":{"title":"hi"}}',
@@ -72,6 +72,12 @@ def admin_api():
         B + b'{"event":"e","data":"\\ud800"}',
         U + b'{"user_id":18446744073709551616,"event":"e","data":1}',
         B + b'{"event":"e","data":"' + b"x" * 2100 + b'"}',
+        P + b'{"topic":"orders/42","event":"status","data":{"s":1}}',
+        P + b'{"topic":"a\\u0000b","event":"e","data":1}',
+        S + b'{"user_id":"u","topics":["room/1","room/1","lobby"]}',
+        S + ('{"client_id":"%s","topics":["a:b@c"]}' % cid).encode(),
+        X + b'{"user_id":7,"topics":["x y"]}',
+        X + b'{"user_id":7,"topics":' + json.dumps(["t%d" % i for i in range(33)]).encode() + b'}',
     ]
 
 
@@ -86,6 +92,10 @@ def query_cookie():
         b"\0 ; ;token=a;token=b\0token=%zz&token=ok\0token",
         b"\0\0a=1&&b=%41%42+c&=empty&token=%00\0b",
         b"Bearer " + b"t" * 9000 + b"\0\0\0token",
+        b"\0\0topic=orders/42&topic=rooms%2Fops&token=x&topic=orders%2F42\0topic",
+        b"\0\0topic=a%00b&topic=ok\0topic",
+        b"\0\0" + b"&".join(b"topic=t%d" % i for i in range(33)) + b"\0topic",
+        b"\0\0topic&topic=&topic=" + b"x" * 201 + b"&topic=%2F" * 3 + b"\0topics",
     ]
 
 

@@ -193,8 +193,10 @@ class BigHeaderNginx(h.NginxFront):
 
 
 class BigHeaderLighttpd(h.LighttpdFront):
+    # ":=" overrides the value examples/lighttpd/ssehub.conf sets (lighttpd
+    # refuses a variable set twice with "=")
     def __init__(self, *a, **kw):
-        super().__init__(*a, extra=["server.max-request-field-size = 65535"], **kw)
+        super().__init__(*a, extra=["server.max-request-field-size := 65535"], **kw)
 
 
 class BigHeaderApache(h.ApacheFront):

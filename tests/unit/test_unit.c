@@ -575,6 +575,22 @@ static char *hub_token(const char *user, int admin)
 	return tok;
 }
 
+/* A token with extra claims (a JSON fragment such as ",\"topics\":[\"a\"]"). */
+static char *hub_token_with(const char *user, const char *extra)
+{
+	char claims[4096];
+	jwt_t *jwt;
+	char *tok;
+
+	snprintf(claims, sizeof(claims), "{\"user_id\":\"%s\",\"exp\":%ld%s}", user, (long)time(NULL) + 3600, extra);
+	jwt_new(&jwt);
+	jwt_add_grants_json(jwt, claims);
+	jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)hub_secret, sizeof(hub_secret) - 1);
+	tok = jwt_encode_str(jwt);
+	jwt_free(jwt);
+	return tok;
+}
+
 /* Runs every loop for ms (or until done() says so). */
 static void run_loops(int ms)
 {
@@ -801,6 +817,371 @@ static void test_hub(void)
 	hub_free();
 }
 
+/* The status of a stream request that was refused (0 while it streams). */
+static int refused_status(struct peer *p, char *answer, size_t answer_len)
+{
+	const char *b;
+	size_t blen;
+	int status = 0;
+
+	peer_pump(p);
+	if (!p->r.end_request || peer_cgi_split(&p->r.out, &status, &b, &blen) < 0)
+		return 0;
+	if (answer)
+		snprintf(answer, answer_len, "%.*s", (int)blen, b);
+	return status;
+}
+
+/* Opens a stream of a token on uri in loop 0 and returns the refusal's
+ * status (0: it streams; the peer is freed either way). */
+static int stream_refused(const char *uri, const char *tok, char *answer, size_t answer_len)
+{
+	struct peer *p = peer_send(0, "GET", uri, tok, NULL, NULL, NULL);
+	int status;
+
+	run_loops(30);
+	status = refused_status(p, answer, answer_len);
+	peer_free(p);
+	run_loops(10);
+	return status;
+}
+
+/* The stats object (hub_stats without Redis answers at once) into *out,
+ * replacing what it held; topics: ?topics=1. */
+static void stats_json(struct buf *out, int topics)
+{
+	struct hub_wait w = { 0 };
+
+	w.topics = topics;
+	if (hub_stats(loops_get(0), &w) != HUB_OK)
+		buf_puts(&w.json, "(stats not answered at once)");
+	buf_append(&w.json, "", 0);
+	free(out->data);
+	*out = w.json;
+}
+
+/* The id of a publish answer. */
+static void answer_id(const char *answer, char *id, size_t idlen)
+{
+	const char *q = strstr(answer, "\"id\":\"");
+	char *end;
+
+	snprintf(id, idlen, "%s", q ? q + 6 : "");
+	if ((end = strchr(id, '"')))
+		*end = '\0';
+}
+
+static void test_topics(void)
+{
+	struct peer *a1, *b1, *c1, *late;
+	struct buf stats = { 0 };
+	char answer[2048], uri[16384], id1[64], *ta, *tb, *tc, *tbad, *tstr, *tempty;
+	const char *e, *m;
+	long topics_before;
+
+	cfg.loops = 2;
+	cfg.max_message_bytes = 65536;
+	hub_init(&cfg);
+	api_init(&cfg);
+	ok(server_setup(&cfg) == 0, "topics: two loops set up");
+	ta = hub_token_with("alice", ",\"topics\":[\"orders/*\",\"rooms/ops\"]");
+	tb = hub_token_with("bob", ",\"topics\":[\"*\"]");
+	tc = hub_token_with("carol", "");
+	tbad = hub_token_with("dave", ",\"topics\":[\"orders/*\",7]");
+	tstr = hub_token_with("erin", ",\"topics\":\"orders/*\"");
+	tempty = hub_token_with("fred", ",\"topics\":[\"\"]");
+	{
+		struct auth_identity id;
+		char big[2600], *tbig;
+		uint64_t hits = auth_cache_hits();
+		int first, second;
+
+		first = auth_verify(ta, strlen(ta), &id, NULL) == AUTH_OK && auth_topic_allowed(&id, "orders/42") &&
+			auth_topic_allowed(&id, "orders/") && auth_topic_allowed(&id, "rooms/ops") &&
+			!auth_topic_allowed(&id, "orders") && !auth_topic_allowed(&id, "rooms/ops2") &&
+			!auth_topic_allowed(&id, "rooms") && !id.topics_bad;
+		memset(&id, 0, sizeof(id));
+		second = auth_verify(ta, strlen(ta), &id, NULL) == AUTH_OK && auth_cache_hits() > hits &&
+			 auth_topic_allowed(&id, "orders/42") && auth_topic_allowed(&id, "rooms/ops") &&
+			 !auth_topic_allowed(&id, "orders");
+		ok(first && second, "topics: exact and prefix patterns; a cache hit carries the claim");
+		ok(auth_verify(tb, strlen(tb), &id, NULL) == AUTH_OK && auth_topic_allowed(&id, "x") &&
+			   auth_topic_allowed(&id, "a:b@c.d_e-f"),
+		   "topics: \"*\" alone allows any topic");
+		ok(auth_verify(tc, strlen(tc), &id, NULL) == AUTH_OK && !auth_topic_allowed(&id, "x") && !id.topics_bad,
+		   "topics: no claim allows none");
+		ok(auth_verify(tbad, strlen(tbad), &id, NULL) == AUTH_OK && !auth_topic_allowed(&id, "orders/1") &&
+			   id.topics_bad &&
+			   auth_verify(tstr, strlen(tstr), &id, NULL) == AUTH_OK && !auth_topic_allowed(&id, "orders/1") &&
+			   id.topics_bad,
+		   "topics: a claim holding a non-string, or not an array, allows none (the token itself is good)");
+		/* patterns of 195 bytes: 10 fit in the identity (2048 bytes), 11 do not */
+		for (int n = 10; n <= 11; n++) {
+			char pat[200], topic[200];
+			snprintf(big, sizeof(big), ",\"topics\":[");
+			for (int i = 0; i < n; i++) {
+				memset(pat, 'p', sizeof(pat));
+				snprintf(pat, 3, "%02d", i);
+				pat[2] = 'p';
+				pat[194] = '*';
+				pat[195] = '\0';
+				snprintf(big + strlen(big), sizeof(big) - strlen(big), "%s\"%s\"", i ? "," : "", pat);
+			}
+			strcat(big, "]");
+			/* a topic the last pattern allows: its prefix, then "x" */
+			snprintf(topic, sizeof(topic), "%.194sx", pat);
+			tbig = hub_token_with("gina", big);
+			if (n == 10)
+				ok(auth_verify(tbig, strlen(tbig), &id, NULL) == AUTH_OK && !id.topics_bad &&
+					   auth_topic_allowed(&id, topic),
+				   "topics: 10 patterns of 195 bytes are kept");
+			else
+				ok(auth_verify(tbig, strlen(tbig), &id, NULL) == AUTH_OK && id.topics_bad &&
+					   !auth_topic_allowed(&id, "00p"),
+				   "topics: a claim longer than the identity keeps allows none rather than part of it");
+			free(tbig);
+		}
+	}
+
+	a1 = peer_send(0, "GET", "/sse/stream?topic=orders/42&topic=rooms%2Fops&topic=orders%2F42", ta, NULL, NULL, NULL);
+	b1 = peer_send(1, "GET", "/sse/stream?topic=orders/42&x=1&topic=a:b@c.d_e-f", tb, NULL, NULL, NULL);
+	c1 = peer_send(1, "GET", "/sse/stream", tc, NULL, NULL, NULL);
+	run_loops(50);
+	peer_pump(a1);
+	peer_pump(b1);
+	peer_pump(c1);
+	ok(a1->r.out.data && strstr(a1->r.out.data, "\"topics\":[\"orders/42\",\"rooms/ops\"]}"),
+	   "topics: connected lists the topics once each, in order, %%2F decoded: %s",
+	   a1->r.out.data ? a1->r.out.data : "");
+	ok(b1->r.out.data && strstr(b1->r.out.data, "\"topics\":[\"orders/42\",\"a:b@c.d_e-f\"]}"),
+	   "topics: \"*\" allows any topic; every legal character passes");
+	ok(c1->r.out.data && strstr(c1->r.out.data, "event: connected") && !strstr(c1->r.out.data, "topics"),
+	   "topics: without topics, connected is the seed's event");
+
+	/* refused streams: nothing opened, nothing delivered */
+	ok(stream_refused("/sse/stream?topic=orders/42", tc, answer, sizeof(answer)) == 403 &&
+		   strstr(answer, "\"topic_forbidden\"") && strstr(answer, "orders/42"),
+	   "topics: a token without the claim may not subscribe (403 topic_forbidden naming it)");
+	ok(stream_refused("/sse/stream?topic=orders/42&topic=secret", ta, answer, sizeof(answer)) == 403 &&
+		   strstr(answer, "topic secret"),
+	   "topics: one topic outside the patterns refuses the stream");
+	ok(stream_refused("/sse/stream?topic=orders", ta, NULL, 0) == 403,
+	   "topics: \"orders/*\" does not allow \"orders\"");
+	ok(stream_refused("/sse/stream?topic=orders/1", tbad, answer, sizeof(answer)) == 403 &&
+		   strstr(answer, "claim is not an array") && stream_refused("/sse/stream", tbad, NULL, 0) == 0,
+	   "topics: a claim holding a non-string allows no topic; the stream without topics opens");
+	ok(stream_refused("/sse/stream?topic=orders/1", tstr, NULL, 0) == 403 &&
+		   stream_refused("/sse/stream?topic=orders/1", tempty, NULL, 0) == 403,
+	   "topics: a claim that is a string, or holds an empty pattern, allows nothing");
+	{
+		static const char *const bad[] = { "topic=a%00b", "topic=a%0Db", "topic=a%0Ab", "topic=", "topic",
+						   "topic=a+b", "topic=a%20b", "topic=%zz", "topic=a%", "topic=%C3%A9",
+						   "topic=a*", "topic=orders/1&topic=%00" };
+		int all = 1;
+		for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+			snprintf(uri, sizeof(uri), "/sse/stream?%s", bad[i]);
+			if (stream_refused(uri, tb, answer, sizeof(answer)) != 400 || !strstr(answer, "\"invalid_topic\"")) {
+				all = 0;
+				printf("#   not refused with 400 invalid_topic: %s -> %s\n", bad[i], answer);
+			}
+		}
+		ok(all, "topics: NUL, CR, LF, space, empty, bad escapes, non-ASCII, '*' are 400 invalid_topic");
+	}
+	snprintf(uri, sizeof(uri), "/sse/stream?topic=");
+	memset(uri + strlen(uri), 'x', 201);
+	uri[strlen("/sse/stream?topic=") + 201] = '\0';
+	ok(stream_refused(uri, tb, answer, sizeof(answer)) == 400 && strstr(answer, "invalid_topic"),
+	   "topics: 201 bytes is 400 invalid_topic");
+	uri[strlen(uri) - 1] = '\0';
+	ok(stream_refused(uri, tb, NULL, 0) == 0, "topics: 200 bytes is a topic");
+	snprintf(uri, sizeof(uri), "/sse/stream?");
+	for (int i = 0; i < 33; i++)
+		snprintf(uri + strlen(uri), sizeof(uri) - strlen(uri), "topic=t%d&", i);
+	ok(stream_refused(uri, tb, answer, sizeof(answer)) == 400 && strstr(answer, "too_many_topics"),
+	   "topics: 33 topics is 400 too_many_topics");
+	*strstr(uri, "topic=t32&") = '\0';
+	ok(stream_refused(uri, tb, NULL, 0) == 0, "topics: 32 topics open");
+	run_loops(30);
+	ok(hub_total_clients() == 3, "topics: only the three streams remain (%ld)", hub_total_clients());
+
+	/* publish */
+	ok(admin_post("/api/sse/publish", "{\"topic\":\"orders/42\",\"event\":\"status\",\"data\":{\"n\":1}}",
+		      "application/json", answer, sizeof(answer)) == 200 && strstr(answer, "\"recipients\":2"),
+	   "topics: publish to a topic reaches its 2 streams: %s", answer);
+	answer_id(answer, id1, sizeof(id1));
+	ok(admin_post("/api/sse/publish", "{\"topic\":\"rooms/ops\",\"event\":\"ops\",\"data\":2}", "application/json",
+		      answer, sizeof(answer)) == 200 && strstr(answer, "\"recipients\":1"),
+	   "topics: a topic of one stream");
+	ok(admin_post("/api/sse/publish", "{\"topic\":\"nobody\",\"event\":\"x\",\"data\":3}", "application/json",
+		      answer, sizeof(answer)) == 200 && strstr(answer, "\"recipients\":0"),
+	   "topics: a topic without streams: 0 recipients");
+	ok(admin_post("/api/sse/publish", "{\"topic\":\"a b\",\"event\":\"x\",\"data\":3}", "application/json", answer,
+		      sizeof(answer)) == 400 && strstr(answer, "invalid_topic") &&
+		   admin_post("/api/sse/publish", "{\"event\":\"x\",\"data\":3}", "application/json", NULL, 0) == 400 &&
+		   admin_post("/api/sse/publish", "{\"topic\":\"a\\u0000b\",\"event\":\"x\",\"data\":3}",
+			      "application/json", NULL, 0) == 400 &&
+		   admin_post("/api/sse/publish", "{\"topic\":5,\"event\":\"x\",\"data\":3}", "application/json", NULL,
+			      0) == 400,
+	   "topics: publish with a bad, missing, NUL-holding or non-string topic is 400");
+	run_loops(30);
+	peer_pump(a1);
+	peer_pump(b1);
+	peer_pump(c1);
+	ok(count(a1->r.out.data, "event: status") == 1 && count(b1->r.out.data, "event: status") == 1 &&
+		   count(c1->r.out.data, "event: status") == 0,
+	   "topics: exactly once per subscribed stream, not to others");
+	ok(count(a1->r.out.data, "event: ops") == 1 && count(b1->r.out.data, "event: ops") == 0,
+	   "topics: rooms/ops only to alice");
+	ok(count(a1->r.out.data, "event: x\n") == 0 && count(b1->r.out.data, "event: x\n") == 0,
+	   "topics: nothing of the refused or unheard publishes delivered");
+
+	/* stats */
+	stats_json(&stats, 0);
+	ok(!strstr(stats.data, "topic_clients"), "topics: stats without ?topics=1 is the seed's: %s", stats.data);
+	stats_json(&stats, 1);
+	ok(strstr(stats.data, "\"topic_clients\":{") && strstr(stats.data, "\"orders/42\":2") &&
+		   strstr(stats.data, "\"rooms/ops\":1") && strstr(stats.data, "\"a:b@c.d_e-f\":1"),
+	   "topics: stats with topics: %s", stats.data);
+	ok(hub_topics_count() == 3, "topics: three topics have streams (%ld)", hub_topics_count());
+
+	/* server-side subscriptions */
+	ok(admin_post("/api/sse/subscribe", "{\"user_id\":\"carol\",\"topics\":[\"news\",\"news\",\"orders/42\"]}",
+		      "application/json", answer, sizeof(answer)) == 200 && strcmp(answer, "{\"success\":true,\"data\":{\"recipients\":1}}") == 0,
+	   "topics: subscribe carol (no claim needed): %s", answer);
+	ok(admin_post("/api/sse/publish", "{\"topic\":\"news\",\"event\":\"headline\",\"data\":1}", "application/json",
+		      answer, sizeof(answer)) == 200 && strstr(answer, "\"recipients\":1"),
+	   "topics: a publish right after the subscribe reaches the new member");
+	ok(admin_post("/api/sse/subscribe", "{\"user_id\":\"carol\",\"topics\":[\"news\"]}", "application/json", answer,
+		      sizeof(answer)) == 200 && strstr(answer, "\"recipients\":0"),
+	   "topics: subscribing again changes nothing (0)");
+	run_loops(30);
+	peer_pump(c1);
+	e = c1->r.out.data ? strstr(c1->r.out.data, "event: subscribed\ndata: {\"topics\":[\"news\",\"orders/42\"]}\n\n")
+			   : NULL;
+	m = c1->r.out.data ? strstr(c1->r.out.data, "event: headline") : NULL;
+	ok(e && m && e < m && count(c1->r.out.data, "event: subscribed") == 1,
+	   "topics: carol gets one subscribed event with the topics, before the next message");
+	ok(e && strncmp(e - 4, "id:", 3) != 0 && !strstr(c1->r.out.data, "id: \nevent: subscribed"),
+	   "topics: the subscribed event carries no id");
+	ok(admin_post("/api/sse/unsubscribe", "{\"user_id\":\"alice\",\"topics\":[\"rooms/ops\",\"never\"]}",
+		      "application/json", answer, sizeof(answer)) == 200 && strstr(answer, "\"recipients\":1"),
+	   "topics: unsubscribe alice from rooms/ops");
+	ok(admin_post("/api/sse/publish", "{\"topic\":\"rooms/ops\",\"event\":\"ops2\",\"data\":2}", "application/json",
+		      answer, sizeof(answer)) == 200 && strstr(answer, "\"recipients\":0"),
+	   "topics: ... after which rooms/ops has nobody");
+	run_loops(30);
+	peer_pump(a1);
+	ok(strstr(a1->r.out.data, "event: unsubscribed\ndata: {\"topics\":[\"rooms/ops\"]}\n\n") &&
+		   count(a1->r.out.data, "event: ops2") == 0,
+	   "topics: alice gets the unsubscribed event (only what changed) and no more rooms/ops");
+	ok(admin_post("/api/sse/subscribe", "{\"user_id\":\"nobody\",\"topics\":[\"news\"]}", "application/json", answer,
+		      sizeof(answer)) == 200 && strstr(answer, "\"recipients\":0") &&
+		   admin_post("/api/sse/unsubscribe",
+			      "{\"client_id\":\"00000000-0000-0000-0000-000000000000\",\"topics\":[\"news\"]}",
+			      "application/json", answer, sizeof(answer)) == 200 &&
+		   strstr(answer, "\"recipients\":0"),
+	   "topics: subscribe/unsubscribe for an unknown user or client: 0, not an error");
+	{
+		static const char *const bad[] = {
+			"{\"user_id\":\"carol\"}", "{\"user_id\":\"carol\",\"topics\":[]}",
+			"{\"user_id\":\"carol\",\"topics\":\"news\"}", "{\"user_id\":\"carol\",\"topics\":[\"a b\"]}",
+			"{\"user_id\":\"carol\",\"topics\":[1]}", "{\"topics\":[\"news\"]}",
+			"{\"user_id\":\"carol\",\"client_id\":\"00000000-0000-0000-0000-000000000000\",\"topics\":[\"a\"]}",
+		};
+		int all = 1;
+		for (size_t i = 0; i < ARRAY_LEN(bad); i++)
+			if (admin_post("/api/sse/subscribe", bad[i], "application/json", NULL, 0) != 400) {
+				all = 0;
+				printf("#   not 400: %s\n", bad[i]);
+			}
+		snprintf(uri, sizeof(uri), "{\"user_id\":\"carol\",\"topics\":[");
+		for (int i = 0; i < 33; i++)
+			snprintf(uri + strlen(uri), sizeof(uri) - strlen(uri), "%s\"t%d\"", i ? "," : "", i);
+		strcat(uri, "]}");
+		if (admin_post("/api/sse/subscribe", uri, "application/json", answer, sizeof(answer)) != 400 ||
+		    !strstr(answer, "too_many_topics")) {
+			all = 0;
+			printf("#   33 topics: %s\n", answer);
+		}
+		ok(all, "topics: bad subscribe bodies are 400 and change nothing");
+	}
+	cfg.max_topics_per_stream = 3;
+	ok(admin_post("/api/sse/subscribe", "{\"user_id\":\"carol\",\"topics\":[\"n1\",\"n2\"]}", "application/json",
+		      answer, sizeof(answer)) == 200 && strstr(answer, "\"recipients\":0") && strstr(answer, "\"skipped\":1"),
+	   "topics: a stream that would pass --max-topics-per-stream is skipped and left unchanged: %s", answer);
+	cfg.max_topics_per_stream = 32;
+	run_loops(30);
+	peer_pump(c1);
+	ok(count(c1->r.out.data, "event: subscribed") == 1, "topics: ... and told nothing");
+	stats_json(&stats, 1);
+	ok(strstr(stats.data, "\"news\":1") && strstr(stats.data, "\"orders/42\":3") && !strstr(stats.data, "rooms/ops") &&
+		   !strstr(stats.data, "\"n1\""),
+	   "topics: stats follow the server-side changes: %s", stats.data);
+
+	/* replay: only what the new stream may see */
+	admin_post("/api/sse/publish", "{\"topic\":\"orders/42\",\"event\":\"status2\",\"data\":5}", "application/json",
+		   NULL, 0);
+	admin_post("/api/sse/publish", "{\"topic\":\"orders/7\",\"event\":\"other-order\",\"data\":6}", "application/json",
+		   NULL, 0);
+	late = peer_send(0, "GET", "/sse/stream?topic=orders/42", ta, NULL, NULL, id1);
+	run_loops(30);
+	peer_pump(late);
+	ok(late->r.out.data && strstr(late->r.out.data, "\"resumed\":true") &&
+		   count(late->r.out.data, "event: status2") == 1 && count(late->r.out.data, "event: ops") == 0 &&
+		   count(late->r.out.data, "event: other-order") == 0 && count(late->r.out.data, "event: headline") == 0,
+	   "topics: a reconnect on orders/42 replays its later messages only");
+	peer_free(late);
+	late = peer_send(0, "GET", "/sse/stream?topic=orders/7", ta, NULL, NULL, id1);
+	run_loops(30);
+	peer_pump(late);
+	ok(late->r.out.data && strstr(late->r.out.data, "\"resumed\":false") && !strstr(late->r.out.data, "event: other-order"),
+	   "topics: an id of a topic the new stream does not subscribe to is unknown (resumed false)");
+	peer_free(late);
+	late = peer_send(0, "GET", "/sse/stream", tc, NULL, NULL, id1);
+	run_loops(30);
+	peer_pump(late);
+	ok(late->r.out.data && strstr(late->r.out.data, "\"resumed\":false"),
+	   "topics: ... also for a stream without topics");
+	peer_free(late);
+	/* an id no message could have (a control character): unknown, and the
+	 * topics still go with the stream */
+	late = peer_send(0, "GET", "/sse/stream?topic=orders/42&topic=rooms/ops", ta, NULL, NULL, "bad\001id");
+	run_loops(30);
+	peer_pump(late);
+	ok(late->r.out.data && strstr(late->r.out.data, "\"topics\":[\"orders/42\",\"rooms/ops\"],\"resumed\":false"),
+	   "topics: a stream with topics and an impossible Last-Event-ID: resumed false, its topics listed");
+	peer_free(late);
+	run_loops(30);
+
+	/* a closed stream leaves its topics */
+	topics_before = hub_topics_count();
+	close(b1->fd);
+	b1->fd = -1;
+	run_loops(30);
+	stats_json(&stats, 1);
+	ok(hub_topics_count() == topics_before - 1 && !strstr(stats.data, "a:b@c.d_e-f") &&
+		   strstr(stats.data, "\"orders/42\":2"),
+	   "topics: a closed stream leaves its topics (%ld -> %ld): %s", topics_before, hub_topics_count(), stats.data);
+
+	hub_set_stopping();
+	ok(admin_post("/api/sse/subscribe", "{\"user_id\":\"carol\",\"topics\":[\"z\"]}", "application/json", answer,
+		      sizeof(answer)) == 503,
+	   "topics: once stopping, subscribe is 503");
+	server_stop(0, 1000);
+	ok(hub_total_clients() == 0 && hub_topics_count() == 0, "topics: registry and topics empty after stop");
+	peer_free(a1);
+	peer_free(b1);
+	peer_free(c1);
+	free(ta);
+	free(tb);
+	free(tc);
+	free(tbad);
+	free(tstr);
+	free(tempty);
+	free(stats.data);
+	hub_free();
+}
+
 int main(void)
 {
 	config_defaults(&cfg);
@@ -811,6 +1192,7 @@ int main(void)
 	test_fcgi();
 	test_loop();
 	test_hub();
+	test_topics();
 	auth_shutdown();
 	config_free(&cfg);
 	return tap_done();

@@ -16,6 +16,7 @@ const options: SSEClientOptions = {
   maxDelayMs: 10000,
   stopOn: ['disconnect'],
   refreshOn: ['token_expired'],
+  topics: ['orders/42', 'rooms/ops'],
   fetch: globalThis.fetch,
 };
 const client = new SSEClient(new URL('https://hub.example/sse/stream'), options);
@@ -42,6 +43,12 @@ client.close('done');
 off();
 const resumeFrom: string = client.lastEventId;
 const retry: number | null = client.retryMs;
+const onTopics: string[] = client.topics;
+client.options.topics = ['orders/43'];
+// @ts-expect-error: the topics are the hub's to tell
+client.topics = ['x'];
+// @ts-expect-error: topics are names
+new SSEClient('/sse/stream', { topics: 'orders/42' });
 
 const parser = new SSEParser((e) => { const t: string = e.type + e.data + e.lastEventId; return t; }, (ms: number) => ms, resumeFrom);
 parser.push('data: x\n\n');
@@ -64,6 +71,7 @@ const r: ReactResult = useReactSSE('/sse/stream', {
 });
 const reactState: SSEState = r.state;
 const reactClient: string | null = r.clientId;
+const reactTopics: string[] = r.topics;
 r.reconnect();
 r.close();
 useReactSSE(null);
@@ -74,6 +82,7 @@ const v = useVueSSE(ref('/sse/stream'), { token: ref('jwt'), enabled: () => true
 const vueState: SSEState = v.state.value;
 const vueEvent: SSEMessage | null = v.lastEvent.value;
 const vueError: Error | null = v.error.value;
+const vueTopics: string[] = v.topics.value;
 useVueSSE(() => '/sse/stream', { token: ({ expired }) => (expired ? 'a' : 'b') });
 // @ts-expect-error: the composable returns refs
 const notARef: SSEState = v.state;
