@@ -326,7 +326,8 @@ static void watch(struct conn *c)
 /* The answer is out: wait for the next request, or close. */
 static void answered(struct conn *c)
 {
-	if (!c->req.keep_conn || c->sv->stopping) {
+	/* a connection taken on the reserve gives its descriptor back */
+	if (!c->req.keep_conn || c->sv->stopping || c->pressure) {
 		conn_close(c, 0);
 		return;
 	}
@@ -514,18 +515,26 @@ static void on_accept_pause(struct loop *l, struct loop_timer *t)
 		listen_on(sv);
 }
 
+static void close_idle_job(struct loop *l, void *a, void *b)
+{
+	close_idle(&servs[loop_index(l)]);
+}
+
 /* Out of descriptors: free this loop's idle connections, then the reserve,
  * to take one connection and answer it. Returns the fd or -1 (then the
  * socket is left alone for a moment, so that a full process does not spin
- * on a readable listening socket). */
+ * on a readable listening socket, and the other loops are asked to close
+ * their idle connections: with accept turns they never reach this point
+ * themselves, and the descriptors they keep may be the last ones). */
 static int accept_at_limit(struct sserv *sv, int *pressure)
 {
-	int fd = -1, err = errno;
+	int fd, err;
 
-	if (close_idle(sv) > 0 && (fd = accept_one()) >= 0)
-		return fd;
-	if (fd < 0 && errno != EMFILE && errno != ENFILE)
-		return -1;
+	if (close_idle(sv) > 0) {
+		fd = accept_one();
+		if (fd >= 0 || (errno != EMFILE && errno != ENFILE))
+			return fd;
+	}
 	pthread_mutex_lock(&reserve_lock);
 	for (int i = 0; i < 2; i++) {
 		if (reserve[i] >= 0)
@@ -541,7 +550,13 @@ static int accept_at_limit(struct sserv *sv, int *pressure)
 		log_rate_limited(&last_fd_log, "out_of_file_descriptors action=refusing_new_streams", EMFILE);
 		return fd;
 	}
+	if (err != EMFILE && err != ENFILE)
+		return -1; /* EAGAIN: the peer gave up, or another loop took it */
 	log_rate_limited(&last_accept_log, "accept_failed action=retrying", err);
+	for (int i = 0; i < nservs; i++) {
+		if (&servs[i] != sv && loop_post(servs[i].loop, close_idle_job, NULL, NULL))
+			loop_wake(servs[i].loop);
+	}
 	loop_io_del(sv->loop, &sv->listen);
 	loop_timer_set(sv->loop, &sv->accept_pause, loop_now(sv->loop) + ACCEPT_PAUSE_MS, on_accept_pause);
 	return -1;
