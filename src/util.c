@@ -14,6 +14,7 @@
 #include <json-c/json.h>
 #include <openssl/crypto.h>
 
+#include "json.h"
 #include "util.h"
 
 static void oom(size_t n)
@@ -290,34 +291,25 @@ fail:
 struct json_object *util_json_parse(const char *s, size_t len, int depth)
 {
 	struct json_tokener *tok;
-	struct json_object *obj;
-	size_t end;
+	struct json_object *obj = NULL;
+	char *min;
+	size_t min_len;
 
-	if (len > INT_MAX || memchr(s, '\0', len))
+	/* jsonx decides what is one whole value (json-c before 0.14 cannot say
+	 * where its value ended); json-c then reads the minified text, NUL
+	 * included so that a number at the very end is complete */
+	if (len > INT_MAX - 1)
 		return NULL;
-	tok = json_tokener_new_ex(depth);
-	if (!tok)
-		return NULL;
-	obj = json_tokener_parse_ex(tok, s, (int)len);
-	end = json_tokener_get_parse_end(tok);
-	if (!obj && json_tokener_get_error(tok) == json_tokener_continue) {
-		/* A number at the very end is only complete once the tokener sees
-		 * the end of input (a NUL); anything else still open is truncated. */
-		obj = json_tokener_parse_ex(tok, "", 1);
-		end = len;
-	}
-	if (json_tokener_get_error(tok) != json_tokener_success) {
-		json_object_put(obj);
+	min = xmalloc(len + 1);
+	if (jsonx_minify(s, len, depth, min, &min_len, NULL) == 0 && (tok = json_tokener_new_ex(depth + 1))) {
+		obj = json_tokener_parse_ex(tok, min, (int)min_len + 1);
+		if (json_tokener_get_error(tok) != json_tokener_success) {
+			json_object_put(obj);
+			obj = NULL;
+		}
 		json_tokener_free(tok);
-		return NULL;
 	}
-	json_tokener_free(tok);
-	while (end < len && (s[end] == ' ' || s[end] == '\t' || s[end] == '\r' || s[end] == '\n'))
-		end++;
-	if (end != len) {
-		json_object_put(obj);
-		return NULL;
-	}
+	free(min);
 	return obj;
 }
 
