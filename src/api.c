@@ -663,38 +663,25 @@ static int topics_field(struct request *r, const struct jsonx_doc *doc, char ***
 	return 0;
 }
 
-static void handle_subscribe(struct request *r, int add)
+static enum handler_result handle_subscribe(struct request *r, int add)
 {
 	struct jsonx_doc doc = { 0 };
 	enum msg_target target;
 	char key[KEY_SIZE], **topics = NULL;
 	size_t ntopics = 0;
-	long changed, skipped = 0;
-	struct buf out = { 0 };
+	struct api_pending *p;
+	enum handler_result res = HANDLED;
 
 	if (authenticate_admin(r) < 0 || parse_body(r, &doc) < 0)
-		return;
+		return HANDLED;
 	if (streams_field(r, &doc, &target, key) < 0 || topics_field(r, &doc, &topics, &ntopics) < 0)
 		goto done;
-	changed = hub_subscribe(target, key, topics, ntopics, add, &skipped);
-	if (changed < 0) {
-		respond_error(r, 503, "shutting_down", "the hub is stopping", "Retry-After: 1\r\n");
-		goto done;
-	}
-	buf_printf(&out, "{\"recipients\":%ld", changed);
-	/* only when it happened: the usual answer is the documented one */
-	if (skipped)
-		buf_printf(&out, ",\"skipped\":%ld", skipped);
-	buf_puts(&out, "}");
-	respond_ok(r, out.data);
-	log_info("event=%s target=%s topics=%zu changed=%ld skipped=%ld", add ? "subscribe" : "unsubscribe",
-		 target_names[target], ntopics, changed, skipped);
-	if (skipped)
-		log_warn("event=subscribe_skipped streams=%ld reason=\"over --max-topics-per-stream\"", skipped);
+	p = pending_new(r, add ? R_SUBSCRIBE : R_UNSUBSCRIBE, target);
+	res = settle(r, p, hub_subscribe(r->api->loop, target, key, topics, ntopics, add, &p->w));
 done:
-	free(out.data);
 	api_topics_free(topics, ntopics);
 	jsonx_free(&doc);
+	return res;
 }
 
 static enum handler_result handle_stats(struct request *r)
@@ -771,6 +758,19 @@ static enum handler_result answer(struct request *r, struct api_pending *p)
 		return HANDED_OFF;
 	case R_STATS:
 		respond_ok(r, w->json.data);
+		break;
+	case R_SUBSCRIBE:
+	case R_UNSUBSCRIBE:
+		buf_printf(&out, "{\"recipients\":%ld", w->count);
+		/* only when it happened: the usual answer is the documented one */
+		if (w->skipped)
+			buf_printf(&out, ",\"skipped\":%ld", w->skipped);
+		buf_puts(&out, "}");
+		respond_ok(r, out.data);
+		log_info("event=%s target=%s changed=%ld skipped=%ld", p->kind == R_SUBSCRIBE ? "subscribe" : "unsubscribe",
+			 target_names[p->target], w->count, w->skipped);
+		if (w->skipped)
+			log_warn("event=subscribe_skipped streams=%ld reason=\"over --max-topics-per-stream\"", w->skipped);
 		break;
 	case R_DISCONNECT:
 		buf_printf(&out, "{\"closed\":%ld}", w->count);
@@ -922,8 +922,8 @@ enum api_result api_handle(struct api_request *api)
 		case R_DISCONNECT: res = handle_disconnect(&r); break;
 		case R_METRICS: handle_metrics(&r); break;
 		case R_PUBLISH: res = handle_publish(&r, MSG_TOPIC); break;
-		case R_SUBSCRIBE: handle_subscribe(&r, 1); break;
-		case R_UNSUBSCRIBE: handle_subscribe(&r, 0); break;
+		case R_SUBSCRIBE: res = handle_subscribe(&r, 1); break;
+		case R_UNSUBSCRIBE: res = handle_subscribe(&r, 0); break;
 		}
 	}
 	return res == HANDED_OFF ? API_STREAM : res == WAITING ? API_PENDING : API_ANSWERED;

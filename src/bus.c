@@ -41,10 +41,10 @@ static const char S_PUBLISH[] =
 	"redis.call('ZREMRANGEBYSCORE',KEYS[4],'-inf',now-tonumber(ARGV[9]))\n"
 	"local k,key,n,owner=ARGV[1],ARGV[2],0,''\n"
 	"local nodes=redis.call('ZRANGE',KEYS[4],0,-1)\n"
-	"if k=='c' or k=='C' then\n"
+	"if k=='c' or k=='C' or k=='J' or k=='L' then\n"
 	"  for _,nd in ipairs(nodes) do local u=redis.call('HGET',ARGV[8]..nd..':c',key); if u then n=1; owner=u; break end end\n"
 	"else\n"
-	"  local f='#total'; if k=='u' or k=='U' then f='u:'..key elseif k=='t' then f='t:'..key end\n"
+	"  local f='#total'; if k=='u' or k=='U' or k=='j' or k=='l' then f='u:'..key elseif k=='t' then f='t:'..key end\n"
 	"  for _,nd in ipairs(nodes) do local c=tonumber(redis.call('HGET',ARGV[8]..nd,f) or '0'); if c>0 then n=n+c end end\n"
 	"end\n"
 	"local s=redis.call('HINCRBY',KEYS[1],'seq',1)\n"
@@ -79,16 +79,29 @@ static const char S_CLOSE[] =
 	"redis.call('HDEL',me..':c',ARGV[4])\n"
 	"return 1\n";
 
-/* KEYS nodes log idx; ARGV node-prefix self ttl-ms total clients-too
- * then user,count pairs (and, when clients-too is 1, after a '' separator,
- * client,user pairs). Rewrites this node's counts from its own truth, proves
- * it is alive, and forgets custom ids that left the log. */
+/* ARGV node-prefix self ttl-ms, then topic,delta pairs: streams of this
+ * node joined or left topics. A count may pass below 0 for a moment (two
+ * loops' changes arrive in either order); readers count only what is
+ * above 0, and the heartbeat rewrites the truth. */
+static const char S_TOPICS[] =
+	"local me=ARGV[1]..ARGV[2]\n"
+	"for i=4,#ARGV-1,2 do local f='t:'..ARGV[i]\n"
+	"  if redis.call('HINCRBY',me,f,ARGV[i+1])==0 then redis.call('HDEL',me,f) end end\n"
+	"redis.call('PEXPIRE',me,ARGV[3])\n"
+	"return 1\n";
+
+/* KEYS nodes log idx; ARGV node-prefix self ttl-ms total clients-too,
+ * user,count pairs, '', topic,count pairs, and when clients-too is 1 a ''
+ * and client,user pairs. Rewrites this node's counts from its own truth,
+ * proves it is alive, and forgets custom ids that left the log. */
 static const char S_BEAT[] =
 	"local t=redis.call('TIME'); local now=tonumber(t[1])*1000+math.floor(tonumber(t[2])/1000)\n"
 	"local me=ARGV[1]..ARGV[2]\n"
 	"redis.call('DEL',me); redis.call('HSET',me,'#total',ARGV[4])\n"
 	"local i=6\n"
 	"while i<=#ARGV and ARGV[i]~='' do redis.call('HSET',me,'u:'..ARGV[i],ARGV[i+1]); i=i+2 end\n"
+	"i=i+1\n"
+	"while i<=#ARGV and ARGV[i]~='' do redis.call('HSET',me,'t:'..ARGV[i],ARGV[i+1]); i=i+2 end\n"
 	"if ARGV[5]=='1' then redis.call('DEL',me..':c'); i=i+1\n"
 	"  while i<=#ARGV do redis.call('HSET',me..':c',ARGV[i],ARGV[i+1]); i=i+2 end end\n"
 	"redis.call('PEXPIRE',me,ARGV[3]); redis.call('PEXPIRE',me..':c',ARGV[3])\n"
@@ -97,22 +110,25 @@ static const char S_BEAT[] =
 	"if f[1] then redis.call('ZREMRANGEBYSCORE',KEYS[3],'-inf','('..string.match(f[1][1],'^(%d+)')) end\n"
 	"return 1\n";
 
-/* KEYS nodes; ARGV node-prefix alive-ms. Returns {n, id, total, beat-ms,
- * ..., user, count, ...}. */
+/* KEYS nodes; ARGV node-prefix alive-ms topics-too. Returns {n, nu, nt,
+ * then n times id, total, beat-ms, then nu times user, count, then nt
+ * times topic, count} (nt 0 unless topics-too is 1). */
 static const char S_STATS[] =
 	"local t=redis.call('TIME'); local now=tonumber(t[1])*1000+math.floor(tonumber(t[2])/1000)\n"
 	"redis.call('ZREMRANGEBYSCORE',KEYS[1],'-inf',now-tonumber(ARGV[2]))\n"
 	"local nodes=redis.call('ZRANGE',KEYS[1],0,-1,'WITHSCORES')\n"
-	"local res,users,order={#nodes/2},{},{}\n"
+	"local res,sums,order={},{u={},t={}},{u={},t={}}\n"
 	"for i=1,#nodes,2 do\n"
 	"  local h=redis.call('HGETALL',ARGV[1]..nodes[i]); local total=0\n"
-	"  for j=1,#h,2 do local f,v=h[j],tonumber(h[j+1])\n"
-	"    if f=='#total' then total=v elseif string.sub(f,1,2)=='u:' and v>0 then\n"
-	"      local u=string.sub(f,3); if not users[u] then users[u]=0; order[#order+1]=u end; users[u]=users[u]+v end end\n"
+	"  for j=1,#h,2 do local f,v=h[j],tonumber(h[j+1]); local p=string.sub(f,1,1)\n"
+	"    if f=='#total' then total=v elseif string.sub(f,2,2)==':' and v>0 and (p=='u' or (p=='t' and ARGV[3]=='1')) then\n"
+	"      local k=string.sub(f,3); local s=sums[p]; if not s[k] then s[k]=0; local o=order[p]; o[#o+1]=k end; s[k]=s[k]+v end end\n"
 	"  res[#res+1]=nodes[i]; res[#res+1]=total; res[#res+1]=nodes[i+1]\n"
 	"end\n"
-	"for _,u in ipairs(order) do res[#res+1]=u; res[#res+1]=users[u] end\n"
-	"return res\n";
+	"local out={#nodes/2,#order.u,#order.t}\n"
+	"for _,x in ipairs(res) do out[#out+1]=x end\n"
+	"for _,p in ipairs({'u','t'}) do for _,k in ipairs(order[p]) do out[#out+1]=k; out[#out+1]=sums[p][k] end end\n"
+	"return out\n";
 
 /* KEYS meta log idx; ARGV epoch seq custom-id. Returns {0} (unknown or
  * too old) or {1, seq, message...}: the message seq itself (so that the
@@ -137,8 +153,9 @@ static const char S_ROTATE[] =
 	"  redis.call('HSET',KEYS[1],'epoch',ARGV[2],'seq',0); redis.call('DEL',KEYS[2],KEYS[3]) end\n"
 	"return redis.call('HGET',KEYS[1],'epoch')\n";
 
-enum script { SC_PUBLISH, SC_OPEN, SC_CLOSE, SC_BEAT, SC_STATS, SC_SINCE, SC_ROTATE, NSCRIPTS };
-static const char *const scripts[NSCRIPTS] = { S_PUBLISH, S_OPEN, S_CLOSE, S_BEAT, S_STATS, S_SINCE, S_ROTATE };
+enum script { SC_PUBLISH, SC_OPEN, SC_CLOSE, SC_TOPICS, SC_BEAT, SC_STATS, SC_SINCE, SC_ROTATE, NSCRIPTS };
+static const char *const scripts[NSCRIPTS] = { S_PUBLISH, S_OPEN,  S_CLOSE, S_TOPICS,
+						S_BEAT,	   S_STATS, S_SINCE, S_ROTATE };
 
 /* ---- state -------------------------------------------------------------------- */
 
@@ -751,6 +768,15 @@ static void beat_user(void *arg, const char *user, long n)
 	b->total += n;
 }
 
+static void beat_topic(void *arg, const char *topic, long n)
+{
+	char num[24];
+
+	snprintf(num, sizeof(num), "%ld", n);
+	beat_add(arg, topic);
+	beat_add(arg, num);
+}
+
 static void beat_client(void *arg, const char *client, const char *user)
 {
 	beat_add(arg, client);
@@ -780,6 +806,8 @@ static void heartbeat(void)
 	beat_add(&b, "0");  /* total, filled below */
 	beat_add(&b, clients ? "1" : "0");
 	bus.hooks.each_user(beat_user, &b);
+	beat_add(&b, "");
+	bus.hooks.each_topic(beat_topic, &b);
 	if (clients) {
 		beat_add(&b, "");
 		bus.hooks.each_client(beat_client, &b);
@@ -911,6 +939,61 @@ void bus_close(const char *user, const char *client)
 		loop_wake(l0);
 }
 
+struct topics_req {
+	size_t n;
+	long *delta;
+	char **names;
+};
+
+static void topics_job(struct loop *l, void *a, void *b)
+{
+	struct topics_req *t = a;
+	char ttl[24];
+	const char **args = xcalloc(3 + 2 * t->n, sizeof(*args));
+	char *nums = xcalloc(t->n ? t->n : 1, 24);
+	int argc = 3;
+
+	bus.hooks.topics(t->names, t->delta, t->n);
+	snprintf(ttl, sizeof(ttl), "%d", NODE_TTL_MS);
+	args[0] = bus.k_node_prefix;
+	args[1] = bus.node;
+	args[2] = ttl;
+	for (size_t i = 0; i < t->n; i++) {
+		if (!t->delta[i])
+			continue;
+		snprintf(nums + 24 * i, 24, "%ld", t->delta[i]);
+		args[argc++] = t->names[i];
+		args[argc++] = nums + 24 * i;
+	}
+	/* a change lost with Redis is rewritten by the heartbeat that follows
+	 * the reconnect */
+	if (!bus.stopped && argc > 3)
+		eval_list(cmd0(), SC_TOPICS, CMD_TIMEOUT_MS, on_close_reply, NULL, 0, args, argc, NULL);
+	for (size_t i = 0; i < t->n; i++)
+		free(t->names[i]);
+	free(t->names);
+	free(t->delta);
+	free(t);
+	free(args);
+	free(nums);
+}
+
+void bus_topics(char *const *names, const long *delta, size_t n)
+{
+	struct loop *l0 = bus.loops[0].loop;
+	struct topics_req *t = xcalloc(1, sizeof(*t));
+
+	t->n = n;
+	t->names = xcalloc(n ? n : 1, sizeof(*t->names));
+	t->delta = xcalloc(n ? n : 1, sizeof(*t->delta));
+	for (size_t i = 0; i < n; i++) {
+		t->names[i] = xstrdup(names[i]);
+		t->delta[i] = delta[i];
+	}
+	if (loop_post(l0, topics_job, t, NULL))
+		loop_wake(l0);
+}
+
 /* ---- publish, stats, since (in the caller's loop) ------------------------------------- */
 
 struct pub_req {
@@ -984,51 +1067,78 @@ int bus_publish(struct loop *l, enum busmsg_kind kind, const char *key, const ch
 struct stats_req {
 	void (*fn)(void *arg, const struct buf *json);
 	void *arg;
+	int topics;
 };
+
+/* "name":count members from r->element[from..from+2n). */
+static void count_members(struct buf *out, const redisReply *r, size_t from, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const redisReply *k = r->element[from + 2 * i], *v = r->element[from + 2 * i + 1];
+		if (i)
+			buf_puts(out, ",");
+		buf_json_str(out, k->type == REDIS_REPLY_STRING ? k->str : "");
+		buf_printf(out, ":%lld", v->type == REDIS_REPLY_INTEGER ? v->integer : 0LL);
+	}
+}
 
 static void on_stats_reply(void *arg, redisReply *r)
 {
 	struct stats_req *s = arg;
 	struct buf out = { 0 };
-	size_t i, n;
+	size_t i, n = 0, nu = 0, nt = 0, users;
 	long total = 0;
+	int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 3;
 
-	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_INTEGER ||
-	    (n = (size_t)r->element[0]->integer) * 3 + 1 > r->elements || (r->elements - 1 - n * 3) % 2) {
+	for (i = 0; ok && i < 3; i++)
+		ok = r->element[i]->type == REDIS_REPLY_INTEGER && r->element[i]->integer >= 0 &&
+		     r->element[i]->integer <= (long long)r->elements;
+	if (ok) {
+		n = (size_t)r->element[0]->integer;
+		nu = (size_t)r->element[1]->integer;
+		nt = (size_t)r->element[2]->integer;
+		ok = 3 + 3 * n + 2 * nu + 2 * nt == r->elements;
+	}
+	if (!ok) {
 		s->fn(s->arg, NULL);
 		free(s);
 		return;
 	}
 	for (i = 0; i < n; i++)
-		if (r->element[1 + 3 * i + 1]->type == REDIS_REPLY_INTEGER)
-			total += (long)r->element[1 + 3 * i + 1]->integer;
+		if (r->element[3 + 3 * i + 1]->type == REDIS_REPLY_INTEGER)
+			total += (long)r->element[3 + 3 * i + 1]->integer;
+	users = 3 + 3 * n;
 	buf_printf(&out, "\"total_clients\":%ld,\"user_clients\":{", total);
-	for (i = 1 + 3 * n; i + 1 < r->elements; i += 2) {
-		if (i > 1 + 3 * n)
-			buf_puts(&out, ",");
-		buf_json_str(&out, r->element[i]->str ? r->element[i]->str : "");
-		buf_printf(&out, ":%lld", r->element[i + 1]->integer);
-	}
+	count_members(&out, r, users, nu);
 	buf_puts(&out, "},\"nodes\":[");
 	for (i = 0; i < n; i++) {
-		redisReply *id = r->element[1 + 3 * i], *cnt = r->element[2 + 3 * i], *beat = r->element[3 + 3 * i];
+		redisReply *id = r->element[3 + 3 * i], *cnt = r->element[4 + 3 * i], *beat = r->element[5 + 3 * i];
 		buf_printf(&out, "%s{\"id\":", i ? "," : "");
-		buf_json_str(&out, id->str ? id->str : "");
-		buf_printf(&out, ",\"clients\":%lld,\"last_heartbeat\":%s}", cnt->integer,
-			   beat->str ? beat->str : "0");
+		buf_json_str(&out, id->type == REDIS_REPLY_STRING ? id->str : "");
+		buf_printf(&out, ",\"clients\":%lld,\"last_heartbeat\":%s}",
+			   cnt->type == REDIS_REPLY_INTEGER ? cnt->integer : 0LL,
+			   beat->type == REDIS_REPLY_STRING && beat->len && beat->len < 20 &&
+					   strspn(beat->str, "0123456789") == beat->len
+				   ? beat->str
+				   : "0");
 	}
 	buf_puts(&out, "]");
+	if (s->topics) {
+		buf_puts(&out, ",\"topic_clients\":{");
+		count_members(&out, r, users + 2 * nu, nt);
+		buf_puts(&out, "}");
+	}
 	s->fn(s->arg, &out);
 	free(out.data);
 	free(s);
 }
 
-int bus_stats(struct loop *l, void (*fn)(void *arg, const struct buf *json), void *arg)
+int bus_stats(struct loop *l, int topics, void (*fn)(void *arg, const struct buf *json), void *arg)
 {
 	struct bus_loop *bl = &bus.loops[loop_index(l)];
 	struct stats_req *s;
 	char alive[24];
-	const char *args[3] = { bus.k_nodes, bus.k_node_prefix, alive };
+	const char *args[4] = { bus.k_nodes, bus.k_node_prefix, alive, topics ? "1" : "0" };
 
 	if (!bus_healthy())
 		return -1;
@@ -1036,7 +1146,8 @@ int bus_stats(struct loop *l, void (*fn)(void *arg, const struct buf *json), voi
 	s = xcalloc(1, sizeof(*s));
 	s->fn = fn;
 	s->arg = arg;
-	if (eval_list(bl->cmd, SC_STATS, SLOW_TIMEOUT_MS, on_stats_reply, s, 1, args, 3, NULL) < 0) {
+	s->topics = topics;
+	if (eval_list(bl->cmd, SC_STATS, SLOW_TIMEOUT_MS, on_stats_reply, s, 1, args, 4, NULL) < 0) {
 		free(s);
 		return -1;
 	}

@@ -36,6 +36,11 @@ struct bus_hooks {
 	void (*each_client)(void (*emit)(void *arg, const char *client, const char *user), void *arg);
 	/* Adds delta streams of user to this node's stats (loop 0's thread). */
 	void (*count)(const char *user, long delta);
+	/* Adds delta[i] streams on topic names[i] to this node's stats (loop
+	 * 0's thread). */
+	void (*topics)(char *const *names, const long *delta, size_t n);
+	/* emit(arg, topic, n) for every topic with streams on this node. */
+	void (*each_topic)(void (*emit)(void *arg, const char *topic, long n), void *arg);
 };
 
 /* Reads the Redis options of cfg (cfg->redis NULL: no backplane, every
@@ -83,10 +88,17 @@ void bus_open(struct loop *l, const char *user, const char *client, long limit, 
 /* The stream counted by bus_open ended (or was never started). */
 void bus_close(const char *user, const char *client);
 
+/* Streams of this node joined (delta[i] > 0) or left topic names[i]:
+ * counted in loop 0, in order with bus_open and bus_close, in this node's
+ * stats (hooks->topics) and in Redis (a topic publish counts its
+ * recipients from there). */
+void bus_topics(char *const *names, const long *delta, size_t n);
+
 /* The cluster stats: fn(arg, json) with the members of the stats object
- * ("total_clients":N,"user_clients":{...},"nodes":[...]) or json NULL when
- * Redis cannot answer. Returns -1 when unavailable (fn is not called). */
-int bus_stats(struct loop *l, void (*fn)(void *arg, const struct buf *json), void *arg);
+ * ("total_clients":N,"user_clients":{...},"nodes":[...], and with topics
+ * "topic_clients":{...}) or json NULL when Redis cannot answer. Returns -1
+ * when unavailable (fn is not called). */
+int bus_stats(struct loop *l, int topics, void (*fn)(void *arg, const struct buf *json), void *arg);
 
 /* Messages after a Last-Event-ID: seq (or the publisher's own id when
  * custom is not NULL) in the current epoch. fn(arg, status, after,

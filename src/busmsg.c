@@ -79,7 +79,7 @@ int busmsg_decode(const char *m, size_t len, size_t max_body, struct busmsg *out
 	if (field(&p, end, &out->owner, &out->owner_len) < 0 || field(&p, end, &kind, &kind_len) < 0 ||
 	    field(&p, end, &out->key, &out->key_len) < 0 || field(&p, end, &out->id, &out->id_len) < 0)
 		return (*why = "missing fields"), -1;
-	if (kind_len != 1 || !strchr("bucUCt", kind[0]))
+	if (kind_len != 1 || !strchr("bucUCtjJlL", kind[0]))
 		return (*why = "bad kind"), -1;
 	out->kind = (enum busmsg_kind)kind[0];
 	if (out->owner_len > 128 || !printable(out->owner, out->owner_len))

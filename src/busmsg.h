@@ -30,6 +30,11 @@ enum busmsg_kind {
 	BUS_TOPIC = 't',
 	BUS_DISCONNECT_USER = 'U',
 	BUS_DISCONNECT_CLIENT = 'C',
+	/* server-side subscriptions: BODY is the topic names, one per line */
+	BUS_SUBSCRIBE_USER = 'j',
+	BUS_SUBSCRIBE_CLIENT = 'J',
+	BUS_UNSUBSCRIBE_USER = 'l',
+	BUS_UNSUBSCRIBE_CLIENT = 'L',
 };
 
 struct busmsg {

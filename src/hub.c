@@ -124,6 +124,8 @@ static void bus_reset(const char *epoch);
 static void bus_skip(uint64_t seq);
 static void bus_each_user(void (*emit)(void *, const char *, long), void *arg);
 static void bus_each_client(void (*emit)(void *, const char *, const char *), void *arg);
+static void bus_each_topic(void (*emit)(void *, const char *, long), void *arg);
+static void stats_topics(char *const *names, const long *delta, size_t n);
 static void stats_count(const char *user, long delta);
 
 int hub_init(const struct config *cfg)
@@ -149,8 +151,8 @@ int hub_init(const struct config *cfg)
 
 void hub_start(void)
 {
-	static const struct bus_hooks hooks = { bus_deliver, bus_reset, bus_skip, bus_each_user, bus_each_client,
-						stats_count };
+	static const struct bus_hooks hooks = { bus_deliver, bus_reset,	  bus_skip,	bus_each_user,
+						bus_each_client, stats_count, stats_topics, bus_each_topic };
 
 	bus_start(&hooks);
 }
@@ -372,6 +374,30 @@ static void topic_stats(struct buf *out)
 	buf_puts(out, "}");
 }
 
+/* Streams joined or left topics: with Redis counted in loop 0 (in order
+ * with the opens and closes there, and told to Redis), else here. */
+static void count_topics(char *const *names, const long *delta, size_t n)
+{
+	if (bus_enabled())
+		bus_topics(names, delta, n);
+	else
+		stats_topics(names, delta, n);
+}
+
+static void bus_each_topic(void (*emit)(void *, const char *, long), void *arg)
+{
+	struct htab_entry *e;
+	size_t i;
+
+	pthread_mutex_lock(&hub.stats_lock);
+	for (e = htab_first(&hub.stat_topics, &i); e; e = htab_next(&hub.stat_topics, e, &i)) {
+		struct stat_user *t = container_of(e, struct stat_user, by_name);
+		if (t->count > 0)
+			emit(arg, t->name, t->count);
+	}
+	pthread_mutex_unlock(&hub.stats_lock);
+}
+
 static void local_topic_stats(struct buf *out)
 {
 	pthread_mutex_lock(&hub.stats_lock);
@@ -491,7 +517,7 @@ enum hub_status hub_stats(struct loop *l, struct hub_wait *w)
 	long clients;
 
 	w->status = HUB_OK;
-	if (bus_enabled() && bus_stats(l, cluster_stats, w) == 0)
+	if (bus_enabled() && bus_stats(l, w->topics, cluster_stats, w) == 0)
 		return HUB_PENDING;
 	buf_puts(&w->json, "{");
 	clients = local_stats(&w->json);
@@ -686,7 +712,7 @@ void hub_stream_closed(struct stream *s, void *owner)
 	}
 	pthread_mutex_unlock(&hub.lock);
 	if (n) {
-		stats_topics(names, minus, n);
+		count_topics(names, minus, n);
 		for (size_t i = 0; i < n; i++)
 			free(names[i]);
 	}
@@ -823,7 +849,7 @@ static enum hub_status open_now(struct opening *o)
 	if (!bus_enabled())
 		stats_count(u->name, 1);
 	if (plus) {
-		stats_topics(o->topics, plus, o->who.ntopics);
+		count_topics(o->topics, plus, o->who.ntopics);
 		topics_fragment(&extra, o->topics, plus, o->who.ntopics);
 	}
 	free(plus);
@@ -877,7 +903,15 @@ static void since_done(void *arg, int status, uint64_t after, const char *const 
 		struct msg *m;
 		if (busmsg_decode(entries[i], lens[i], (size_t)hub.cfg->max_message_bytes + 256, &bm, &why) < 0)
 			continue;
-		m = msg_from_bus(&bm);
+		if (!(m = msg_from_bus(&bm))) {
+			/* a subscription change: nothing to replay, and no
+			 * stream was ever given its number */
+			if (bm.seq == after)
+				o->from_redis = 0;
+			else
+				o->redis_upto = bm.seq;
+			continue;
+		}
 		if (m->cseq == after) {
 			/* the resume point: an id this stream could not have
 			 * received is unknown, as in the local history */
@@ -1144,11 +1178,18 @@ static struct msg *build_msg(enum msg_target target, const char *key, const char
 	return m;
 }
 
-static enum busmsg_kind bus_kind(enum msg_target t, int disconnect)
+enum bus_op { OP_PUBLISH, OP_DISCONNECT, OP_SUBSCRIBE, OP_UNSUBSCRIBE };
+
+static enum busmsg_kind bus_kind(enum msg_target t, enum bus_op op)
 {
+	static const enum busmsg_kind users[] = { BUS_USER, BUS_DISCONNECT_USER, BUS_SUBSCRIBE_USER,
+						  BUS_UNSUBSCRIBE_USER };
+	static const enum busmsg_kind clients[] = { BUS_CLIENT, BUS_DISCONNECT_CLIENT, BUS_SUBSCRIBE_CLIENT,
+						    BUS_UNSUBSCRIBE_CLIENT };
+
 	switch (t) {
-	case MSG_USER: return disconnect ? BUS_DISCONNECT_USER : BUS_USER;
-	case MSG_CLIENT: return disconnect ? BUS_DISCONNECT_CLIENT : BUS_CLIENT;
+	case MSG_USER: return users[op];
+	case MSG_CLIENT: return clients[op];
 	case MSG_TOPIC: return BUS_TOPIC;
 	default: return BUS_BROADCAST;
 	}
@@ -1171,14 +1212,14 @@ static void bus_done(void *arg, const struct bus_result *r)
 	w->done(w);
 }
 
-static enum hub_status send_to_cluster(struct loop *l, const struct hub_pub *p, int disconnect, struct hub_wait *w)
+static enum hub_status send_to_cluster(struct loop *l, const struct hub_pub *p, enum bus_op op, struct hub_wait *w)
 {
 	if (__atomic_load_n(&hub.stopping, __ATOMIC_RELAXED))
 		return w->status = HUB_STOPPING;
 	w->id[0] = '\0';
 	if (p->id)
 		snprintf(w->id, sizeof(w->id), "%s", p->id);
-	if (bus_publish(l, bus_kind(p->target, disconnect), p->key, p->id, p->body, p->body_len, bus_done, w) < 0)
+	if (bus_publish(l, bus_kind(p->target, op), p->key, p->id, p->body, p->body_len, bus_done, w) < 0)
 		return w->status = HUB_UNAVAILABLE;
 	return w->status = HUB_PENDING;
 }
@@ -1189,7 +1230,7 @@ enum hub_status hub_publish(struct loop *l, const struct hub_pub *p, struct hub_
 	long n;
 
 	if (bus_enabled()) {
-		enum hub_status st = send_to_cluster(l, p, 0, w);
+		enum hub_status st = send_to_cluster(l, p, OP_PUBLISH, w);
 		if (st != HUB_UNAVAILABLE && st != HUB_STOPPING)
 			METRIC_ADD(published[p->target], 1);
 		return st;
@@ -1214,7 +1255,7 @@ enum hub_status hub_disconnect(struct loop *l, const struct hub_pub *p, struct h
 	long n;
 
 	if (bus_enabled())
-		return send_to_cluster(l, p, 1, w);
+		return send_to_cluster(l, p, OP_DISCONNECT, w);
 	m = build_msg(p->target, p->key, NULL, p->body, p->body_len, 0);
 	n = deliver(m, 1);
 	msg_unref(m);
@@ -1296,7 +1337,10 @@ static void subscribe_one(struct sub *sub, char *const *names, size_t n, int add
 	(*changed_streams)++;
 }
 
-long hub_subscribe(enum msg_target target, const char *key, char *const *topics, size_t n, int add, long *skipped)
+/* hub_subscribe on this node's streams; cseq: the cluster sequence of the
+ * bus message asking it (0: none). */
+static long subscribe_local(enum msg_target target, const char *key, char *const *topics, size_t n, int add,
+			    uint64_t cseq, long *skipped)
 {
 	long *delta = xcalloc(n ? n : 1, sizeof(*delta));
 	unsigned char *changed = xmalloc(n ? n : 1);
@@ -1317,6 +1361,8 @@ long hub_subscribe(enum msg_target target, const char *key, char *const *topics,
 	/* one place in the order of publishes: the event comes after every
 	 * message published before, and before every later one */
 	seq = ++hub.seq;
+	if (cseq > hub.last_cseq)
+		hub.last_cseq = cseq;
 	if (target == MSG_CLIENT) {
 		if ((sub = client_find(key)) != NULL)
 			subscribe_one(sub, topics, n, add, seq, delta, changed, &count, skipped, &w);
@@ -1326,10 +1372,80 @@ long hub_subscribe(enum msg_target target, const char *key, char *const *topics,
 	}
 	pthread_mutex_unlock(&hub.lock);
 	wake(w);
-	stats_topics(topics, delta, n);
+	count_topics(topics, delta, n);
 	free(delta);
 	free(changed);
 	return count;
+}
+
+enum hub_status hub_subscribe(struct loop *l, enum msg_target target, const char *key, char *const *topics,
+			      size_t n, int add, struct hub_wait *w)
+{
+	long count;
+
+	w->skipped = 0;
+	if (bus_enabled()) {
+		/* every node changes its own streams when the message reaches
+		 * it, in order with the publishes around it */
+		struct buf list = { 0 };
+		struct hub_pub p = { .target = target, .key = key };
+		enum hub_status st;
+
+		for (size_t i = 0; i < n; i++) {
+			buf_puts(&list, topics[i]);
+			buf_puts(&list, "\n");
+		}
+		p.body = list.data;
+		p.body_len = list.len;
+		st = send_to_cluster(l, &p, add ? OP_SUBSCRIBE : OP_UNSUBSCRIBE, w);
+		free(list.data);
+		return st;
+	}
+	count = subscribe_local(target, key, topics, n, add, 0, &w->skipped);
+	if (count < 0)
+		return w->status = HUB_STOPPING;
+	w->count = count;
+	return w->status = HUB_OK;
+}
+
+static int bus_subscription_kind(enum busmsg_kind k)
+{
+	return k == BUS_SUBSCRIBE_USER || k == BUS_SUBSCRIBE_CLIENT || k == BUS_UNSUBSCRIBE_USER ||
+	       k == BUS_UNSUBSCRIBE_CLIENT;
+}
+
+/* A subscribe or unsubscribe of the cluster: the topic names one per line,
+ * each checked as the API checks them (a node may not trust Redis more
+ * than a peer); a list that is not one is dropped whole. */
+static void bus_subscription(const struct busmsg *bm)
+{
+	int add = bm->kind == BUS_SUBSCRIBE_USER || bm->kind == BUS_SUBSCRIBE_CLIENT;
+	enum msg_target target = bm->kind == BUS_SUBSCRIBE_CLIENT || bm->kind == BUS_UNSUBSCRIBE_CLIENT ? MSG_CLIENT
+													  : MSG_USER;
+	size_t max = (size_t)hub.cfg->max_topics_per_stream, n = 0;
+	char key[BUSMSG_MAX_KEY + 1], **names = xcalloc(max ? max : 1, sizeof(*names));
+	const char *p = bm->body, *end = bm->body + bm->body_len;
+	long skipped = 0;
+	int bad = 0;
+
+	snprintf(key, sizeof(key), "%.*s", (int)bm->key_len, bm->key);
+	while (p < end && !bad) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		bad = n == max || !hub_topic_valid(p, len);
+		for (size_t i = 0; i < n && !bad; i++)
+			bad = strlen(names[i]) == len && memcmp(names[i], p, len) == 0;
+		if (!bad)
+			names[n++] = xstrndup(p, len);
+		p += len + 1;
+	}
+	if (bad || !n)
+		log_warn("event=bus_message_dropped seq=%" PRIu64 " reason=\"not a topic list\"", bm->seq);
+	else if (subscribe_local(target, key, names, n, add, bm->seq, &skipped) >= 0 && skipped)
+		log_warn("event=subscribe_skipped streams=%ld reason=\"over --max-topics-per-stream\"", skipped);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
 }
 
 /* ---- from the backplane (loop 0's thread) ------------------------------------------ */
@@ -1344,6 +1460,8 @@ static struct msg *msg_from_bus(const struct busmsg *bm)
 	char id[SSE_MAX_ID + 1], key[BUSMSG_MAX_KEY + 1];
 	struct msg *m;
 
+	if (bus_subscription_kind(bm->kind))
+		return NULL;
 	if (bm->id_len)
 		snprintf(id, sizeof(id), "%.*s", (int)bm->id_len, bm->id);
 	else
@@ -1360,8 +1478,13 @@ static struct msg *msg_from_bus(const struct busmsg *bm)
 static void bus_deliver(const struct busmsg *bm)
 {
 	int finish = bm->kind == BUS_DISCONNECT_USER || bm->kind == BUS_DISCONNECT_CLIENT;
-	struct msg *m = msg_from_bus(bm);
+	struct msg *m;
 
+	if (bus_subscription_kind(bm->kind)) {
+		bus_subscription(bm);
+		return;
+	}
+	m = msg_from_bus(bm);
 	if (m) {
 		deliver(m, finish);
 		msg_unref(m);

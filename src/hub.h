@@ -65,7 +65,9 @@ struct hub_wait {
 					  * a pending stream open is then undone */
 	enum hub_status status;
 	char id[SSE_MAX_ID + 1];         /* publish: the message id */
-	long count;                      /* publish: recipients; disconnect: streams closed */
+	long count;                      /* publish: recipients; disconnect: streams closed;
+					  * subscribe: streams changed */
+	long skipped;                    /* subscribe: streams over --max-topics-per-stream */
 	int duplicate;                   /* publish with Redis: this id was published before */
 	struct buf json;                 /* stats: the data object (the caller frees it) */
 	int topics;                      /* stats, set by the caller: add "topic_clients" */
@@ -119,14 +121,19 @@ enum hub_status hub_disconnect(struct loop *l, const struct hub_pub *p, struct h
 
 /* Adds (add 1) or removes (add 0) the topics[0..n) (valid, distinct) on
  * every open stream of a user (target MSG_USER, key the user id) or of one
- * client (MSG_CLIENT, key the client id) on this node. Each stream that
- * changes gets a "subscribed" / "unsubscribed" event {"topics":[...]}
- * naming what changed for it, in order with the publishes around it. A
- * stream that would pass --max-topics-per-stream is left as it is and
- * counted in *skipped. Returns the number of streams changed (0 for an
- * unknown user or client), or -1 when the hub is stopping (nothing
- * changed). Streams opened later are not concerned. */
-long hub_subscribe(enum msg_target target, const char *key, char *const *topics, size_t n, int add, long *skipped);
+ * client (MSG_CLIENT, key the client id). Each stream that changes gets a
+ * "subscribed" / "unsubscribed" event {"topics":[...]} naming what changed
+ * for it, in order with the publishes around it. A stream that would pass
+ * --max-topics-per-stream is left as it is. Streams opened later are not
+ * concerned. Alone: w->count is the number of streams changed (0 for an
+ * unknown user or client) and w->skipped those left as they were.
+ * With Redis every node changes its own streams when the bus brings the
+ * change (HUB_PENDING until Redis numbered it); w->count is then the
+ * number of streams the change reached cluster-wide (a node cannot know
+ * whether the others' streams had the topics already), w->skipped 0 (each
+ * node logs its own). */
+enum hub_status hub_subscribe(struct loop *l, enum msg_target target, const char *key, char *const *topics,
+			      size_t n, int add, struct hub_wait *w);
 
 /* The stats data object into w->json: the seed's {"total_clients",
  * "user_clients"} for this node, or with Redis for the cluster, plus

@@ -38,11 +38,11 @@ def wait_backplane(hub, state="ok", timeout=SLOW):
 class Direct:
     """A stream straight on one node's socket, with its events parsed."""
 
-    def __init__(self, hub, token, headers=None):
+    def __init__(self, hub, token, headers=None, uri="/sse/stream"):
         hdr = {"Authorization": "Bearer " + token}
         hdr.update(headers or {})
         self.hub = hub
-        self.req = fcgi.FcgiRequest(hub.listen, uri="/sse/stream", headers=hdr, timeout=SLOW)
+        self.req = fcgi.FcgiRequest(hub.listen, uri=uri, headers=hdr, timeout=SLOW)
         self.parser = h.SSEParser()
         self.fed = 0
         self.events = []
@@ -104,7 +104,11 @@ class Cluster:
         self.hubs.append(hub)
         return hub
 
-    def stream(self, i, user, **kw):
+    def stream(self, i, user, topics=(), **kw):
+        if topics:
+            # the token allows what the stream asks for, and no more
+            return Direct(self.hubs[i], self.tokens.user(user, topics=list(topics)),
+                          uri="/sse/stream?" + "&".join("topic=" + t for t in topics), **kw)
         return Direct(self.hubs[i], self.tokens.user(user), **kw)
 
     def api(self, i, method, path, body=None):
@@ -119,8 +123,8 @@ class Cluster:
         assert status == 200, (route, body, status, out)
         return out["data"]
 
-    def stats(self, i):
-        status, _, out = self.api(i, "GET", "/api/sse/stats")
+    def stats(self, i, topics=False):
+        status, _, out = self.api(i, "GET", "/api/sse/stats" + ("?topics=1" if topics else ""))
         assert status == 200, out
         return out["data"]
 
@@ -578,4 +582,152 @@ def test_a_publishers_id_is_an_idempotency_key(procs, tokens, redis):
     marker = c.publish(0, "broadcast", event="marker", data=0)
     assert s.wait(lambda: s.named("marker"), SLOW)
     assert [e.id for e in s.events if e.type in ("pay", "marker")] == ["payment-77", marker["id"]], s.events
+    s.close()
+
+
+# --------------------------------------------------------------------------
+# topics across the nodes (issue 13 with issue 12)
+
+
+def topic_clients(c, i=0):
+    return c.stats(i, topics=True)["topic_clients"]
+
+
+def test_topics_work_across_nodes_with_exact_cluster_counts(procs, tokens, redis):
+    c = Cluster(procs, tokens, redis.url, front=False)
+    s0 = c.stream(0, "t-a", topics=["orders/42"])
+    s1 = c.stream(1, "t-b", topics=["orders/42", "rooms/ops"])
+    s2 = c.stream(2, "t-c", topics=["rooms/ops"])
+    assert s1.connected["topics"] == ["orders/42", "rooms/ops"], s1.connected
+    # counted at once (not on the next heartbeat), on every node's answer
+    h.wait_until(lambda: topic_clients(c, 2) == {"orders/42": 2, "rooms/ops": 2}, 2.0,
+                 message="cluster topic_clients")
+    st = c.stats(1, topics=True)
+    assert st["node"] == {"id": "n1", "clients": 1, "topic_clients": {"orders/42": 1, "rooms/ops": 1}}, st
+    assert "topic_clients" not in c.stats(1), "without ?topics=1 the answer is the seed's"
+    # a publish on node 2 reaches the two streams of orders/42 on nodes 0 and 1, once each
+    r = c.publish(2, "publish", topic="orders/42", event="status", data={"n": 1})
+    assert r["recipients"] == 2, r
+    r2 = c.publish(0, "publish", topic="rooms/ops", event="status", data={"n": 2})
+    assert r2["recipients"] == 2, r2
+    assert c.publish(1, "publish", topic="nobody/here", event="status", data=0)["recipients"] == 0
+    marker = c.publish(0, "broadcast", event="marker", data=0)
+    for s, want in ((s0, [1]), (s1, [1, 2]), (s2, [2])):
+        assert s.wait(lambda s=s: s.named("marker"), SLOW), s.events
+        assert [e.json()["n"] for e in s.named("status")] == want, (s.hub.name, s.events)
+    assert [e.id for e in s1.named("status")] == [r["id"], r2["id"]]
+    # a stream that goes leaves the counts at once
+    s1.close()
+    h.wait_until(lambda: topic_clients(c, 0) == {"orders/42": 1, "rooms/ops": 1}, 2.0,
+                 message="the closed stream to leave its topics")
+    assert c.publish(1, "publish", topic="orders/42", event="status", data={"n": 3})["recipients"] == 1
+    assert s0.wait(lambda: len(s0.named("status")) == 2, SLOW), s0.events
+    s0.close()
+    s2.close()
+    h.wait_until(lambda: topic_clients(c, 1) == {}, 2.0, message="no topic left")
+
+
+def test_server_side_subscriptions_reach_every_node(procs, tokens, redis):
+    c = Cluster(procs, tokens, redis.url, front=False)
+    a0, a1 = c.stream(0, "alice"), c.stream(1, "alice")
+    b2 = c.stream(2, "bob")
+    # from the node that holds none of alice's streams
+    r = c.publish(2, "subscribe", user_id="alice", topics=["rooms/x", "rooms/y"])
+    assert r == {"recipients": 2}, r
+    # the change is in the bus's order: a publish right after it, from
+    # another node, reaches both streams after their "subscribed" event
+    pub = c.publish(0, "publish", topic="rooms/x", event="say", data="hello")
+    for s in (a0, a1):
+        assert s.wait(lambda s=s: s.named("say"), SLOW), (s.hub.name, s.events)
+        kinds = [e.type for e in s.events if e.type in ("subscribed", "say")]
+        assert kinds == ["subscribed", "say"], (s.hub.name, kinds)
+        assert s.named("subscribed")[0].json() == {"topics": ["rooms/x", "rooms/y"]}
+        assert s.named("say")[0].id == pub["id"]
+    h.wait_until(lambda: topic_clients(c, 2) == {"rooms/x": 2, "rooms/y": 2}, 2.0, message="subscribed counts")
+    assert c.publish(2, "publish", topic="rooms/y", event="say", data="y")["recipients"] == 2
+    # one client of alice, from node 0, leaves rooms/x
+    r = c.publish(0, "unsubscribe", client_id=a1.connected["client_id"], topics=["rooms/x"])
+    assert r == {"recipients": 1}, r
+    assert a1.wait(lambda: a1.named("unsubscribed"), SLOW), a1.events
+    assert a1.named("unsubscribed")[0].json() == {"topics": ["rooms/x"]}
+    h.wait_until(lambda: topic_clients(c, 1) == {"rooms/x": 1, "rooms/y": 2}, 2.0, message="unsubscribed counts")
+    last = c.publish(1, "publish", topic="rooms/x", event="say", data="only a0")
+    assert last["recipients"] == 1, last
+    marker = c.publish(2, "broadcast", event="marker", data=0)
+    for s, want in ((a0, ["hello", "y", "only a0"]), (a1, ["hello", "y"]), (b2, [])):
+        assert s.wait(lambda s=s: s.named("marker"), SLOW), s.events
+        assert [e.json() for e in s.named("say")] == want, (s.hub.name, s.events)
+    assert not b2.named("subscribed"), b2.events
+    # unknown user or client: nothing changed, not an error
+    assert c.publish(1, "subscribe", user_id="nobody", topics=["rooms/x"]) == {"recipients": 0}
+    assert c.publish(1, "unsubscribe", client_id="00000000-0000-4000-8000-000000000000",
+                     topics=["rooms/x"]) == {"recipients": 0}
+    for s in (a0, a1, b2):
+        s.close()
+
+
+def test_topic_replay_on_another_node_follows_the_streams_topics(procs, tokens, redis):
+    c = Cluster(procs, tokens, redis.url, n=2, front=False)
+    s = c.stream(0, "rita", topics=["orders/7"])
+    first = c.publish(0, "publish", topic="orders/7", event="o", data=0)
+    assert s.wait(lambda: s.named("o"), SLOW)
+    s.close()
+    missed = [c.publish(1, "publish", topic="orders/7", event="o", data=1),
+              c.publish(0, "publish", topic="orders/8", event="o", data="not rita's topic"),
+              c.publish(1, "subscribe", user_id="someone", topics=["orders/7"]),
+              c.publish(0, "broadcast", event="o", data=2),
+              c.publish(1, "publish", topic="orders/7", event="o", data=3)]
+    late = c.add(redis.url, name="late")
+    back = Direct(late, tokens.user("rita", topics=["orders/7"]), uri="/sse/stream?topic=orders/7",
+                  headers={"Last-Event-ID": first["id"]})
+    assert back.connected.get("resumed") is True, back.connected
+    assert back.wait(lambda: len(back.named("o")) == 3, SLOW), back.events
+    assert [e.json() for e in back.named("o")] == [1, 2, 3], back.events
+    assert [e.id for e in back.named("o")] == [missed[0]["id"], missed[3]["id"], missed[4]["id"]]
+    back.close()
+    # the id of another topic's message is unknown to a stream without it
+    other = Direct(late, tokens.user("rita", topics=["orders/7"]), uri="/sse/stream?topic=orders/7",
+                   headers={"Last-Event-ID": missed[1]["id"]})
+    assert other.connected.get("resumed") is False, other.connected
+    other.close()
+
+
+def test_lost_topic_counts_are_rewritten_by_the_heartbeat(procs, tokens, redis):
+    c = Cluster(procs, tokens, redis.url, n=2, front=False)
+    streams = [c.stream(0, "h1", topics=["beat/a"]), c.stream(1, "h2", topics=["beat/a", "beat/b"])]
+    h.wait_until(lambda: topic_clients(c) == {"beat/a": 2, "beat/b": 1}, 2.0, message="counts")
+    # Redis loses node 1's topic counts (and gets a wrong one for node 0)
+    redis.call("HDEL", "ssehub:{h}:node:n1", "t:beat/a", "t:beat/b")
+    redis.call("HSET", "ssehub:{h}:node:n0", "t:beat/a", "9")
+    assert topic_clients(c) == {"beat/a": 9}
+    h.wait_until(lambda: topic_clients(c) == {"beat/a": 2, "beat/b": 1}, 6.0,
+                 message="the heartbeat to rewrite the counts")
+    assert c.publish(0, "publish", topic="beat/b", event="x", data=1)["recipients"] == 1
+    for s in streams:
+        s.close()
+
+
+def test_a_subscription_change_from_redis_is_checked(procs, tokens, redis):
+    """A node trusts Redis no more than a peer: a subscribe message whose
+    topic list is not one (a bad name, a repeated name, too many, empty) is
+    dropped whole, logged, and the stream keeps working."""
+    c = Cluster(procs, tokens, redis.url, n=1, front=False)
+    s = c.stream(0, "vic")
+    c.publish(0, "broadcast", event="warm", data=0)  # the epoch exists
+    assert s.wait(lambda: s.named("warm"), SLOW)
+    epoch = redis.call("HGET", "ssehub:{h}:meta", "epoch").decode()
+    bad_lists = [b"rooms/ok\nbad topic", b"rooms/ok\nrooms/ok", b"\n".join(b"t%d" % i for i in range(33)),
+                 b"x" * 201, b"rooms/\x00", b"\n"]
+    for body in bad_lists:
+        seq = redis.call("HINCRBY", "ssehub:{h}:meta", "seq", 1)
+        m = b"%s:%d:%d\n\nj\nvic\n\n%s" % (epoch.encode(), seq, int(time.time()), body)
+        redis.call("XADD", "ssehub:{h}:log", "%d-0" % seq, "m", m)
+        redis.call("PUBLISH", "ssehub:{h}:bus", m)
+    ok = c.publish(0, "subscribe", user_id="vic", topics=["rooms/fine"])
+    assert ok == {"recipients": 1}, ok
+    assert s.wait(lambda: s.named("subscribed"), SLOW), s.events
+    assert [e.json() for e in s.named("subscribed")] == [{"topics": ["rooms/fine"]}], s.events
+    log = c.hubs[0].log()
+    assert log.count('reason="not a topic list"') + log.count("event=bad_bus_message") >= len(bad_lists), log[-3000:]
+    assert c.hubs[0].process.alive()
     s.close()
