@@ -30,20 +30,20 @@
 struct hub_user;
 struct member;
 
-/* The hub's record of one open stream: 88 bytes, as before topics (its
- * user is not repeated here: the stream holds the name that lives in the
- * user's record, see sub_user). */
+/* The hub's record of one open stream: the owner's bytes of its struct
+ * stream (one allocation for both; sub_stream gives the stream, which keeps
+ * the client id, and the user is the name in the user's record, see
+ * sub_user). */
 struct sub {
 	struct htab_entry by_client;     /* hub.clients */
 	LIST_ENTRY(sub) user_link;       /* user->subs */
-	struct stream *stream;
-	LIST_HEAD(, member) topics;      /* its memberships, newest first */
-	char client_id[37];
-	uint16_t ntopics;                /* fits in the padding after client_id */
+	LIST_HEAD(, member) topics;      /* its memberships, newest first (at most
+					  * --max-topics-per-stream: counted when needed) */
 };
-/* 88 bytes is a 96-byte malloc chunk (glibc, 64-bit); one byte more costs
- * 16 more per stream */
-_Static_assert(sizeof(struct sub) <= 88, "struct sub outgrew its malloc chunk");
+/* With the stream's 168 bytes and malloc's 8, 40 bytes fit a 224-byte
+ * chunk (glibc, 64-bit) with 8 to spare; the next chunk costs 16 more per
+ * stream (bench/run.sh: 378 B per idle stream at 10,000) */
+_Static_assert(sizeof(struct sub) <= 40 || sizeof(void *) < 8, "struct sub outgrew its share of the chunk");
 
 /* A topic with at least one stream; freed with its last member. */
 struct topic {
@@ -94,14 +94,19 @@ static struct {
 
 /* The user of a registered stream: the stream was opened with the name in
  * its hub_user record (open_now), so the record is around that name. */
+static struct stream *sub_stream(const struct sub *sub)
+{
+	return stream_of_owner((void *)(uintptr_t)sub);
+}
+
 static struct hub_user *sub_user(const struct sub *sub)
 {
-	return container_of(stream_user(sub->stream), struct hub_user, name);
+	return container_of(stream_user(sub_stream(sub)), struct hub_user, name);
 }
 
 static const char *sub_key(const struct htab_entry *e)
 {
-	return container_of(e, struct sub, by_client)->client_id;
+	return stream_client_id(sub_stream(container_of(e, struct sub, by_client)));
 }
 
 static const char *user_key(const struct htab_entry *e)
@@ -274,7 +279,16 @@ static void member_add(struct sub *sub, const char *name)
 	mb->sub = sub;
 	LIST_INSERT_HEAD(&t->members, mb, topic_link);
 	LIST_INSERT_HEAD(&sub->topics, mb, sub_link);
-	sub->ntopics++;
+}
+
+static size_t sub_ntopics(const struct sub *sub)
+{
+	const struct member *mb;
+	size_t n = 0;
+
+	LIST_FOREACH(mb, &sub->topics, sub_link)
+		n++;
+	return n;
 }
 
 /* Takes mb off both lists; a topic left without members goes. */
@@ -284,7 +298,6 @@ static void member_remove(struct member *mb)
 
 	LIST_REMOVE(mb, topic_link);
 	LIST_REMOVE(mb, sub_link);
-	mb->sub->ntopics--;
 	free(mb);
 	if (LIST_EMPTY(&t->members)) {
 		htab_remove(&hub.topics, &t->by_name);
@@ -462,7 +475,7 @@ static void bus_each_client(void (*emit)(void *, const char *, const char *), vo
 	pthread_mutex_lock(&hub.lock);
 	for (e = htab_first(&hub.clients, &i); e; e = htab_next(&hub.clients, e, &i)) {
 		struct sub *sub = container_of(e, struct sub, by_client);
-		emit(arg, sub->client_id, sub_user(sub)->name);
+		emit(arg, stream_client_id(sub_stream(sub)), sub_user(sub)->name);
 	}
 	pthread_mutex_unlock(&hub.lock);
 }
@@ -690,16 +703,17 @@ void hub_stream_closed(struct stream *s, void *owner)
 	struct member *mb;
 
 	if (bus_enabled())
-		bus_close(u->name, sub->client_id); /* counted in loop 0, in order */
+		bus_close(u->name, stream_client_id(sub_stream(sub))); /* counted in loop 0, in order */
 	else
 		stats_count(u->name, -1);
 	pthread_mutex_lock(&hub.lock);
 	htab_remove(&hub.clients, &sub->by_client);
 	LIST_REMOVE(sub, user_link);
-	if (sub->ntopics) {
+	if (!LIST_EMPTY(&sub->topics)) {
 		/* the names outlive their topics, for the stats after the lock */
-		names = xmalloc(sub->ntopics * sizeof(*names));
-		minus = xmalloc(sub->ntopics * sizeof(*minus));
+		size_t k = sub_ntopics(sub);
+		names = xmalloc(k * sizeof(*names));
+		minus = xmalloc(k * sizeof(*minus));
 		while ((mb = LIST_FIRST(&sub->topics)) != NULL) {
 			minus[n] = -1;
 			names[n++] = xstrdup(mb->topic->name);
@@ -718,7 +732,7 @@ void hub_stream_closed(struct stream *s, void *owner)
 	}
 	free(names);
 	free(minus);
-	free(sub);
+	/* sub goes with the stream */
 }
 
 /* Appends ",\"topics\":[...]" with names[i] for each i where on[i], or
@@ -810,11 +824,14 @@ static enum hub_status open_now(struct opening *o)
 		htab_insert(&hub.users, &u->by_name, htab_hash(&hub.users, u->name));
 	}
 	u->count++;
-	sub = xcalloc(1, sizeof(*sub));
-	memcpy(sub->client_id, o->client_id, sizeof(sub->client_id));
+	p.client_id = o->client_id;
+	p.user = u->name;
+	p.owner_size = sizeof(*sub);
+	s = stream_new(o->loop, &p);
+	sub = stream_owner(s);
 	LIST_INIT(&sub->topics);
 	LIST_INSERT_HEAD(&u->subs, sub, user_link);
-	htab_insert(&hub.clients, &sub->by_client, htab_hash(&hub.clients, sub->client_id));
+	htab_insert(&hub.clients, &sub->by_client, htab_hash(&hub.clients, stream_client_id(sub_stream(sub))));
 	if (o->who.ntopics) {
 		plus = xcalloc(o->who.ntopics, sizeof(*plus));
 		for (size_t i = 0; i < o->who.ntopics; i++) {
@@ -824,10 +841,6 @@ static enum hub_status open_now(struct opening *o)
 			plus[i] = 1;
 		}
 	}
-	p.client_id = sub->client_id;
-	p.user = u->name;
-	p.owner = sub;
-	s = sub->stream = stream_new(o->loop, &p);
 	start_seq = hub.seq;
 	if (o->last_event_id) {
 		size_t at;
@@ -1069,7 +1082,7 @@ static long publish_topic(const char *key, struct msg *m, wake_set *w)
 	if (!t)
 		return 0;
 	LIST_FOREACH(mb, &t->members, topic_link)
-		count[loop_index(stream_loop(mb->sub->stream))]++;
+		count[loop_index(stream_loop(sub_stream(mb->sub)))]++;
 	for (int i = 0; i < nloops; i++) {
 		if (count[i]) {
 			batch[i] = xmalloc(sizeof(*batch[i]) + count[i] * sizeof(batch[i]->s[0]));
@@ -1077,8 +1090,8 @@ static long publish_topic(const char *key, struct msg *m, wake_set *w)
 		}
 	}
 	LIST_FOREACH(mb, &t->members, topic_link) {
-		struct stream_batch *b = batch[loop_index(stream_loop(mb->sub->stream))];
-		b->s[b->n++] = mb->sub->stream;
+		struct stream_batch *b = batch[loop_index(stream_loop(sub_stream(mb->sub)))];
+		b->s[b->n++] = sub_stream(mb->sub);
 	}
 	for (int i = 0; i < nloops; i++) {
 		if (!batch[i])
@@ -1113,7 +1126,7 @@ static long resolve(enum msg_target target, const char *key, struct msg *m,
 	case MSG_USER:
 		if ((u = user_find(key)) != NULL) {
 			LIST_FOREACH(sub, &u->subs, user_link) {
-				*w |= post_to(sub->stream, m, post);
+				*w |= post_to(sub_stream(sub), m, post);
 				n++;
 			}
 		}
@@ -1122,7 +1135,7 @@ static long resolve(enum msg_target target, const char *key, struct msg *m,
 		if ((sub = client_find(key)) != NULL) {
 			if (m->owner && !m->owner[0])
 				msg_set_owner(m, sub_user(sub)->name);
-			*w |= post_to(sub->stream, m, post);
+			*w |= post_to(sub_stream(sub), m, post);
 			n++;
 		}
 		break;
@@ -1278,7 +1291,7 @@ static long sub_change(struct sub *sub, char *const *names, size_t n, int add, u
 		changed[i] = (member_find(sub, names[i]) != NULL) != add;
 	for (size_t i = 0; i < n; i++)
 		count += changed[i];
-	if (add && sub->ntopics + count > hub.cfg->max_topics_per_stream)
+	if (add && (long)sub_ntopics(sub) + count > hub.cfg->max_topics_per_stream)
 		return -1;
 	for (size_t i = 0; i < n; i++) {
 		if (!changed[i])
@@ -1332,8 +1345,8 @@ static void subscribe_one(struct sub *sub, char *const *names, size_t n, int add
 	for (size_t i = 0; i < n; i++)
 		delta[i] += changed[i] ? (add ? 1 : -1) : 0;
 	m = change_event(add, names, changed, n, seq);
-	if (stream_post_event(sub->stream, m))
-		*w |= 1ULL << loop_index(stream_loop(sub->stream));
+	if (stream_post_event(sub_stream(sub), m))
+		*w |= 1ULL << loop_index(stream_loop(sub_stream(sub)));
 	(*changed_streams)++;
 }
 

@@ -29,11 +29,9 @@ struct sloop;
 /* Laid out small: an idle stream is most of what a hub holds. */
 struct stream {
 	struct loop_io io;
-	struct sloop *sl;
 	LIST_ENTRY(stream) link;         /* the loop's open streams */
 	struct stream *dirty_next;       /* streams with output to write */
-	const char *client_id, *user;    /* the owner's */
-	void *owner;
+	const char *user;                /* the owner's */
 	uint64_t start_seq;
 	int64_t token_exp;
 	uint64_t key_id;
@@ -44,7 +42,9 @@ struct stream {
 	uint32_t last_queued_s;          /* loop seconds, for liveness comments */
 	uint16_t request_id;
 	uint8_t close_reason;            /* enum close_reason */
+	uint8_t li;                      /* its loop's index (SL(s): its struct sloop) */
 	unsigned dirty : 1, want_out : 1, closing : 1, slow : 1, dead : 1;
+	char client_id[37];              /* a UUID */
 	struct loop_later later;
 };
 
@@ -72,6 +72,9 @@ static struct sloop *sloops;
 static int nsloops;
 static struct msg *liveness_msg;        /* ":\n\n", shared */
 
+/* 64 loops at most (config.c): the index fits the stream's byte */
+#define SL(s) (&sloops[(s)->li])
+
 static struct sloop *sloop_of(struct loop *l)
 {
 	return &sloops[loop_index(l)];
@@ -89,8 +92,8 @@ static void mark_dirty(struct stream *s)
 	if (s->dirty)
 		return;
 	s->dirty = 1;
-	s->dirty_next = s->sl->dirty;
-	s->sl->dirty = s;
+	s->dirty_next = SL(s)->dirty;
+	SL(s)->dirty = s;
 }
 
 /* Queues m on s, taking a reference. Past the queue bound (unless force)
@@ -121,7 +124,7 @@ static int enqueue(struct stream *s, struct msg *m, int force)
 	s->q[(s->qhead + s->qlen) & (s->qcap - 1)] = m;
 	s->qlen++;
 	s->qbytes += (uint32_t)framed;
-	s->last_queued_s = (uint32_t)(loop_now(s->sl->loop) / 1000);
+	s->last_queued_s = (uint32_t)(loop_now(SL(s)->loop) / 1000);
 	mark_dirty(s);
 	return 0;
 }
@@ -173,7 +176,7 @@ static void release(struct loop_later *x)
 
 static void stream_close(struct stream *s, enum close_reason reason)
 {
-	struct sloop *sl = s->sl;
+	struct sloop *sl = SL(s);
 	char user[160];
 
 	if (s->dead)
@@ -186,7 +189,7 @@ static void stream_close(struct stream *s, enum close_reason reason)
 	sl->nstreams--;
 	log_info("event=disconnect client=%s user=%s reason=%s", s->client_id, log_quote(user, sizeof(user), s->user),
 		 close_reasons[reason]);
-	on_close(s, s->owner);
+	on_close(s, stream_owner(s));
 	loop_free_later(sl->loop, &s->later, release);
 }
 
@@ -255,7 +258,7 @@ static void set_want_out(struct stream *s, int on)
 {
 	if (s->want_out == (unsigned)on)
 		return;
-	if (loop_io_set(s->sl->loop, &s->io, LOOP_READ | (on ? LOOP_WRITE : 0)) == 0)
+	if (loop_io_set(SL(s)->loop, &s->io, LOOP_READ | (on ? LOOP_WRITE : 0)) == 0)
 		s->want_out = on ? 1 : 0;
 }
 
@@ -335,24 +338,41 @@ static void on_io(struct loop *l, struct loop_io *io, unsigned events)
 
 /* ---- creation ------------------------------------------------------------- */
 
+/* Where the owner's bytes start: after the stream, 8-byte aligned. */
+#define OWNER_AT ((sizeof(struct stream) + 7) & ~(size_t)7)
+
 struct stream *stream_new(struct loop *l, const struct stream_params *p)
 {
-	struct stream *s = xcalloc(1, sizeof(*s));
+	struct stream *s = xcalloc(1, OWNER_AT + p->owner_size);
 
-	s->sl = sloop_of(l);
+	s->li = (uint8_t)loop_index(l);
 	s->io.fd = p->fd;
 	s->request_id = p->request_id;
-	s->client_id = p->client_id;
+	snprintf(s->client_id, sizeof(s->client_id), "%s", p->client_id);
 	s->user = p->user;
 	s->token_exp = p->token_exp;
 	s->key_id = p->key_id;
-	s->owner = p->owner;
 	return s;
+}
+
+const char *stream_client_id(const struct stream *s)
+{
+	return s->client_id;
+}
+
+void *stream_owner(struct stream *s)
+{
+	return (char *)s + OWNER_AT;
+}
+
+struct stream *stream_of_owner(void *owner)
+{
+	return (struct stream *)(void *)((char *)owner - OWNER_AT);
 }
 
 struct loop *stream_loop(const struct stream *s)
 {
-	return s->sl->loop;
+	return SL(s)->loop;
 }
 
 const char *stream_user(const struct stream *s)
@@ -363,7 +383,7 @@ const char *stream_user(const struct stream *s)
 void stream_start(struct stream *s, uint64_t start_seq, const char *connected_extra, struct msg **replay,
 		  size_t nreplay)
 {
-	struct sloop *sl = s->sl;
+	struct sloop *sl = SL(s);
 	struct buf b = { 0 }, data = { 0 };
 	size_t replay_bytes = 0;
 	struct msg *m;
@@ -484,7 +504,7 @@ static void finish_job(struct loop *l, void *a, void *b)
 
 int stream_post_deliver(struct stream *s, struct msg *m)
 {
-	return loop_post(s->sl->loop, deliver_job, m, s);
+	return loop_post(SL(s)->loop, deliver_job, m, s);
 }
 
 int stream_post_deliver_batch(struct loop *l, struct msg *m, struct stream_batch *b)
@@ -499,12 +519,12 @@ int stream_post_broadcast(struct loop *l, struct msg *m)
 
 int stream_post_event(struct stream *s, struct msg *e)
 {
-	return loop_post(s->sl->loop, event_job, e, s);
+	return loop_post(SL(s)->loop, event_job, e, s);
 }
 
 int stream_post_finish(struct stream *s, struct msg *final)
 {
-	return loop_post(s->sl->loop, finish_job, final, s);
+	return loop_post(SL(s)->loop, finish_job, final, s);
 }
 
 /* Ends the streams of l for which pred(s, arg) holds, after the final event

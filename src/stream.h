@@ -24,11 +24,11 @@ typedef void stream_close_fn(struct stream *s, void *owner);
 struct stream_params {
 	int fd;
 	uint16_t request_id;
-	const char *client_id;           /* the owner's strings, read until */
-	const char *user;                /* on_close returns */
+	const char *client_id;           /* a UUID (36 characters), copied */
+	const char *user;                /* the owner's string, read until on_close returns */
 	int64_t token_exp;               /* first second the token is refused; 0: never */
 	uint64_t key_id;                 /* the key that verified the token */
-	void *owner;                     /* handed to the on_close of streams_init */
+	size_t owner_size;               /* bytes of the owner's, allocated with the stream */
 };
 
 /* Sets up the per-loop state (timers, flush hook) of every loop. cfg must
@@ -39,6 +39,15 @@ void streams_free(void);
 
 /* A stream in l (the calling thread's loop) for p; nothing written yet. */
 struct stream *stream_new(struct loop *l, const struct stream_params *p);
+/* The p->owner_size bytes of the owner's (zeroed, aligned for pointers and
+ * 64-bit integers) in the stream's own allocation: an idle stream is most
+ * of what a hub holds, and one malloc chunk costs less than two. They are
+ * handed to on_close and freed with the stream, once no job can name it. */
+void *stream_owner(struct stream *s);
+/* The stream whose owner's bytes these are. */
+struct stream *stream_of_owner(void *owner);
+/* The client id s was opened with (stream_params.client_id). */
+const char *stream_client_id(const struct stream *s);
 
 /* Starts s: queues the response head, "retry:", the connected event (with
  * connected_extra, a JSON fragment such as ",\"resumed\":true", or NULL),
