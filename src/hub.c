@@ -899,13 +899,26 @@ static uint64_t cluster_seq_of(const char *id)
 
 static struct msg *msg_from_bus(const struct busmsg *m);
 
+/* The end of an opening the cluster admitted: the stream opens unless its
+ * waiter went away; either way the waiter hears, and a stream that did not
+ * open is taken off the cluster's count. */
+static void opening_end(struct opening *o)
+{
+	struct hub_wait *w = o->w;
+
+	w->status = w->cancelled ? HUB_STOPPING : open_now(o);
+	if (w->status != HUB_OK)
+		bus_close(o->user, o->client_id);
+	opening_free(o);
+	w->done(w);
+}
+
 /* The Redis log's answer to a Last-Event-ID this node's history lacks:
  * the messages after cluster sequence after. */
 static void since_done(void *arg, int status, uint64_t after, const char *const *entries, const size_t *lens,
 		       size_t n)
 {
 	struct opening *o = arg;
-	struct hub_wait *w = o->w;
 
 	o->from_redis = status == 1;
 	o->redis_upto = after;
@@ -943,17 +956,7 @@ static void since_done(void *arg, int status, uint64_t after, const char *const 
 		replay_drop(&o->redis);
 		o->from_redis = 0;
 	}
-	if (w->cancelled) {
-		bus_close(o->user, o->client_id);
-		opening_free(o);
-		w->done(w);
-		return;
-	}
-	w->status = open_now(o);
-	if (w->status != HUB_OK)
-		bus_close(o->user, o->client_id);
-	opening_free(o);
-	w->done(w);
+	opening_end(o);
 }
 
 /* Does this reconnect need the Redis log? (Not when the local history has
@@ -989,11 +992,7 @@ static void admitted(void *arg, int ok)
 	if (o->last_event_id && needs_log(o, &seq, &custom) &&
 	    bus_since(o->loop, seq, custom, since_done, o) == 0)
 		return;
-	w->status = open_now(o);
-	if (w->status != HUB_OK)
-		bus_close(o->user, o->client_id);
-	opening_free(o);
-	w->done(w);
+	opening_end(o);
 }
 
 enum hub_status hub_open_stream(struct loop *l, int fd, uint16_t request_id, const struct hub_who *who,
