@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """compare.py: side-by-side benchmark of ssehub, Nchan and the seed's Go design,
 and of ssehub behind each front server (nginx, lighttpd, Apache httpd).
+Nchan runs twice: multiplexed as ssehub is used, and on one channel.
 
 Run through bench/compare.sh. Starts each system in turn on loopback behind
 its front server (nginx: 2 workers, reuseport), drives it with sseload
@@ -387,7 +388,8 @@ class System:
             site = HTTP_NCHAN + SERVER.format(listen=listen, locations=LOC_NCHAN.format())
         conf = frontconf.write_nginx(ngx, site, workers=2, worker_connections=e.nofile, rlimit_nofile=e.nofile,
                                      error_log_level="warn", access_log=False,
-                                     main_extra=["load_module %s" % NCHAN_SO] if self.name in NCHAN_SYSTEMS else [])
+                                     main_extra=["load_module %s" % NCHAN_SO]
+                                     if self.name in NCHAN_SYSTEMS else [])
         return subprocess.Popen(
             ["nginx", "-p", ngx + "/", "-c", str(conf), "-e", os.path.join(ngx, "error.log")],
             stdout=subprocess.DEVNULL, stderr=open(d + "/nginx.out", "w"))
@@ -1600,13 +1602,13 @@ def fronts_section(w, env, runs, P):
       "streams here). \"front\" is nginx's master and workers, or the one lighttpd "
       "process. Medians." % fmt(front_max_streams(b, env.nofile)))
     w("")
-    w("| scenario | figure | nginx | lighttpd | lighttpd ÷ nginx |")
-    w("|---|---|---|---|---|")
+    table = []
+
     def row(scen, n, label, key, nd=0, unit=""):
         x, y = agg(runs, scen, a, n, key), agg(runs, scen, b, n, key)
         if x is None and y is None:
             return
-        w("| %s | %s | %s | %s | %s |" % (
+        table.append("| %s | %s | %s | %s | %s |" % (
             "fan-out, N = %s" % fmt(n) if scen == "fanout" else
             "targeted, %s users" % fmt(n) if scen == "targeted" else
             "churn, %s cycles" % fmt(n), label, fmt(x, nd, unit), fmt(y, nd, unit), ratio(y, x)))
@@ -1631,7 +1633,12 @@ def fronts_section(w, env, runs, P):
     if agg_all(runs, "churn", b, c, "cycles_per_s"):
         row("churn", c, "cycles/s", "cycles_per_s")
         row("churn", c, "errors", "errors")
-    w("")
+    if table:
+        w("| scenario | figure | nginx | lighttpd | lighttpd ÷ nginx |")
+        w("|---|---|---|---|---|")
+        for line in table:
+            w(line)
+        w("")
     # the paragraph: the figures that differ most, in words
     said = []
     nf = P["fan_n"] if P["fan_n"] in both else (both[-1] if both else None)
@@ -1824,7 +1831,9 @@ def write_outputs(env, runs, cg, prof, out_dir, wall, load_samples):
                 f.write("\n".join(lines) + "\n\n")
     notes = list(env.notes)
     plots_dir = os.path.join(out_dir, "plots")
-    env.plots_ok = bool(shutil.which("gnuplot")) and plots(env, runs, plots_dir)
+    # the plots are of the fan-out runs (gnuplot fails on a file of NaN)
+    env.plots_ok = bool(shutil.which("gnuplot")) and any(r["scenario"] == "fanout" for r in runs) and \
+        plots(env, runs, plots_dir)
     if not shutil.which("gnuplot"):
         env.notes.append("plots skipped: no gnuplot (apt-get install gnuplot-nox)")
     env.notes += standard_notes(env)
@@ -1912,8 +1921,8 @@ def runs_at(env, system, scen, n):
     top = front_max_streams(system, env.nofile)
     held = env.params["churn_conc"] if scen == "churn" else n
     if top is not None and held > top:
-        return False, "%s: no %s run at N = %s, more streams than %s holds here (%s, from %d fds)" % (
-            LABEL[system], scen, fmt(held), FRONT[system], fmt(top), env.nofile)
+        return False, "%s: no %s run at N = %s, more streams than %s holds here (%s, from %s fds)" % (
+            LABEL[system], scen, fmt(held), FRONT[system], fmt(top), fmt(env.nofile))
     return True, None
 
 
@@ -1941,7 +1950,8 @@ def tokens(env, n):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="~1 minute smoke run")
+    ap.add_argument("--quick", action="store_true",
+                    help="~2 minute smoke run (N = 200 and 1,000, one repetition)")
     ap.add_argument("--reps", type=int, help="repetitions (3; --quick 1)")
     ap.add_argument("--systems", default=",".join(SYSTEMS),
                     help="comma list of %s (all)" % ",".join(SYSTEMS))
