@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ssehub needs to build, run its demo and run its
 # tests -- only those that are missing, so a second run costs nothing.
-# Usage: scripts/deps.sh [build|demo|legacy|test]   (default: test, the superset)
+# Usage: scripts/deps.sh [build|demo|legacy|test|bench]
+#   (default: test, the superset of build, demo and legacy; bench: what
+#   bench/compare.sh runs, besides ssehub's build)
 set -euo pipefail
 
 build_pkgs="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev libjwt-dev uuid-dev libssl-dev libhiredis-dev"
@@ -14,13 +16,17 @@ legacy_pkgs="clang debootstrap gcc-multilib libc6-dev:i386 libc6-dbg:i386 libjso
 	uuid-dev:i386 libssl-dev:i386 libhiredis-dev:i386"
 test_pkgs="$demo_pkgs lighttpd apache2 spawn-fcgi redis-server redis-sentinel libfcgi-bin python3-pytest
 	python3-cryptography valgrind chromium fonts-dejavu-core php-cli php-curl golang-go $legacy_pkgs"
+# bench: the peers and front servers of bench/compare.sh (Nchan for the same
+# nginx, the Go hub, lighttpd, Apache), its plots and its profiles.
+bench_pkgs="$demo_pkgs lighttpd apache2 libnginx-mod-nchan golang-go gnuplot-nox valgrind linux-perf"
 
 case "${1:-test}" in
 	build) want=$build_pkgs ;;
 	demo) want=$demo_pkgs ;;
 	legacy) want="$build_pkgs valgrind $legacy_pkgs" ;;
 	test) want=$test_pkgs ;;
-	*) echo "usage: $0 [build|demo|legacy|test]" >&2; exit 2 ;;
+	bench) want=$bench_pkgs ;;
+	*) echo "usage: $0 [build|demo|legacy|test|bench]" >&2; exit 2 ;;
 esac
 
 # Node.js runs the independent EventSource client (node >= 18) and the
