@@ -31,6 +31,9 @@ lighttpd, examples/lighttpd/ssehub.conf (lighttpd_site):
   "/run/lighttpd/ssehub.sock"    -> the socket lighttpd binds (A)
   "bin-path" => "..."            -> the command line lighttpd starts (A)
   "/run/ssehub/ssehub.sock"      -> ssehub's own socket (B)
+  server.max-fds = ..., server.max-connections = ...
+                                 -> left out when write_lighttpd's extra sets
+                                    them (the sizing of a private lighttpd)
 
 Apache httpd, examples/apache/ssehub.conf (apache_site):
   <VirtualHost *:80>             -> <VirtualHost LISTEN>  (address:port)
@@ -215,6 +218,10 @@ def write_nginx(prefix, site, workers=1, worker_connections=1024, rlimit_nofile=
 
 # ---------------------------------------------------------------- lighttpd
 
+# Server-wide settings examples/lighttpd/ssehub.conf sets (its sizing), each
+# on one unindented line "NAME = VALUE".
+LIGHTTPD_SIZING = ("server.max-fds", "server.max-connections")
+
 
 def lighttpd_site(socket_path, bin_path=None, example=LIGHTTPD_EXAMPLE):
     """examples/lighttpd/ssehub.conf for one of its variants: bin_path given,
@@ -252,9 +259,19 @@ def write_lighttpd(prefix, host, port, site, extra=()):
     """A private lighttpd in prefix around site: prefix/site.conf,
     prefix/lighttpd.conf (document root prefix/htdocs, error log
     prefix/error.log, pid prefix/lighttpd.pid); extra: further lines.
+    A line of extra that sets one of LIGHTTPD_SIZING ("server.max-fds = N")
+    replaces the example's line: lighttpd refuses a second plain assignment,
+    and this is how tests and benches size a private lighttpd.
     Returns the path of lighttpd.conf."""
     p = Path(prefix)
     (p / "htdocs").mkdir(parents=True, exist_ok=True)
+    lines = site.split("\n")
+    for line in extra:
+        m = re.match(r"\s*([a-z.-]+)\s*=", line)
+        if m and m.group(1) in LIGHTTPD_SIZING:
+            lines = _substitute(lines, re.compile(r"^%s\s*=" % re.escape(m.group(1))), None, 1,
+                                "site.conf")
+    site = "\n".join(lines)
     (p / "site.conf").write_text(site)
     conf = p / "lighttpd.conf"
     conf.write_text("\n".join([
