@@ -38,6 +38,10 @@ streams closed; from ngx_destroy_pool's "free: ADDR, unused: U" lines it
 prints, per pool (connection, request, upstream connection), its size and
 the bytes a stream used in it, and the large allocations (malloc beyond a
 pool) of a stream. Needs nginx built --with-debug (Debian's is).
+--h2 K: nginx, memory only: the streams over HTTP/2 without TLS (prior
+knowledge, a second listen port), K on each connection, opened by node's
+http2 client; with --browser, Chromium's headers and the cookie.
+Variant names joined by "+" apply both edits (chb-1k+rps-12k).
 --perf: perf record -e cpu-clock on the front's workers during the first
 repetition's fan-out: the share of the kernel and of the server's own code,
 top symbols. --strace: strace -c during that fan-out: system calls per
@@ -74,6 +78,7 @@ NGINX_VARIANTS = {
     "rps-8k": ([("server", "request_pool_size", "8k")], "request_pool_size 8k"),
     "rps-9k": ([("server", "request_pool_size", "9k")], "request_pool_size 9k"),
     "rps-9.5k": ([("server", "request_pool_size", "9728")], "request_pool_size 9728 (9.5k)"),
+    "rps-11k": ([("server", "request_pool_size", "11k")], "request_pool_size 11k"),
     "rps-12k": ([("server", "request_pool_size", "12k")], "request_pool_size 12k"),
     "cps-256": ([("server", "connection_pool_size", "256")], "connection_pool_size 256"),
     "cps-1k": ([("server", "connection_pool_size", "1k")], "connection_pool_size 1k"),
@@ -110,6 +115,15 @@ LIGHTTPD_VARIANTS = {
     "ccs-4k": ([("global", "server.chunkqueue-chunk-sz = 4096")], "server.chunkqueue-chunk-sz 4096"),
 }
 VARIANTS = {"nginx": NGINX_VARIANTS, "lighttpd": LIGHTTPD_VARIANTS}
+
+
+def variant_edits(front, name):
+    """The edits of a variant; "a+b" applies a's and b's."""
+    return sum((VARIANTS[front][x][0] for x in name.split("+")), [])
+
+
+def known(front, name):
+    return front in VARIANTS and all(x in VARIANTS[front] for x in name.split("+"))
 SYSTEM = {"nginx": "ssehub", "lighttpd": "ssehub-lighttpd"}
 
 
@@ -145,6 +159,10 @@ def edit_nginx(text, edits):
                 at = hits[0] if hits else next(i for i in range(start, end) if
                                                lines[i].strip().startswith("server_name ")) + 1
                 lines.insert(at, "    %s %s;" % (name, value))
+        elif e[0] == "server-add":
+            at = next(i for i, x in enumerate(lines) if frontconf._active(x) and
+                      x.strip().startswith("server_name "))
+            lines.insert(at + 1, "    %s;" % e[1])
         elif e[0] == "server-drop-block":
             start = next(i for i, x in enumerate(lines) if frontconf._active(x) and x.strip() == e[1])
             del lines[start:_block_end(lines, start) + 1]
@@ -179,9 +197,9 @@ def edit_lighttpd(text, edits):
 class Front(c.System):
     """compare.System with the example edited for one variant."""
 
-    def __init__(self, front, env, edits, debug=False, workers=2):
+    def __init__(self, front, env, edits, debug=False, workers=2, h2=False):
         super().__init__(SYSTEM[front], env)
-        self.edits, self.debug, self.workers = edits, debug, workers
+        self.edits, self.debug, self.workers, self.h2 = edits, debug, workers, h2
 
     def _example(self, src, text):
         path = os.path.join(self.d, os.path.basename(os.path.dirname(src)) + "-example.conf")
@@ -191,8 +209,14 @@ class Front(c.System):
 
     def _start_nginx(self, ngx, sock):
         e = self.env
-        ex = self._example(frontconf.NGINX_EXAMPLE,
-                           edit_nginx(open(frontconf.NGINX_EXAMPLE).read(), self.edits))
+        edits = list(self.edits)
+        if self.h2:
+            # HTTP/2 without TLS (prior knowledge) on a second port, as the
+            # example's commented "listen 443 ssl http2" serves it over TLS;
+            # the first stays HTTP/1.1 for the health and stats calls
+            self.h2port = c.free_port()
+            edits.append(("server-add", "listen 127.0.0.1:%d http2" % self.h2port))
+        ex = self._example(frontconf.NGINX_EXAMPLE, edit_nginx(open(frontconf.NGINX_EXAMPLE).read(), edits))
         site = frontconf.nginx_site("unix:" + sock, c.LISTEN % self.port, os.path.join(self.d, "htdocs"),
                                     example=ex)
         conf = frontconf.write_nginx(ngx, site, workers=self.workers, worker_connections=e.nofile,
@@ -358,6 +382,81 @@ class BrowserLoad:
                 "failed": r.get("failed")}
 
 
+# An HTTP/2 client in node (curl 7.88 fails the second stream on a
+# prior-knowledge connection): argv host port tokens n per_conn ready headers.json
+H2_CLIENT = r"""
+const http2 = require('http2'), fs = require('fs');
+const [host, port, tokfile, n, per, ready, hfile] = process.argv.slice(2);
+const toks = fs.readFileSync(tokfile, 'utf8').split('\n').filter(Boolean);
+const extra = JSON.parse(fs.readFileSync(hfile, 'utf8'));
+let left = +n, open = 0, failed = 0;
+const done = () => { if (--left === 0) { console.log('open=' + open + '\nfailed=' + failed); fs.writeFileSync(ready, ''); } };
+for (let k = 0; k < +n; k += +per) {
+  const s = http2.connect('http://' + host + ':' + port, { settings: { initialWindowSize: 65535 } });
+  s.on('error', () => {});
+  for (let i = k; i < Math.min(+n, k + +per); i++) {
+    const h = Object.assign({ ':path': '/sse/stream?token=' + toks[i % toks.length] }, extra);
+    const r = s.request(h);
+    let seen = false, buf = '';
+    r.setEncoding('utf8');
+    r.on('data', d => { if (!seen) { buf += d; if (buf.includes('event: connected')) { seen = true; open++; done(); } } });
+    r.on('error', () => { if (!seen) { seen = true; failed++; done(); } });
+    r.on('close', () => { if (!seen) { seen = true; failed++; done(); } });
+  }
+}
+process.on('SIGTERM', () => process.exit(0));
+"""
+
+
+def hold_h2(env, front, variant, n, per_conn, cookie=None):
+    """Memory only: n streams over HTTP/2 (nginx, prior knowledge), per_conn
+    streams on each connection (node's http2 client); cookie None: no
+    headers but the pseudo-headers, else Chromium's headers and a Cookie
+    header of cookie bytes."""
+    edits = variant_edits(front, variant)
+    system = Front(front, env, edits, h2=True)
+    r = {"front": front, "variant": variant, "n": n, "load1": c.loadavg(), "h2": per_conn, "browser": cookie}
+    system.start(streams=n)
+    client = None
+    try:
+        time.sleep(1.0)
+        idle = mem(system)
+        hdrs = {}
+        if cookie is not None:
+            for x in BROWSER_HEADERS.format(host="h").split("\r\n"):
+                if x and not x.startswith(("Host:", "Connection:")):
+                    k, v = x.split(": ", 1)
+                    hdrs[k.lower()] = v
+            if cookie:
+                hdrs["cookie"] = "session=" + "c" * max(0, cookie - len("Cookie: session=\r\n"))
+        js, hfile = os.path.join(system.d, "h2client.js"), os.path.join(system.d, "h2headers.json")
+        ready = os.path.join(system.d, "h2.ready")
+        open(js, "w").write(H2_CLIENT)
+        json.dump(hdrs, open(hfile, "w"))
+        out = os.path.join(system.d, "h2.out")
+        client = subprocess.Popen(["node", js, "127.0.0.1", str(system.h2port), env.user_tokens, str(n),
+                                   str(per_conn), ready, hfile], stdout=open(out, "w"), stderr=subprocess.STDOUT)
+        end = time.monotonic() + n / 200 + 60
+        while not os.path.exists(ready) and client.poll() is None and time.monotonic() < end:
+            time.sleep(0.2)
+        time.sleep(2.0)
+        held = mem(system)
+        res = c.kv_parse(open(out).read())
+        r["open"] = opened = int(c.num(res.get("open"), 0))
+        r["clients"] = system.clients()
+        r["ready"] = opened == n
+        r["errors"] = system.errors_logged()[:3]
+    finally:
+        if client:
+            c.stop_pid(client.pid, c.signal.SIGTERM, 5)
+        r["hub_exit"] = system.stop()
+    r["delivered"] = r["expected"] = 0
+    if opened:
+        for k in ROLLUP:
+            r["held_" + k] = (held[k] - idle[k]) * 1024 / opened
+    return r
+
+
 def stream_args(env, pad):
     args = ["-T", env.user_tokens]
     if pad:
@@ -369,7 +468,7 @@ def hold_browser(env, front, variant, n, cookie, token_in="query", rounds=1, pad
     """Memory only: n streams with a browser's request; with rounds > 1, n
     streams are opened and closed rounds - 1 times first (a heap that has
     served streams before), the growth still counted from the fresh start."""
-    edits, _ = VARIANTS[front][variant]
+    edits = variant_edits(front, variant)
     system = Front(front, env, edits)
     r = {"front": front, "variant": variant, "n": n, "load1": c.loadavg(), "browser": cookie,
          "token_in": token_in}
@@ -424,7 +523,7 @@ def strace_calls(path, delivered):
 
 
 def measure(env, front, variant, n, msgs, interval_ms, pad, perf=False, trace=False):
-    edits, _ = VARIANTS[front][variant]
+    edits = variant_edits(front, variant)
     system = Front(front, env, edits)
     r = {"front": front, "variant": variant, "n": n, "load1": c.loadavg()}
     system.start(streams=n)
@@ -502,7 +601,7 @@ POOL_FREE = re.compile(r"\*(\d+) free: ([0-9A-F]+), unused: (\d+)")
 
 def pools(env, front, variant, n=20, msgs=3, pad=0, browser=None, token_in="query"):
     """Pool use per stream from nginx's debug log (one worker)."""
-    edits, _ = VARIANTS[front][variant]
+    edits = variant_edits(front, variant)
     system = Front(front, env, edits, debug=True, workers=1)
     system.start(streams=n)
     try:
@@ -604,6 +703,9 @@ def main():
                     help="with --browser: where the request carries the token (query: ?token=)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="with --browser: open and close the streams this many times, measure the last")
+    ap.add_argument("--h2", type=int, metavar="STREAMS_PER_CONN",
+                    help="nginx, memory only: the streams over HTTP/2 (prior knowledge, no TLS), this many on "
+                    "each connection, one curl per connection; with --browser, Chromium's headers")
     ap.add_argument("--pools", action="store_true", help="nginx pool use from a debug log instead")
     ap.add_argument("--perf", action="store_true",
                     help="perf record the front during the first repetition's fan-out; prints where its CPU went")
@@ -621,7 +723,7 @@ def main():
             for k, (_, what) in vs.items():
                 print("%-8s %-12s %s" % (front, k, what))
         return 0
-    unknown = ["%s:%s" % (f, v) for f, v in pairs if f not in VARIANTS or v not in VARIANTS[f]]
+    unknown = ["%s:%s" % (f, v) for f, v in pairs if not known(f, v)]
     if unknown:
         sys.exit("frontmem.py: no %s variant %s (--list)" % (a.front, ", ".join(unknown)))
     env = c.Env()
@@ -655,7 +757,9 @@ def main():
             a.front, n, a.msgs, ",".join(variants), a.reps, a.pad, c.loadavg()))
         for rep in range(a.reps):
             for f, v in pairs:
-                if a.browser is not None:
+                if a.h2:
+                    r = hold_h2(env, f, v, n, a.h2, a.browser)
+                elif a.browser is not None:
                     r = hold_browser(env, f, v, n, a.browser, a.token_in, a.rounds, a.pad)
                 else:
                     r = measure(env, f, v, n, a.msgs, a.interval, a.pad, perf=a.perf and rep == 0,
