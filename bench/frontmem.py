@@ -416,9 +416,9 @@ def hold_h2(env, front, variant, n, per_conn, cookie=None):
     edits = variant_edits(front, variant)
     system = Front(front, env, edits, h2=True)
     r = {"front": front, "variant": variant, "n": n, "load1": c.loadavg(), "h2": per_conn, "browser": cookie}
-    system.start(streams=n)
     client = None
     try:
+        system.start(streams=n)
         time.sleep(1.0)
         idle = mem(system)
         hdrs = {}
@@ -472,8 +472,9 @@ def hold_browser(env, front, variant, n, cookie, token_in="query", rounds=1, pad
     system = Front(front, env, edits)
     r = {"front": front, "variant": variant, "n": n, "load1": c.loadavg(), "browser": cookie,
          "token_in": token_in}
-    system.start(streams=n)
     try:
+        # inside: a start that fails midway still stops what it started
+        system.start(streams=n)
         time.sleep(1.0)
         idle = mem(system)
         for _ in range(rounds - 1):
@@ -526,8 +527,9 @@ def measure(env, front, variant, n, msgs, interval_ms, pad, perf=False, trace=Fa
     edits = variant_edits(front, variant)
     system = Front(front, env, edits)
     r = {"front": front, "variant": variant, "n": n, "load1": c.loadavg()}
-    system.start(streams=n)
     try:
+        # inside: a start that fails midway still stops what it started
+        system.start(streams=n)
         time.sleep(1.0)
         idle = mem(system)
         ld = c.Load(env, system, n, ["-r", str(env.rate), "-P", str(env.pending), "-W", str(n // 500 + 60)],
@@ -603,8 +605,9 @@ def pools(env, front, variant, n=20, msgs=3, pad=0, browser=None, token_in="quer
     """Pool use per stream from nginx's debug log (one worker)."""
     edits = variant_edits(front, variant)
     system = Front(front, env, edits, debug=True, workers=1)
-    system.start(streams=n)
     try:
+        # inside: a start that fails midway still stops what it started
+        system.start(streams=n)
         time.sleep(0.5)
         log = os.path.join(system.d, "nginx", "error.log")
         mark = os.path.getsize(log)
