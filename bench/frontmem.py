@@ -113,6 +113,8 @@ LIGHTTPD_VARIANTS = {
               "server.stream-response-body 1"),
     "ccs-1k": ([("global", "server.chunkqueue-chunk-sz = 1024")], "server.chunkqueue-chunk-sz 1024"),
     "ccs-4k": ([("global", "server.chunkqueue-chunk-sz = 4096")], "server.chunkqueue-chunk-sz 4096"),
+    "ka": ([("sub", "server.max-keep-alive-requests = 0", "server.max-keep-alive-requests = 100")],
+           "streams' connections kept alive (the /sse/ block's max-keep-alive-requests 0 -> 100)"),
 }
 VARIANTS = {"nginx": NGINX_VARIANTS, "lighttpd": LIGHTTPD_VARIANTS}
 
