@@ -1712,8 +1712,9 @@ def topics_section(w, runs, systems, P):
     bc = agg(runs, "fanout", "ssehub", P.get("topic_n"), "lat_p99")
     if one is not None and bc is not None:
         w("One topic with %s streams against a broadcast to %s streams (ssehub, fan-out "
-          "table): delivery p99 %s vs %s ms = %s. A topic publish posts one job per stream "
-          "to its loop (O(streams on the topic)); a broadcast posts one per loop." % (
+          "table): delivery p99 %s vs %s ms = %s. A topic publish posts one batch per loop "
+          "naming the topic's streams in it (O(streams on the topic)); a broadcast posts one job "
+          "per loop that walks the loop's streams." % (
               fmt(P["topic_n"]), fmt(P["topic_n"]), fmt(one, 1), fmt(bc, 1), ratio(one, bc)))
         w("")
 
