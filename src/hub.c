@@ -22,6 +22,7 @@
 #include "bus.h"
 #include "htab.h"
 #include "hub.h"
+#include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "sse.h"
@@ -1599,7 +1600,7 @@ int hub_history_save(const char *path)
 /* One line of the history file as a message, or NULL when it is not one. */
 static struct msg *history_line(const char *line, size_t len, int64_t now, int *expired)
 {
-	struct json_object *o = util_json_parse(line, len, 4), *v;
+	struct json_object *o = jsonx_json_c(line, len, 4), *v;
 	const char *id, *key = NULL;
 	int target = -1;
 	int64_t created;

@@ -3,8 +3,11 @@
  * members of a top-level object. The only allocations: the output of
  * jsonx_parse and the index of top-level members. */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <json-c/json.h>
 
 #include "json.h"
 #include "util.h"
@@ -711,4 +714,29 @@ int jsonx_array_next(const char *arr, size_t len, size_t *pos, const char **elem
 	*elem_len = end - i;
 	*pos = end;
 	return 1;
+}
+
+struct json_object *jsonx_json_c(const char *s, size_t len, int depth)
+{
+	struct json_tokener *tok;
+	struct json_object *obj = NULL;
+	char *min;
+	size_t min_len;
+
+	/* jsonx decides what is one whole value (json-c before 0.14 cannot say
+	 * where its value ended); json-c then reads the minified text, NUL
+	 * included so that a number at the very end is complete */
+	if (len > INT_MAX - 1)
+		return NULL;
+	min = xmalloc(len + 1);
+	if (jsonx_minify(s, len, depth, min, &min_len, NULL) == 0 && (tok = json_tokener_new_ex(depth + 1))) {
+		obj = json_tokener_parse_ex(tok, min, (int)min_len + 1);
+		if (json_tokener_get_error(tok) != json_tokener_success) {
+			json_object_put(obj);
+			obj = NULL;
+		}
+		json_tokener_free(tok);
+	}
+	free(min);
+	return obj;
 }

@@ -1,7 +1,8 @@
-/* json: a strict RFC 8259 validator and minifier, independent of json-c, and
+/* json: a strict RFC 8259 validator and minifier (its own code, not json-c), and
  * read access to the members of a top-level object straight from the
  * minified text, so a value can be passed on as its sender wrote it.
- * Functions are prefixed jsonx_ (json_ is json-c's). Thread-safe, no state. */
+ * Functions are prefixed jsonx_ (json_ is json-c's); jsonx_json_c hands a
+ * checked value to json-c. Thread-safe, no state. */
 #ifndef SSEHUB_JSON_H
 #define SSEHUB_JSON_H
 
@@ -131,5 +132,14 @@ int jsonx_double(const char *v, size_t len, double *out) __attribute__((nonnull)
  * an array). */
 int jsonx_array_next(const char *arr, size_t len, size_t *pos, const char **elem, size_t *elem_len)
 	__attribute__((nonnull));
+
+struct json_object;
+/* json-c's object for exactly s[0..len), when this validator accepts it as
+ * one value nested at most depth levels deep (truncated input, trailing
+ * bytes other than whitespace and NUL bytes are errors): json-c reads the
+ * minified text, so json-c before 0.14 (which cannot say where its value
+ * ended) reads the same. Returns a new object (json_object_put it) or
+ * NULL. The one function here that uses json-c. */
+struct json_object *jsonx_json_c(const char *s, size_t len, int depth);
 
 #endif

@@ -14,7 +14,6 @@
 #include <json-c/json.h>
 #include <openssl/crypto.h>
 
-#include "json.h"
 #include "util.h"
 
 static void oom(size_t n)
@@ -286,31 +285,6 @@ fail:
 	close(fd);
 	errno = saved;
 	return NULL;
-}
-
-struct json_object *util_json_parse(const char *s, size_t len, int depth)
-{
-	struct json_tokener *tok;
-	struct json_object *obj = NULL;
-	char *min;
-	size_t min_len;
-
-	/* jsonx decides what is one whole value (json-c before 0.14 cannot say
-	 * where its value ended); json-c then reads the minified text, NUL
-	 * included so that a number at the very end is complete */
-	if (len > INT_MAX - 1)
-		return NULL;
-	min = xmalloc(len + 1);
-	if (jsonx_minify(s, len, depth, min, &min_len, NULL) == 0 && (tok = json_tokener_new_ex(depth + 1))) {
-		obj = json_tokener_parse_ex(tok, min, (int)min_len + 1);
-		if (json_tokener_get_error(tok) != json_tokener_success) {
-			json_object_put(obj);
-			obj = NULL;
-		}
-		json_tokener_free(tok);
-	}
-	free(min);
-	return obj;
 }
 
 size_t util_utf8_next(const unsigned char *s, size_t len, uint32_t *cp)

@@ -59,11 +59,6 @@ char *util_query_param(const char *query, const char *name, size_t max, int *bad
  * what was read before a failure is wiped (key files go through here). */
 char *util_read_file(const char *path, size_t max, size_t *len);
 
-struct json_object;
-/* Parses exactly s[0..len) as one JSON value nested at most depth levels
- * deep: truncated input, trailing bytes (other than whitespace) and NUL
- * bytes are errors. Returns a new object (json_object_put it) or NULL. */
-struct json_object *util_json_parse(const char *s, size_t len, int depth);
 
 /* Decodes the UTF-8 sequence at s[0..len) (len > 0). Returns its length
  * (1..4) and stores the code point in *cp, or 0 when the bytes are not a

@@ -27,6 +27,7 @@
 #include "auth.h"
 #include "config.h"
 #include "hub.h"
+#include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "sse.h"
@@ -185,7 +186,7 @@ static inline int fcgi_exchange(const void *wire, size_t len, struct fcgi_reply 
  * with success matching the status. Returns the parsed object. */
 static inline struct json_object *check_api_answer(int status, const char *body, size_t len, const char *what)
 {
-	struct json_object *o = util_json_parse(body, len, 16), *v, *e;
+	struct json_object *o = jsonx_json_c(body, len, 16), *v, *e;
 
 	FUZZ_CHECK(o && json_object_is_type(o, json_type_object), "%s: status %d, body is not a JSON object: %.*s",
 		   what, status, (int)len, body);

@@ -45,7 +45,7 @@ static int jsonc_misdecodes(const char *v, size_t len)
 	return 0;
 }
 
-/* json-c's reading of s[0..len), as util_json_parse does it, but telling
+/* json-c's reading of s[0..len), as jsonx_json_c does it, but telling
  * a refusal (-1) from a JSON null (0 with *out NULL: json-c's null). */
 static int jc_parse(const char *s, size_t len, struct json_object **out)
 {

@@ -82,7 +82,7 @@ static char *sign_raw(const void *header, size_t hlen, const void *payload, size
  * they are not a JSON object). */
 static struct json_object *claims_of(const char *payload, size_t len)
 {
-	struct json_object *o = util_json_parse(payload, len, 64);
+	struct json_object *o = jsonx_json_c(payload, len, 64);
 
 	if (o && !json_object_is_type(o, json_type_object)) {
 		json_object_put(o);
@@ -216,7 +216,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		r = auth_verify(tok, strlen(tok), &id, &why);
 		if (r == AUTH_OK) {
 			check_identity(&id);
-			h = util_json_parse(rest, rlen, 64);
+			h = jsonx_json_c(rest, rlen, 64);
 			FUZZ_CHECK(h && json_object_is_type(h, json_type_object) && json_object_object_get_ex(h, "alg", &alg) &&
 					   json_object_is_type(alg, json_type_string) &&
 					   strcmp(json_object_get_string(alg), "HS256") == 0,

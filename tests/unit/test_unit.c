@@ -18,6 +18,7 @@
 #include "fcgi.h"
 #include "fcgi_peer.h"
 #include "hub.h"
+#include "json.h"
 #include "loop.h"
 #include "metrics.h"
 #include "server.h"
@@ -118,19 +119,19 @@ static void test_parsers(void)
 	size_t len;
 	int too_long = 0;
 
-	o = util_json_parse("{\"a\":1}", 7, 8);
+	o = jsonx_json_c("{\"a\":1}", 7, 8);
 	ok(o && json_object_is_type(o, json_type_object), "valid JSON object parses");
 	json_object_put(o);
-	o = util_json_parse("{\"a\":1} ", 8, 8);
+	o = jsonx_json_c("{\"a\":1} ", 8, 8);
 	ok(o != NULL, "trailing whitespace is fine");
 	json_object_put(o);
-	ok(util_json_parse("{\"a\":1}x", 8, 8) == NULL, "trailing garbage is rejected");
-	ok(util_json_parse("{\"a\":1", 6, 8) == NULL, "truncated JSON is rejected");
-	ok(util_json_parse("{\"a\":1}{}", 9, 8) == NULL, "two values are rejected");
-	ok(util_json_parse("[[[[[[[[[[1]]]]]]]]]]", 21, 8) == NULL, "too deep is rejected");
-	ok(util_json_parse("{\"a\":\"\0\"}", 9, 8) == NULL, "NUL byte is rejected");
-	ok(util_json_parse("", 0, 8) == NULL, "empty input is rejected");
-	o = util_json_parse("123", 3, 8);
+	ok(jsonx_json_c("{\"a\":1}x", 8, 8) == NULL, "trailing garbage is rejected");
+	ok(jsonx_json_c("{\"a\":1", 6, 8) == NULL, "truncated JSON is rejected");
+	ok(jsonx_json_c("{\"a\":1}{}", 9, 8) == NULL, "two values are rejected");
+	ok(jsonx_json_c("[[[[[[[[[[1]]]]]]]]]]", 21, 8) == NULL, "too deep is rejected");
+	ok(jsonx_json_c("{\"a\":\"\0\"}", 9, 8) == NULL, "NUL byte is rejected");
+	ok(jsonx_json_c("", 0, 8) == NULL, "empty input is rejected");
+	o = jsonx_json_c("123", 3, 8);
 	ok(o && json_object_is_type(o, json_type_int), "a bare number parses (callers check the type)");
 	json_object_put(o);
 
