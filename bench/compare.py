@@ -557,12 +557,7 @@ class Load:
         env.loads.append(self)
 
     def wait_ready(self, timeout):
-        end = time.monotonic() + timeout
-        while not os.path.exists(self.ready):
-            if self.p.poll() is not None or time.monotonic() > end:
-                return False
-            time.sleep(0.05)
-        return True
+        return wait_file(self.ready, self.p, timeout)
 
     def msgs(self):
         """Messages delivered so far, from the last progress line."""
@@ -1873,6 +1868,36 @@ def from_json(path, out_dir):
 
 class Env:
     pass
+
+
+def tool_env(prefix):
+    """An Env for the single-purpose tools built on this file (liveness.py,
+    frontmem.py): quick mode, no systems yet, this tree's ssehub (or
+    $SSEHUB_BIN), the descriptor limit raised to the hard one (at most
+    20,000, as the suite assumes), a temp dir nginx's workers can reach."""
+    env = Env()
+    env.notes, env.loads, env.systems, env.quick = [], [], [], True
+    env.ssehub_bin = os.environ.get("SSEHUB_BIN") or os.path.join(ROOT, "src", "ssehub")
+    env.ssehub_args, env.ssehub_nginx_extra = [], []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    env.nofile = min(hard if hard != resource.RLIM_INFINITY else 65536, 20000)
+    env.rate, env.pending = 100000, 200
+    env.tmp = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(env.tmp, 0o755)
+    return env
+
+
+def wait_file(path, proc, timeout):
+    """Waits until path exists (a load client's "ready" file); False when
+    proc ended first or the time ran out."""
+    end = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if proc.poll() is not None or time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def build(env):

@@ -52,12 +52,10 @@ import argparse
 import json
 import os
 import re
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -369,12 +367,7 @@ class BrowserLoad:
         env.loads.append(self)
 
     def wait_ready(self, timeout):
-        end = time.monotonic() + timeout
-        while not os.path.exists(self.ready):
-            if self.p.poll() is not None or time.monotonic() > end:
-                return False
-            time.sleep(0.05)
-        return True
+        return c.wait_file(self.ready, self.p, timeout)
 
     def stop(self):
         if self.p.poll() is None:
@@ -731,17 +724,7 @@ def main():
     unknown = ["%s:%s" % (f, v) for f, v in pairs if not known(f, v)]
     if unknown:
         sys.exit("frontmem.py: no %s variant %s (--list)" % (a.front, ", ".join(unknown)))
-    env = c.Env()
-    env.notes, env.loads, env.systems, env.quick = [], [], [], True
-    env.ssehub_bin = os.environ.get("SSEHUB_BIN") or os.path.join(c.ROOT, "src", "ssehub")
-    env.ssehub_args, env.ssehub_nginx_extra = [], []
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    env.nofile = min(hard if hard != resource.RLIM_INFINITY else 65536, 20000)
-    env.rate, env.pending = 100000, 200
-    env.tmp = tempfile.mkdtemp(prefix="ssehub-frontmem.")
-    os.chmod(env.tmp, 0o755)
+    env = c.tool_env("ssehub-frontmem.")
     runs = []
     try:
         c.build(env)

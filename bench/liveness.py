@@ -30,10 +30,8 @@ and as many children as N needs (compare.apache_mpm).
 import argparse
 import json
 import os
-import resource
 import shutil
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -135,17 +133,7 @@ def main():
     ap.add_argument("--window", type=float, default=20.0, help="seconds measured per run (20)")
     ap.add_argument("--json", help="write every figure there")
     a = ap.parse_args()
-    env = c.Env()
-    env.notes, env.loads, env.systems, env.quick = [], [], [], True
-    env.ssehub_bin = os.environ.get("SSEHUB_BIN") or os.path.join(c.ROOT, "src", "ssehub")
-    env.ssehub_nginx_extra = []
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    env.nofile = min(hard if hard != resource.RLIM_INFINITY else 65536, 20000)
-    env.rate, env.pending = 100000, 200
-    env.tmp = tempfile.mkdtemp(prefix="ssehub-liveness.")
-    os.chmod(env.tmp, 0o755)
+    env = c.tool_env("ssehub-liveness.")
     fronts = [f for f in a.fronts.split(",") if f]
     intervals = [int(x) for x in a.intervals.split(",") if x]
     runs = []
