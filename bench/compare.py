@@ -1889,6 +1889,14 @@ def tool_env(prefix):
     return env
 
 
+def tool_cleanup(env):
+    """Ends a tool_env's load clients still running and removes its temp dir."""
+    for ld in env.loads:
+        if ld.p.poll() is None:
+            stop_pid(ld.p.pid)
+    shutil.rmtree(env.tmp, ignore_errors=True)
+
+
 def wait_file(path, proc, timeout):
     """Waits until path exists (a load client's "ready" file); False when
     proc ended first or the time ran out."""

@@ -52,7 +52,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -763,10 +762,7 @@ def main():
                           c.fmt(r.get("hub_us_msg"), 1), c.fmt(r.get("front_b_msg"), 1), r["errors"],
                           r.get("http_errors") or "", c.loadavg()))
     finally:
-        for ld in env.loads:
-            if ld.p.poll() is None:
-                c.stop_pid(ld.p.pid)
-        shutil.rmtree(env.tmp, ignore_errors=True)
+        c.tool_cleanup(env)
     print()
     print("%s, N = %s streams%s, %d broadcasts %d ms apart, medians of %d runs:" % (
         a.front, c.fmt(n), " (request line padded by %d B)" % a.pad if a.pad else

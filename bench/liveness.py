@@ -30,7 +30,6 @@ and as many children as N needs (compare.apache_mpm).
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -154,10 +153,7 @@ def main():
                           front, iv, r.get("open"), r["hub_cpu_pct"], r["front_cpu_pct"],
                           c.fmt(r["comments_s"]), c.fmt(r["front_bytes_s"]), r["comments_total"]))
     finally:
-        for ld in env.loads:
-            if ld.p.poll() is None:
-                c.stop_pid(ld.p.pid)
-        shutil.rmtree(env.tmp, ignore_errors=True)
+        c.tool_cleanup(env)
     print()
     print("N = %s idle streams, %.0f s windows before the first ping; figures scaled to N where a "
           "front held fewer. CPU %% is of one core; µs per comment = (CPU − CPU with liveness off) / "
