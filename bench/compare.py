@@ -35,15 +35,16 @@ PY = "/usr/bin/python3"
 NCHAN_SO = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
-SYSTEMS = ("ssehub", "nchan", "nchan-cheap", "gohub", "ssehub-lighttpd", "ssehub-apache")
+SYSTEMS = ("ssehub", "nchan", "nchan-cheap", "gohub", "ssehub-lighttpd", "ssehub-apache", "nullfcgi")
 LABEL = {"ssehub": "ssehub + nginx", "nchan": "Nchan, user + broadcast channels",
          "nchan-cheap": "Nchan, one channel", "gohub": "Go hub + nginx",
-         "ssehub-lighttpd": "ssehub + lighttpd", "ssehub-apache": "ssehub + Apache"}
+         "ssehub-lighttpd": "ssehub + lighttpd", "ssehub-apache": "ssehub + Apache",
+         "nullfcgi": "FastCGI floor: nullfcgi + nginx"}
 SHORT = {"ssehub": "ssehub", "nchan": "Nchan", "nchan-cheap": "Nchan 1 channel", "gohub": "Go",
-         "ssehub-lighttpd": "lighttpd", "ssehub-apache": "Apache"}
+         "ssehub-lighttpd": "lighttpd", "ssehub-apache": "Apache", "nullfcgi": "FastCGI floor"}
 # The front server of each system, and the systems whose back end is ssehub.
 FRONT = {"ssehub": "nginx", "nchan": "nginx", "nchan-cheap": "nginx", "gohub": "nginx",
-         "ssehub-lighttpd": "lighttpd", "ssehub-apache": "apache"}
+         "ssehub-lighttpd": "lighttpd", "ssehub-apache": "apache", "nullfcgi": "nginx"}
 HUB_SYSTEMS = ("ssehub", "ssehub-lighttpd", "ssehub-apache")
 # Nchan twice: as the other systems are used (each subscriber on its user's
 # channel and the broadcast channel, multiplexed), and at its cheapest (one
@@ -59,8 +60,14 @@ NCHAN_SYSTEMS = ("nchan", "nchan-cheap")
 # still open 10 s after (Debian's 150 workers), and 10,000 targeted users
 # would need 400 children: hold and fan-out only.
 ONLY_SCENARIOS = {"nchan-cheap": ("fanout", "churn"), "ssehub-lighttpd": ("fanout", "targeted", "churn"),
-                  "ssehub-apache": ("fanout",)}
-TOPIC_SYSTEMS = ("ssehub", "nchan")
+                  "ssehub-apache": ("fanout",), "nullfcgi": ()}
+TOPIC_SYSTEMS = ("ssehub", "nchan", "nullfcgi")
+# nullfcgi (bench/peers/nullfcgi.c): the cheapest FastCGI back end, not a hub
+# (no token, JSON, history or ids; one thread; one writev per stream and
+# event, as ssehub), behind ssehub's nginx example. It runs the topics cases
+# only: what nginx's FastCGI relay leaves for any FastCGI back end on this
+# machine, the floor under ssehub's topic publishes/s.
+FLOOR_SYSTEMS = ("nullfcgi",)
 # Debian's mpm_event.conf: MaxRequestWorkers 150, ThreadsPerChild 25. Every
 # stream holds one worker thread (mod_proxy_fcgi), and API requests need
 # their own while they last.
@@ -319,6 +326,11 @@ class System:
             self.hub = subprocess.Popen(cmd, stdout=open(d + "/hub.log", "w"),
                                         stderr=subprocess.STDOUT)
             sock = d + "/ssehub.sock"
+        elif self.name == "nullfcgi":
+            self.hub = subprocess.Popen([e.nullfcgi_bin, "--listen", "unix:%s/ssehub.sock" % d,
+                                         "--socket-mode", "0666"],
+                                        stdout=open(d + "/hub.log", "w"), stderr=subprocess.STDOUT)
+            sock = d + "/ssehub.sock"
         elif self.name == "gohub":
             self.hub = subprocess.Popen(
                 [e.gohub_bin, "-listen", "unix:%s/gohub.sock" % d, "-secret-file", e.secret],
@@ -379,7 +391,7 @@ class System:
     def _start_nginx(self, ngx, sock):
         e, d = self.env, self.d
         listen = LISTEN % self.port
-        if self.name == "ssehub":
+        if self.name in ("ssehub", "nullfcgi"):
             site = frontconf.nginx_site("unix:" + sock, listen, os.path.join(d, "htdocs"),
                                         stream_extra=e.ssehub_nginx_extra)
         elif self.name == "gohub":
@@ -1141,7 +1153,7 @@ def machine_info():
 def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
     P = env.params
     systems = [s for s in SYSTEMS if s in env.systems]
-    peers = [s for s in systems if s not in HUB_SYSTEMS]
+    peers = [s for s in systems if s not in HUB_SYSTEMS and s not in FLOOR_SYSTEMS]
     fronts = [s for s in systems if s in HUB_SYSTEMS and s != "ssehub"]
     ns = P["hold_ns"]
     nf = P["fan_n"]
@@ -1662,6 +1674,34 @@ def fronts_section(w, env, runs, P):
         w("")
 
 
+def floor_section(w, runs, P):
+    """What nginx's FastCGI relay leaves for any back end: nullfcgi's topic
+    publishes/s against Nchan's and ssehub's, and where each one's CPU goes."""
+    n = P.get("topic_n")
+    fl, hub, nc = (agg(runs, "topics-fan", s, n, "req_per_s") for s in ("nullfcgi", "ssehub", "nchan"))
+    if fl is None:
+        return
+
+    def us(s, key):
+        v = [r[key] * 1e6 / r["delivered"] for r in runs
+             if r["scenario"] == "topics-fan" and r["system"] == s and r["delivered"]]
+        return median(v) if v else None
+    w("**The FastCGI floor.** `bench/peers/nullfcgi.c` is the cheapest FastCGI back end "
+      "the topics case can run: no token, no JSON, no history, one thread, one writev per "
+      "stream and event (as ssehub), behind the same nginx example. Its publishes/s is what "
+      "nginx's FastCGI relay (read each event from the back end, write it to the client) "
+      "leaves for any FastCGI hub on this machine: %s req/s, %s Nchan's %s; ssehub makes %s "
+      "req/s, %s the floor. CPU per delivered message: the floor's back end %s µs and nginx "
+      "%s µs; ssehub %s µs and nginx %s µs; Nchan (all in nginx) %s µs. The back end's "
+      "share is the kernel's unix-socket write and the wake-up of nginx, which any FastCGI "
+      "back end pays per event and stream." % (
+          fmt(fl), ratio(fl, nc), fmt(nc), fmt(hub), ratio(hub, fl),
+          fmt(us("nullfcgi", "hub_cpu_s"), 1), fmt(us("nullfcgi", "nginx_cpu_s"), 1),
+          fmt(us("ssehub", "hub_cpu_s"), 1), fmt(us("ssehub", "nginx_cpu_s"), 1),
+          fmt(us("nchan", "nginx_cpu_s"), 1)))
+    w("")
+
+
 def topics_section(w, runs, systems, P):
     """The topics scenario's tables (ssehub topics vs Nchan channels)."""
     w("## Topics: ssehub's topics and Nchan's channels")
@@ -1703,6 +1743,7 @@ def topics_section(w, runs, systems, P):
                 fmt(median([r["seq_errors"] for r in rs])),
                 fmt(median([r.get("cpu_us_per_msg") for r in rs]), 1)))
     w("")
+    floor_section(w, runs, P)
     one = agg(runs, "topics-one", "ssehub", P.get("topic_n"), "lat_p99")
     bc = agg(runs, "fanout", "ssehub", P.get("topic_n"), "lat_p99")
     if one is not None and bc is not None:
@@ -1915,6 +1956,9 @@ def build(env):
     subprocess.run(cc + ["-o", env.sseload, os.path.join(HERE, "sseload.c")], check=True)
     subprocess.run(cc + ["-pthread", "-o", env.ssepost, os.path.join(HERE, "ssepost.c")],
                    check=True)
+    if "nullfcgi" in env.systems:
+        env.nullfcgi_bin = os.path.join(env.tmp, "nullfcgi")
+        subprocess.run(cc + ["-o", env.nullfcgi_bin, os.path.join(HERE, "peers", "nullfcgi.c")], check=True)
     if "gohub" in env.systems:
         env.gohub_bin = os.path.join(env.tmp, "gohub")
         genv = dict(os.environ, GOFLAGS="-mod=mod", GOPROXY="off", CGO_ENABLED="0")
