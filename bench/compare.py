@@ -39,9 +39,9 @@ SYSTEMS = ("ssehub", "nchan", "nchan-cheap", "gohub", "ssehub-lighttpd", "ssehub
 LABEL = {"ssehub": "ssehub + nginx", "nchan": "Nchan, user + broadcast channels",
          "nchan-cheap": "Nchan, one channel", "gohub": "Go hub + nginx",
          "ssehub-lighttpd": "ssehub + lighttpd", "ssehub-apache": "ssehub + Apache",
-         "nullfcgi": "FastCGI floor: nullfcgi + nginx"}
+         "nullfcgi": "nullfcgi + nginx (a back end that does nothing)"}
 SHORT = {"ssehub": "ssehub", "nchan": "Nchan", "nchan-cheap": "Nchan 1 channel", "gohub": "Go",
-         "ssehub-lighttpd": "lighttpd", "ssehub-apache": "Apache", "nullfcgi": "FastCGI floor"}
+         "ssehub-lighttpd": "lighttpd", "ssehub-apache": "Apache", "nullfcgi": "nullfcgi"}
 # The front server of each system, and the systems whose back end is ssehub.
 FRONT = {"ssehub": "nginx", "nchan": "nginx", "nchan-cheap": "nginx", "gohub": "nginx",
          "ssehub-lighttpd": "lighttpd", "ssehub-apache": "apache", "nullfcgi": "nginx"}
@@ -65,9 +65,8 @@ TOPIC_SYSTEMS = ("ssehub", "nchan", "nullfcgi")
 # nullfcgi (bench/peers/nullfcgi.c): the cheapest FastCGI back end, not a hub
 # (no token, JSON, history or ids; one thread; one writev per stream and
 # event, as ssehub), behind ssehub's nginx example. It runs the topics cases
-# only: what nginx's FastCGI relay leaves for any FastCGI back end on this
-# machine, the floor under ssehub's topic publishes/s.
-FLOOR_SYSTEMS = ("nullfcgi",)
+# only: what the FastCGI hop itself costs, with no hub behind it.
+NULL_SYSTEMS = ("nullfcgi",)
 # Debian's mpm_event.conf: MaxRequestWorkers 150, ThreadsPerChild 25. Every
 # stream holds one worker thread (mod_proxy_fcgi), and API requests need
 # their own while they last.
@@ -1153,7 +1152,7 @@ def machine_info():
 def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
     P = env.params
     systems = [s for s in SYSTEMS if s in env.systems]
-    peers = [s for s in systems if s not in HUB_SYSTEMS and s not in FLOOR_SYSTEMS]
+    peers = [s for s in systems if s not in HUB_SYSTEMS and s not in NULL_SYSTEMS]
     fronts = [s for s in systems if s in HUB_SYSTEMS and s != "ssehub"]
     ns = P["hold_ns"]
     nf = P["fan_n"]
@@ -1674,30 +1673,30 @@ def fronts_section(w, env, runs, P):
         w("")
 
 
-def floor_section(w, runs, P):
-    """What nginx's FastCGI relay leaves for any back end: nullfcgi's topic
-    publishes/s against Nchan's and ssehub's, and where each one's CPU goes."""
+def null_section(w, runs, P):
+    """The FastCGI hop alone: nullfcgi's topic publishes/s against Nchan's
+    and ssehub's, and where each one's CPU goes."""
     n = P.get("topic_n")
-    fl, hub, nc = (agg(runs, "topics-fan", s, n, "req_per_s") for s in ("nullfcgi", "ssehub", "nchan"))
-    if fl is None:
+    nul, hub, nc = (agg(runs, "topics-fan", s, n, "req_per_s") for s in ("nullfcgi", "ssehub", "nchan"))
+    if nul is None:
         return
 
     def us(s, key):
         v = [r[key] * 1e6 / r["delivered"] for r in runs
              if r["scenario"] == "topics-fan" and r["system"] == s and r["delivered"]]
         return median(v) if v else None
-    w("**The FastCGI floor.** `bench/peers/nullfcgi.c` is the cheapest FastCGI back end "
-      "the topics case can run: no token, no JSON, no history, one thread, one writev per "
-      "stream and event (as ssehub), behind the same nginx example. Its publishes/s is what "
-      "nginx's FastCGI relay (read each event from the back end, write it to the client) "
-      "leaves for any FastCGI hub on this machine: %s req/s, %s Nchan's %s; ssehub makes %s "
-      "req/s, %s the floor. CPU per delivered message: the floor's back end %s µs and nginx "
-      "%s µs; ssehub %s µs and nginx %s µs; Nchan (all in nginx) %s µs. The back end's "
-      "share is the kernel's unix-socket write and the wake-up of nginx, which any FastCGI "
-      "back end pays per event and stream." % (
-          fmt(fl), ratio(fl, nc), fmt(nc), fmt(hub), ratio(hub, fl),
-          fmt(us("nullfcgi", "hub_cpu_s"), 1), fmt(us("nullfcgi", "nginx_cpu_s"), 1),
+    w("**The FastCGI hop alone.** `bench/peers/nullfcgi.c` is the cheapest FastCGI back end "
+      "the topics cases can run: no token, no JSON, no history, one thread, one writev per "
+      "stream and event (as ssehub), behind the same nginx example. With %s streams on %s "
+      "topics it makes %s req/s, %s Nchan's %s; ssehub makes %s, %s nullfcgi's. CPU per "
+      "delivered message: ssehub %s µs and its nginx %s µs; nullfcgi %s µs and its nginx %s "
+      "µs; Nchan, all in nginx, %s µs. The back end's microseconds are the kernel's: the "
+      "write of each event to nginx over the unix socket and the wake-up of the nginx "
+      "worker, which every FastCGI back end pays once per event and stream, on top of "
+      "nginx's relay (read the event, write it to the client)." % (
+          fmt(n), P.get("topic_groups"), fmt(nul), ratio(nul, nc), fmt(nc), fmt(hub), ratio(hub, nul),
           fmt(us("ssehub", "hub_cpu_s"), 1), fmt(us("ssehub", "nginx_cpu_s"), 1),
+          fmt(us("nullfcgi", "hub_cpu_s"), 1), fmt(us("nullfcgi", "nginx_cpu_s"), 1),
           fmt(us("nchan", "nginx_cpu_s"), 1)))
     w("")
 
@@ -1743,7 +1742,7 @@ def topics_section(w, runs, systems, P):
                 fmt(median([r["seq_errors"] for r in rs])),
                 fmt(median([r.get("cpu_us_per_msg") for r in rs]), 1)))
     w("")
-    floor_section(w, runs, P)
+    null_section(w, runs, P)
     one = agg(runs, "topics-one", "ssehub", P.get("topic_n"), "lat_p99")
     bc = agg(runs, "fanout", "ssehub", P.get("topic_n"), "lat_p99")
     if one is not None and bc is not None:
