@@ -1379,11 +1379,12 @@ def report(env, runs, cg, prof, info, out_md, plots_dir, wall_s, load_samples):
         w("Every run at N = %s, in the order run (p50 / p99 ms; other load = cores used by "
           "other processes during that run's publish phase):" % fmt(nf))
         w("")
-        w("| rep | " + " | ".join("%s p50 / p99 (other load)" % SHORT[s] for s in systems) + " |")
-        w("|---|" + "---|" * len(systems))
+        fan = [s for s in systems if s not in NULL_SYSTEMS]     # nullfcgi runs topics only
+        w("| rep | " + " | ".join("%s p50 / p99 (other load)" % SHORT[s] for s in fan) + " |")
+        w("|---|" + "---|" * len(fan))
         for rp in reps:
             cells = []
-            for s in systems:
+            for s in fan:
                 rr = [r for r in runs if r["scenario"] == "fanout" and r["system"] == s and
                       r["n"] == nf and r.get("rep", 1) == rp]
                 cells.append("%s / %s (%.2f)" % (fmt(rr[0]["lat_p50"], 0), fmt(rr[0]["lat_p99"], 0),
@@ -1755,7 +1756,7 @@ def topics_section(w, runs, systems, P):
 
 
 def plots(env, runs, plots_dir):
-    systems = [s for s in SYSTEMS if s in env.systems]
+    systems = [s for s in SYSTEMS if s in env.systems and s not in NULL_SYSTEMS]   # fan-out only
     ns = env.params["hold_ns"]
     os.makedirs(plots_dir, exist_ok=True)
     dat = os.path.join(env.tmp, "plot.dat")
