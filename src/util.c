@@ -96,9 +96,17 @@ int64_t util_mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Whole seconds of CLOCK_REALTIME, not time(): glibc's time() reads the
+ * kernel's coarse clock, which lags the precise one by up to a tick, so a
+ * token whose iat a back end took from the precise clock (as Python's
+ * time.time() does) could look issued in the future for a few
+ * milliseconds after each new second with --jwt-leeway 0. */
 int64_t util_wall_s(void)
 {
-	return (int64_t)time(NULL);
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec;
 }
 
 int64_t util_wall_us(void)

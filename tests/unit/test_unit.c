@@ -154,6 +154,30 @@ static void test_parsers(void)
 	ok(!util_utf8_valid("\xed\xa0\x80", 3), "surrogate rejected");
 }
 
+/* util_wall_s never lags the precise clock: sampled after CLOCK_REALTIME,
+ * across a new second (glibc's time() reads the coarse clock and did, for up
+ * to a tick after each second, which made a fresh token's iat look future
+ * with --jwt-leeway 0). Runs until two seconds have begun, at most 2.1 s. */
+static void test_wall_clock(void)
+{
+	struct timespec ts;
+	int64_t first, end = util_mono_ms() + 2100, lag = 0;
+	long samples = 0;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	first = ts.tv_sec;
+	while (util_mono_ms() < end) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		if (util_wall_s() < (int64_t)ts.tv_sec)
+			lag++;
+		samples++;
+		if (ts.tv_sec >= first + 2)
+			break;
+	}
+	ok(lag == 0, "util_wall_s is never behind CLOCK_REALTIME (%" PRId64 " of %ld samples behind, "
+	   "across %" PRId64 " new seconds)", lag, samples, (int64_t)ts.tv_sec - first);
+}
+
 /* ---- tokens ----------------------------------------------------------------- */
 
 static const char secret[] = "unit-test-secret-0123456789abcdef";
@@ -1188,6 +1212,7 @@ int main(void)
 	config_defaults(&cfg);
 	test_sse();
 	test_parsers();
+	test_wall_clock();
 	test_auth();
 	test_auth_cache();
 	test_fcgi();
