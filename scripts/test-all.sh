@@ -112,6 +112,8 @@ if timeout 900 make -j"$JOBS" distcheck >"$art/distcheck.log" 2>&1; then
 	passed=$((passed + 1)); echo "   ok"
 else
 	failed=$((failed + 1)); echo "   FAILED"; tail -30 "$art/distcheck.log" | sed 's/^/   | /'
+	# the harness keeps a failing test's own lines in the left-over tree
+	grep -h -A2 '^not ok' ssehub-*/_build/sub/tests/unit/*.log 2>/dev/null | head -20 | sed 's/^/   | /'
 fi
 
 stage "ASan + UBSan build: unit and integration tests again"
